@@ -1,0 +1,12 @@
+// One register_* function per class family; module.cpp only wires them.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace kvserve::bindings {
+
+void register_errors(pybind11::module_& m);
+void register_block_pool(pybind11::module_& m);
+void register_scheduler(pybind11::module_& m);
+
+}  // namespace kvserve::bindings

@@ -1,0 +1,49 @@
+// One request's scheduling state. The scheduler owns it; nothing outside the core holds a pointer.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvserve {
+
+enum class FinishReason : int8_t { kNone = 0, kStop = 1, kLength = 2, kAbort = 3 };
+
+enum class RequestStatus : int8_t { kWaiting = 0, kRunning = 1, kFinished = 2 };
+
+// Stopping rules and queueing attributes, validated by Scheduler::add_request.
+struct RequestParams {
+  int32_t max_tokens = 16;
+  int32_t min_tokens = 0;
+  std::vector<int32_t> eos_token_ids;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int64_t priority = 0;  // lower runs first under the priority policy
+  double arrival_time = 0.0;
+  std::string cache_salt;  // requests share cached blocks only with requests of the same salt
+};
+
+//   | computed (KV in blocks) | scheduled this step | not yet scheduled |
+//   0                num_computed_tokens                        token_ids.size()
+// block_ids covers ceil(num_computed_tokens / block_size) blocks once a step is scheduled; the first
+// num_registered_blocks of them went through the prefix cache (registered, or found there).
+struct Request {
+  std::string request_id;
+  int64_t handle = 0;  // also the arrival sequence number: FCFS order
+  RequestParams params;
+  std::vector<int32_t> token_ids;  // prompt, then output
+  int32_t num_prompt_tokens = 0;
+  int32_t num_computed_tokens = 0;
+  int32_t num_cached_tokens = -1;  // prefix hit at first admission; -1 until admitted
+  RequestStatus status = RequestStatus::kWaiting;
+
+  std::vector<int32_t> block_ids;
+  int32_t num_registered_blocks = 0;
+  uint64_t root_hash = 0;               // chain root, from the cache salt
+  std::vector<uint64_t> block_hashes;   // of the full blocks of token_ids, extended lazily
+
+  int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
+  int32_t num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+};
+
+}  // namespace kvserve

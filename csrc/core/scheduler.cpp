@@ -1,0 +1,315 @@
+#include "scheduler.h"
+
+#include <algorithm>
+#include <tuple>
+
+#include "block_hash.h"
+#include "check.h"
+
+namespace kvserve {
+namespace {
+
+std::string field_error(const char* name, int64_t value, const char* rule) {
+  return std::string(name) + " must be " + rule + ", got " + std::to_string(value);
+}
+
+bool contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+int32_t ceil_div(int64_t a, int64_t b) { return static_cast<int32_t>((a + b - 1) / b); }
+
+}  // namespace
+
+void SchedulerConfig::validate() const {
+  KV_REQUIRE(num_blocks > 0, field_error("num_blocks", num_blocks, "positive"));
+  KV_REQUIRE(block_size > 0, field_error("block_size", block_size, "positive"));
+  KV_REQUIRE(max_num_seqs > 0, field_error("max_num_seqs", max_num_seqs, "positive"));
+  KV_REQUIRE(max_num_batched_tokens > 0,
+             field_error("max_num_batched_tokens", max_num_batched_tokens, "positive"));
+  KV_REQUIRE(max_model_len > 1, field_error("max_model_len", max_model_len, "at least 2"));
+}
+
+Scheduler::Scheduler(SchedulerConfig config)
+    : config_((config.validate(), config)),
+      blocks_(config.num_blocks, config.block_size, config.enable_prefix_caching),
+      waiting_(QueueOrder{this}) {}
+
+bool Scheduler::runs_before(const Request& a, const Request& b) const {
+  if (config_.policy == SchedulingPolicy::kPriority) {
+    return std::tie(a.params.priority, a.params.arrival_time, a.handle) <
+           std::tie(b.params.priority, b.params.arrival_time, b.handle);
+  }
+  return a.handle < b.handle;
+}
+
+int64_t Scheduler::add_request(std::string request_id, std::vector<int32_t> prompt_token_ids,
+                               RequestParams params) {
+  const int64_t num_prompt = static_cast<int64_t>(prompt_token_ids.size());
+  KV_REQUIRE(!requests_.count(request_id), "duplicate request id '" + request_id + "'");
+  KV_REQUIRE(num_prompt > 0, "request '" + request_id + "': the prompt must contain at least one token");
+  KV_REQUIRE(num_prompt <= config_.max_model_len,
+             "request '" + request_id + "': the prompt has " + std::to_string(num_prompt) +
+                 " tokens, more than max_model_len (" + std::to_string(config_.max_model_len) + ")");
+  KV_REQUIRE(params.max_tokens >= 1, field_error("max_tokens", params.max_tokens, "at least 1"));
+  KV_REQUIRE(params.min_tokens >= 0 && params.min_tokens <= params.max_tokens,
+             field_error("min_tokens", params.min_tokens, "between 0 and max_tokens"));
+  for (int32_t id : prompt_token_ids) KV_REQUIRE(id >= 0, field_error("token id", id, "non-negative"));
+  // The last sampled token never gets KV, so that is what the request can ever hold.
+  const int64_t max_kv_tokens =
+      std::max(num_prompt, std::min<int64_t>(num_prompt + params.max_tokens, config_.max_model_len) - 1);
+  const int32_t max_blocks = ceil_div(max_kv_tokens, config_.block_size);
+  KV_REQUIRE(max_blocks <= config_.num_blocks,
+             "request '" + request_id + "' may need " + std::to_string(max_blocks) +
+                 " KV blocks, but the cache has only " + std::to_string(config_.num_blocks));
+  KV_REQUIRE(config_.enable_chunked_prefill || num_prompt <= config_.max_num_batched_tokens,
+             "request '" + request_id + "': a prompt of " + std::to_string(num_prompt) +
+                 " tokens exceeds max_num_batched_tokens without chunked prefill");
+
+  auto request = std::make_unique<Request>();
+  request->request_id = request_id;
+  request->handle = next_handle_++;
+  request->num_prompt_tokens = static_cast<int32_t>(num_prompt);
+  request->token_ids = std::move(prompt_token_ids);
+  request->root_hash = hash_salt(params.cache_salt);
+  request->params = std::move(params);
+  Request* raw = request.get();
+  requests_.emplace(std::move(request_id), std::move(request));
+  waiting_.insert(raw);
+  return raw->handle;
+}
+
+int64_t Scheduler::abort(const std::string& request_id) {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) throw UnknownRequest("no request with id '" + request_id + "'");
+  Request& request = *it->second;
+  if (request.status == RequestStatus::kRunning) {
+    running_.erase(std::find(running_.begin(), running_.end(), &request));
+  } else {
+    waiting_.erase(&request);
+  }
+  std::replace(pending_samples_.begin(), pending_samples_.end(), &request, static_cast<Request*>(nullptr));
+  const int64_t handle = request.handle;
+  release(request);
+  return handle;
+}
+
+void Scheduler::release(Request& request) {
+  blocks_.free(request);
+  requests_.erase(requests_.find(request.request_id));  // by iterator: the key lives in the request
+}
+
+void Scheduler::preempt(Request& request) {
+  blocks_.free(request);
+  request.num_computed_tokens = 0;
+  request.status = RequestStatus::kWaiting;
+  waiting_.insert(&request);
+}
+
+std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
+  if (has_pending_update_) throw InternalError("schedule() called before update() of the previous step");
+  auto out = std::make_shared<SchedulerOutput>();
+  std::vector<std::pair<Request*, int32_t>> scheduled;
+  scheduled.reserve(std::min<size_t>(running_.size() + waiting_.size(), config_.max_num_seqs));
+  int32_t token_budget = config_.max_num_batched_tokens;
+
+  // Hot path: the one loop over the running batch. Everything per request below is O(1) amortised.
+  for (size_t i = 0; i < running_.size() && token_budget > 0; ++i) {
+    Request* request = running_[i];
+    const int32_t num_new = std::min(request->num_tokens() - request->num_computed_tokens, token_budget);
+    while (!blocks_.try_allocate(*request, {}, num_new)) {
+      Request* victim = running_.back();
+      running_.pop_back();
+      preempt(*victim);
+      out->preempted_handles.push_back(victim->handle);
+      if (victim == request) break;
+    }
+    if (request->status != RequestStatus::kRunning) break;
+    scheduled.emplace_back(request, num_new);
+    token_budget -= num_new;
+  }
+
+  // A step that had to preempt admits nothing: the freed blocks go to the running requests first.
+  if (out->preempted_handles.empty()) {
+    while (!waiting_.empty() && token_budget > 0 &&
+           static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
+      if (!admit_waiting(token_budget, scheduled)) break;
+    }
+  }
+  build_batch(scheduled, *out);
+  return out;
+}
+
+bool Scheduler::admit_waiting(int32_t& token_budget, std::vector<std::pair<Request*, int32_t>>& scheduled) {
+  Request* request = *waiting_.begin();
+  const std::vector<int32_t> hits = blocks_.find_cached_blocks(*request);
+  const int32_t num_hit_tokens = static_cast<int32_t>(hits.size()) * config_.block_size;
+  int32_t num_new = request->num_tokens() - num_hit_tokens;
+  if (!config_.enable_chunked_prefill && num_new > token_budget) return false;
+  num_new = std::min(num_new, token_budget);
+  request->num_computed_tokens = num_hit_tokens;
+  if (!blocks_.try_allocate(*request, hits, num_new)) {
+    request->num_computed_tokens = 0;
+    return false;
+  }
+  if (config_.enable_prefix_caching) blocks_.pool().record_query(request->num_tokens(), num_hit_tokens);
+  if (request->num_cached_tokens < 0) request->num_cached_tokens = num_hit_tokens;
+  waiting_.erase(waiting_.begin());
+  request->status = RequestStatus::kRunning;
+  running_.insert(std::upper_bound(running_.begin(), running_.end(), request, QueueOrder{this}), request);
+  scheduled.emplace_back(request, num_new);
+  token_budget -= num_new;
+  return true;
+}
+
+void Scheduler::build_batch(const std::vector<std::pair<Request*, int32_t>>& scheduled, SchedulerOutput& out) {
+  const int32_t bs = config_.block_size;
+  size_t num_tokens = 0;
+  int32_t width = 0;
+  for (const auto& [request, num_new] : scheduled) {
+    num_tokens += num_new;
+    width = std::max(width, static_cast<int32_t>(request->block_ids.size()));
+  }
+  const size_t num_reqs = scheduled.size();
+  out.block_table_width = width;
+  out.req_handles.reserve(num_reqs);
+  out.input_ids.reserve(num_tokens);
+  out.positions.reserve(num_tokens);
+  out.slot_mapping.reserve(num_tokens);
+  out.block_tables.assign(num_reqs * width, 0);
+  out.query_start_loc.reserve(num_reqs + 1);
+  out.query_start_loc.push_back(0);
+  out.seq_lens.reserve(num_reqs);
+  out.logits_indices.reserve(num_reqs);
+  out.sample_handles.reserve(num_reqs);
+  pending_samples_.clear();
+
+  for (size_t r = 0; r < num_reqs; ++r) {
+    Request& request = *scheduled[r].first;
+    const int32_t num_new = scheduled[r].second;
+    const int32_t start = request.num_computed_tokens;
+    const int32_t end = start + num_new;
+    out.req_handles.push_back(request.handle);
+    out.input_ids.insert(out.input_ids.end(), request.token_ids.begin() + start, request.token_ids.begin() + end);
+    for (int32_t pos = start; pos < end; ++pos) {
+      out.positions.push_back(pos);
+      out.slot_mapping.push_back(static_cast<int64_t>(request.block_ids[pos / bs]) * bs + pos % bs);
+    }
+    std::copy(request.block_ids.begin(), request.block_ids.end(), out.block_tables.begin() + r * width);
+    out.query_start_loc.push_back(out.query_start_loc.back() + num_new);
+    out.seq_lens.push_back(end);
+    out.max_query_len = std::max(out.max_query_len, num_new);
+    out.max_seq_len = std::max(out.max_seq_len, end);
+    request.num_computed_tokens = end;
+    if (end == request.num_tokens()) {
+      out.logits_indices.push_back(out.query_start_loc.back() - 1);
+      out.sample_handles.push_back(request.handle);
+      pending_samples_.push_back(&request);
+    }
+  }
+  has_pending_update_ = num_reqs > 0;
+}
+
+void Scheduler::check_stop(Request& request, int32_t token, int8_t& reason, int32_t& stop_reason) const {
+  const RequestParams& p = request.params;
+  stop_reason = -1;
+  if (request.num_tokens() >= config_.max_model_len || request.num_output_tokens() >= p.max_tokens) {
+    reason = static_cast<int8_t>(FinishReason::kLength);
+  } else if (request.num_output_tokens() < p.min_tokens) {
+    reason = static_cast<int8_t>(FinishReason::kNone);
+  } else if (!p.ignore_eos && contains(p.eos_token_ids, token)) {
+    reason = static_cast<int8_t>(FinishReason::kStop);
+  } else if (contains(p.stop_token_ids, token)) {
+    reason = static_cast<int8_t>(FinishReason::kStop);
+    stop_reason = token;
+  } else {
+    reason = static_cast<int8_t>(FinishReason::kNone);
+  }
+}
+
+std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids, int64_t num_sampled) {
+  if (!has_pending_update_) throw InternalError("update() without a scheduled batch");
+  KV_REQUIRE(num_sampled == static_cast<int64_t>(pending_samples_.size()),
+             "update() got " + std::to_string(num_sampled) + " sampled tokens for " +
+                 std::to_string(pending_samples_.size()) + " sampled rows");
+  const size_t n = pending_samples_.size();
+  for (size_t i = 0; i < n; ++i) {
+    KV_REQUIRE(sampled_token_ids[i] >= 0, field_error("sampled token id", sampled_token_ids[i], "non-negative"));
+  }
+  auto out = std::make_shared<UpdateOutput>();
+  out->handles.reserve(n);
+  out->token_ids.reserve(n);
+  out->finish_reasons.reserve(n);
+  out->stop_reasons.reserve(n);
+  out->num_cached_tokens.reserve(n);
+  bool any_finished = false;
+  for (size_t i = 0; i < n; ++i) {
+    Request* request = pending_samples_[i];
+    if (request == nullptr) continue;  // aborted after its batch was scheduled
+    const int32_t token = sampled_token_ids[i];
+    request->token_ids.push_back(token);
+    int8_t reason;
+    int32_t stop_reason;
+    check_stop(*request, token, reason, stop_reason);
+    out->handles.push_back(request->handle);
+    out->token_ids.push_back(token);
+    out->finish_reasons.push_back(reason);
+    out->stop_reasons.push_back(stop_reason);
+    out->num_cached_tokens.push_back(request->num_cached_tokens);
+    any_finished |= reason != static_cast<int8_t>(FinishReason::kNone);
+  }
+  if (any_finished) {
+    // Keep running_ sorted: drop finished requests in one pass, then free them in sampled order.
+    std::vector<Request*> finished;
+    for (size_t i = 0, j = 0; i < n; ++i) {
+      if (pending_samples_[i] == nullptr) continue;
+      if (out->finish_reasons[j++] != static_cast<int8_t>(FinishReason::kNone)) {
+        finished.push_back(pending_samples_[i]);
+        pending_samples_[i]->status = RequestStatus::kFinished;
+      }
+    }
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [](const Request* r) { return r->status == RequestStatus::kFinished; }),
+                   running_.end());
+    for (Request* request : finished) release(*request);
+  }
+  pending_samples_.clear();
+  has_pending_update_ = false;
+  return out;
+}
+
+RequestState Scheduler::request_state(const std::string& request_id) const {
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) throw UnknownRequest("no request with id '" + request_id + "'");
+  const Request& r = *it->second;
+  return RequestState{r.handle,          r.status,    r.num_prompt_tokens, r.num_computed_tokens,
+                      r.num_cached_tokens, r.token_ids, r.block_ids};
+}
+
+bool Scheduler::reset_prefix_cache() { return blocks_.pool().reset_prefix_cache(); }
+
+void Scheduler::check_invariants() const {
+  const BlockPool& pool = blocks_.pool();
+  pool.check_invariants();
+  std::vector<int32_t> refs(pool.num_blocks(), 0);
+  for (const Request* request : running_) {
+    KV_CHECK(request->status == RequestStatus::kRunning, "running request not marked running");
+    KV_CHECK(static_cast<int32_t>(request->block_ids.size()) ==
+                 ceil_div(request->num_computed_tokens, config_.block_size),
+             "request '" + request->request_id + "' holds the wrong number of blocks");
+    for (int32_t block_id : request->block_ids) ++refs[block_id];
+  }
+  for (const Request* request : waiting_) {
+    KV_CHECK(request->status == RequestStatus::kWaiting, "waiting request not marked waiting");
+    KV_CHECK(request->block_ids.empty(), "waiting request '" + request->request_id + "' holds blocks");
+  }
+  for (int32_t block_id = 0; block_id < pool.num_blocks(); ++block_id) {
+    KV_CHECK(refs[block_id] == pool.ref_count(block_id),
+             "ref count of block " + std::to_string(block_id) + " does not match the block tables");
+  }
+  KV_CHECK(std::is_sorted(running_.begin(), running_.end(), QueueOrder{this}), "running order");
+  KV_CHECK(running_.size() + waiting_.size() == requests_.size(), "every request is running or waiting");
+  KV_CHECK(static_cast<int32_t>(running_.size()) <= config_.max_num_seqs, "max_num_seqs exceeded");
+}
+
+}  // namespace kvserve

@@ -1,0 +1,98 @@
+// Continuous-batching scheduler: no prefill or decode phase, each request's num_computed_tokens catches
+// up to its num_tokens. Running requests are served first (highest priority first), then waiting ones,
+// within max_num_seqs and the max_num_batched_tokens budget; long prompts are chunked; when blocks run
+// out the last running request (lowest priority, newest) is preempted and recomputed later.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "block_manager.h"
+#include "request.h"
+#include "scheduler_output.h"
+
+namespace kvserve {
+
+enum class SchedulingPolicy : int8_t { kFcfs = 0, kPriority = 1 };
+
+struct SchedulerConfig {
+  int32_t num_blocks = 0;
+  int32_t block_size = 16;
+  int32_t max_num_seqs = 256;
+  int32_t max_num_batched_tokens = 2048;
+  int32_t max_model_len = 2048;
+  bool enable_prefix_caching = true;
+  bool enable_chunked_prefill = true;
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+
+  /// Throws InvalidArgument naming the first bad field.
+  void validate() const;
+};
+
+// A copy of one request's state, for tests and introspection.
+struct RequestState {
+  int64_t handle;
+  RequestStatus status;
+  int32_t num_prompt_tokens;
+  int32_t num_computed_tokens;
+  int32_t num_cached_tokens;
+  std::vector<int32_t> token_ids;
+  std::vector<int32_t> block_ids;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerConfig config);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  /// @return the request's handle (unique, increasing), used in every batch array.
+  int64_t add_request(std::string request_id, std::vector<int32_t> prompt_token_ids, RequestParams params);
+  /// Frees the request's blocks at once. @return its handle. Throws UnknownRequest.
+  int64_t abort(const std::string& request_id);
+
+  /// Builds the next batch; an empty batch needs no update(). Otherwise update() must follow.
+  std::shared_ptr<SchedulerOutput> schedule();
+  /// Appends one sampled token per sampled row of the last batch and applies the stopping rules.
+  ///   sampled_token_ids: [S] in the order of SchedulerOutput::sample_handles
+  std::shared_ptr<UpdateOutput> update(const int32_t* sampled_token_ids, int64_t num_sampled);
+
+  const SchedulerConfig& config() const { return config_; }
+  const BlockPool& block_pool() const { return blocks_.pool(); }
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  bool has_unfinished() const { return !requests_.empty(); }
+  bool has_pending_update() const { return has_pending_update_; }
+  RequestState request_state(const std::string& request_id) const;
+  /// Forgets every cached block; refused (false) while requests hold blocks.
+  bool reset_prefix_cache();
+  void check_invariants() const;
+
+ private:
+  struct QueueOrder {
+    const Scheduler* scheduler;
+    bool operator()(const Request* a, const Request* b) const { return scheduler->runs_before(*a, *b); }
+  };
+
+  bool runs_before(const Request& a, const Request& b) const;
+  void preempt(Request& request);
+  void release(Request& request);
+  bool admit_waiting(int32_t& token_budget, std::vector<std::pair<Request*, int32_t>>& scheduled);
+  void build_batch(const std::vector<std::pair<Request*, int32_t>>& scheduled, SchedulerOutput& out);
+  void check_stop(Request& request, int32_t token, int8_t& reason, int32_t& stop_reason) const;
+
+  SchedulerConfig config_;
+  BlockManager blocks_;
+  std::unordered_map<std::string, std::unique_ptr<Request>> requests_;
+  std::set<Request*, QueueOrder> waiting_;
+  std::vector<Request*> running_;  // sorted by runs_before: the back is the preemption victim
+  int64_t next_handle_ = 0;
+  bool has_pending_update_ = false;
+  std::vector<Request*> pending_samples_;  // [S] of the batch in flight; nullptr once aborted
+};
+
+}  // namespace kvserve

@@ -1,0 +1,83 @@
+"""Bad input raises a clear Python exception and leaves the scheduler usable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kvserve import _core
+
+from .helpers import make_scheduler, step
+
+
+def params(**kw) -> _core.RequestParams:
+    return _core.RequestParams(**kw)
+
+
+def test_unknown_request_id_is_a_key_error(scheduler):
+    with pytest.raises(_core.UnknownRequestError, match="no request with id 'nope'"):
+        scheduler.abort("nope")
+    with pytest.raises(KeyError):
+        scheduler.request_state("nope")
+
+
+def test_duplicate_request_id(scheduler):
+    scheduler.add_request("a", [1], params())
+    with pytest.raises(ValueError, match="duplicate request id 'a'"):
+        scheduler.add_request("a", [2], params())
+    assert scheduler.num_waiting == 1
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kw", "message"),
+    [
+        ([], {}, "at least one token"),
+        (list(range(65)), {}, "more than max_model_len"),
+        ([1, -3], {}, "token id must be non-negative"),
+        ([1], {"max_tokens": 0}, "max_tokens must be at least 1"),
+        ([1], {"max_tokens": 2, "min_tokens": 3}, "min_tokens must be between"),
+        ([1], {"min_tokens": -1}, "min_tokens must be between"),
+    ],
+)
+def test_invalid_requests_are_value_errors(scheduler, prompt, kw, message):
+    with pytest.raises(ValueError, match=message):
+        scheduler.add_request("a", prompt, params(**kw))
+    assert not scheduler.has_unfinished
+    scheduler.check_invariants()
+
+
+def test_request_larger_than_the_cache():
+    scheduler = make_scheduler(num_blocks=2, block_size=4)
+    with pytest.raises(ValueError, match="may need 3 KV blocks, but the cache has only 2"):
+        scheduler.add_request("a", list(range(9)), params(max_tokens=4))
+    scheduler.add_request("b", list(range(8)), params(max_tokens=1))  # exactly fits
+
+
+def test_prompt_over_budget_without_chunking():
+    scheduler = make_scheduler(max_num_batched_tokens=4, enable_chunked_prefill=False)
+    with pytest.raises(ValueError, match="without chunked prefill"):
+        scheduler.add_request("a", list(range(5)), params())
+
+
+def test_update_protocol_errors(scheduler):
+    with pytest.raises(RuntimeError, match="without a scheduled batch"):
+        scheduler.update(np.array([], dtype=np.int32))
+    scheduler.add_request("a", [1], params())
+    scheduler.schedule()
+    with pytest.raises(RuntimeError, match="before update"):
+        scheduler.schedule()
+    with pytest.raises(ValueError, match="got 2 sampled tokens for 1 sampled rows"):
+        scheduler.update(np.array([1, 2], dtype=np.int32))
+    with pytest.raises(ValueError, match="sampled token id must be non-negative"):
+        scheduler.update(np.array([-1], dtype=np.int32))
+    scheduler.update(np.array([5], dtype=np.int32))
+    step(scheduler)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("num_blocks", 0), ("block_size", 0), ("max_num_seqs", 0), ("max_num_batched_tokens", -1), ("max_model_len", 1)],
+)
+def test_invalid_config(field, value):
+    with pytest.raises(ValueError, match=field):
+        make_scheduler(**{field: value})
