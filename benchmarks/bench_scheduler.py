@@ -129,8 +129,10 @@ def main() -> None:
         "speedup_median": reference["median_us"] / core["median_us"],
         "speedup_at_full_batch": (reference["median_us_at_full_batch"] or 0) / (core["median_us_at_full_batch"] or 1),
     }
-    print(f"scheduler step (schedule + update), {args.num_requests} requests, {args.concurrency} concurrent, "
-          f"block size {args.block_size}, {core['steps']} steps")
+    print(
+        f"scheduler step (schedule + update), {args.num_requests} requests, {args.concurrency} concurrent, "
+        f"block size {args.block_size}, {core['steps']} steps"
+    )
     print(f"{'':<22}{'C++ core':>14}{'Python ref':>14}{'ratio':>10}")
     for key, label in [("median_us", "median us/step"), ("median_us_at_full_batch", f"median us @{args.concurrency}")]:
         c, r = core[key], reference[key]

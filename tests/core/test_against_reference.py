@@ -101,8 +101,9 @@ class SchedulerComparison(RuleBasedStateMachine):
             return
         if abort_in_flight:
             self.abort(data.draw(st.sampled_from(self.live)))
-        sampled = data.draw(st.lists(TOKENS, min_size=len(ref_out["sample_handles"]),
-                                     max_size=len(ref_out["sample_handles"])))
+        sampled = data.draw(
+            st.lists(TOKENS, min_size=len(ref_out["sample_handles"]), max_size=len(ref_out["sample_handles"]))
+        )
         core_update = self.core.update(np.asarray(sampled, dtype=np.int32))
         ref_deltas = self.ref.update(sampled)
         assert core_update.handles.tolist() == [d.handle for d in ref_deltas]

@@ -198,7 +198,7 @@ def test_abort_frees_blocks_at_once(scheduler):
 def test_abort_between_schedule_and_update_drops_the_sample(scheduler):
     scheduler.add_request("a", [1, 2], params(max_tokens=5))
     scheduler.add_request("b", [3, 4], params(max_tokens=5))
-    out = scheduler.schedule()
+    scheduler.schedule()
     scheduler.abort("a")
     update = scheduler.update(np.array([7, 8], dtype=np.int32))
     assert update.handles.tolist() == [1] and update.token_ids.tolist() == [8]

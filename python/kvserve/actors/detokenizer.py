@@ -1,0 +1,166 @@
+"""DetokenizerActor: token ids -> text deltas, stop strings, logprob formatting, finished outputs.
+
+Text is decoded incrementally (never half a character). While a request runs, the last characters that
+could begin a stop string are held back; a matched stop string ends the request here and asks the
+scheduler to free it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kvserve import _core
+from kvserve.actors.base import Actor
+from kvserve.messages import (
+    AbortRequest,
+    RegisterRequest,
+    RequestAccepted,
+    RequestFailed,
+    RequestsAborted,
+    SampleLogprobs,
+    StreamOutputs,
+    TokenDeltas,
+)
+from kvserve.outputs import PositionLogprobs, RequestOutput, TokenLogprob
+from kvserve.sampling_params import SamplingParams
+from kvserve.text.incremental_detokenizer import IncrementalDetokenizer
+from kvserve.text.stop_strings import StopStringChecker
+from kvserve.tokenizer import Tokenizer
+
+_FINISH_REASONS = {
+    int(_core.FinishReason.STOP): "stop",
+    int(_core.FinishReason.LENGTH): "length",
+    int(_core.FinishReason.ABORT): "abort",
+}
+
+
+@dataclass(slots=True)
+class _RequestText:
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    detokenizer: IncrementalDetokenizer
+    stops: StopStringChecker | None
+    num_output_tokens: int = 0
+    num_sent_chars: int = 0
+    num_cached_tokens: int = 0
+
+
+class DetokenizerActor(Actor):
+    name = "detokenizer"
+
+    def __init__(self, tokenizer: Tokenizer, scheduler: Actor, router: Actor) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.router = router
+        self.requests: dict[str, _RequestText] = {}
+        self.handles(RegisterRequest, self.on_register)
+        self.handles(RequestAccepted, self.on_accepted)
+        self.handles(TokenDeltas, self.on_deltas)
+        self.handles(RequestsAborted, self.on_aborted)
+        self.handles(RequestFailed, self.on_failed)
+
+    def on_register(self, request: RegisterRequest) -> None:
+        params = request.params
+        self.requests[request.request_id] = _RequestText(
+            params=params,
+            prompt_token_ids=request.prompt_token_ids,
+            detokenizer=IncrementalDetokenizer(
+                self.tokenizer.backend,
+                request.prompt_token_ids,
+                skip_special_tokens=params.skip_special_tokens,
+                spaces_between_special_tokens=params.spaces_between_special_tokens,
+            ),
+            stops=StopStringChecker(params.stop, params.include_stop_str_in_output) if params.stop else None,
+        )
+
+    def on_accepted(self, accepted: RequestAccepted) -> None:
+        state = self.requests.get(accepted.request_id)
+        if state is not None:
+            self.router.send(StreamOutputs([self._output(accepted.request_id, state, "", [])]))
+
+    def on_failed(self, failure: RequestFailed) -> None:
+        self.requests.pop(failure.request_id, None)
+        self.router.send(failure)
+
+    def on_aborted(self, aborted: RequestsAborted) -> None:
+        outputs = []
+        for request_id in aborted.request_ids:
+            state = self.requests.pop(request_id, None)
+            if state is not None:  # not already finished by a stop string
+                output = self._output(request_id, state, "", [])
+                output.finished, output.finish_reason = True, "abort"
+                outputs.append(output)
+        if outputs:
+            self.router.send(StreamOutputs(outputs))
+
+    def on_deltas(self, deltas: TokenDeltas) -> None:
+        outputs = []
+        token_ids = deltas.token_ids.tolist()
+        finish_reasons = deltas.finish_reasons.tolist()
+        stop_reasons = deltas.stop_reasons.tolist()
+        num_cached = deltas.num_cached_tokens.tolist()
+        for row, request_id in enumerate(deltas.request_ids):
+            state = self.requests.get(request_id)
+            if state is None:  # finished by a stop string while this step ran
+                continue
+            state.num_cached_tokens = num_cached[row]
+            output = self._advance(request_id, state, token_ids[row], finish_reasons[row], stop_reasons[row])
+            if deltas.logprobs is not None and state.params.logprobs is not None:
+                output.logprobs = [self._position_logprobs(deltas.logprobs, row, state.params.logprobs)]
+            if output.finished:
+                del self.requests[request_id]
+                if output.finish_reason == "stop" and finish_reasons[row] == 0:
+                    self.scheduler.send(AbortRequest(request_id))  # a stop string: the core still runs it
+            outputs.append(output)
+        if outputs:
+            self.router.send(StreamOutputs(outputs))
+
+    def _advance(self, request_id: str, state: _RequestText, token: int, finish: int, stop_token: int) -> RequestOutput:
+        state.num_output_tokens += 1
+        finish_reason = _FINISH_REASONS.get(finish)
+        params = state.params
+        # An EOS or stop token ends the request without being rendered (unless asked to include it).
+        if not (finish == int(_core.FinishReason.STOP) and not params.include_stop_str_in_output):
+            state.detokenizer.push([token])
+        stop_reason: str | int | None = stop_token if stop_token >= 0 else None
+        text = state.detokenizer.output_text
+        num_new_chars = len(text) - state.num_sent_chars
+        # Like vLLM, stop strings only count once min_tokens have been generated.
+        checks_stops = state.stops is not None and state.num_output_tokens > params.min_tokens
+        match = state.stops.check(text, num_new_chars) if checks_stops else None
+        if match is not None:
+            finish_reason, stop_reason = "stop", match.stop_string
+            text = text[: match.truncate_to]
+        elif finish_reason is not None:
+            text = text + state.detokenizer.flush()
+        end = len(text) if finish_reason is not None or state.stops is None else len(text) - state.stops.hold_back
+        piece = text[state.num_sent_chars : max(end, state.num_sent_chars)]
+        state.num_sent_chars += len(piece)
+        output = self._output(request_id, state, piece, [token])
+        output.finished = finish_reason is not None
+        output.finish_reason = finish_reason
+        output.stop_reason = stop_reason
+        return output
+
+    def _output(self, request_id: str, state: _RequestText, text: str, token_ids: list[int]) -> RequestOutput:
+        return RequestOutput(
+            request_id=request_id,
+            text=text,
+            token_ids=token_ids,
+            num_prompt_tokens=len(state.prompt_token_ids),
+            num_output_tokens=state.num_output_tokens,
+            num_cached_tokens=state.num_cached_tokens,
+            prompt_token_ids=state.prompt_token_ids,
+        )
+
+    def _position_logprobs(self, logprobs: SampleLogprobs, row: int, num_top: int) -> PositionLogprobs:
+        ids = logprobs.token_ids[row, : 1 + num_top].tolist()
+        values = logprobs.logprobs[row, : 1 + num_top].tolist()
+        decode = self.tokenizer.decode
+        sampled = TokenLogprob(ids[0], values[0], int(logprobs.ranks[row]), decode([ids[0]], skip_special_tokens=False))
+        top = tuple(
+            TokenLogprob(token_id, value, rank, decode([token_id], skip_special_tokens=False))
+            for rank, (token_id, value) in enumerate(zip(ids[1:], values[1:]), start=1)
+        )
+        return PositionLogprobs(sampled, top)

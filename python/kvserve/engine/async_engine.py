@@ -1,0 +1,176 @@
+"""AsyncEngine: starts the actors, turns generate() calls into messages and streams the outputs back.
+
+engine.generate -> TokenizerActor -> SchedulerActor <-> RunnerActor (thread)
+                                  -> DetokenizerActor -> OutputRouter -> RequestStream -> caller
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from kvserve import _core
+from kvserve.actors.base import Actor
+from kvserve.actors.detokenizer import DetokenizerActor
+from kvserve.actors.runner import RunnerActor
+from kvserve.actors.scheduler import SchedulerActor
+from kvserve.actors.tokenizer import TokenizerActor
+from kvserve.config import EngineConfig
+from kvserve.engine.output_router import OutputRouter
+from kvserve.errors import EngineDeadError, ErrorInfo
+from kvserve.messages import AbortRequest, TokenizeRequest
+from kvserve.model.loader import resolve_model_dir
+from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
+from kvserve.model.runner import ModelRunner
+from kvserve.outputs import RequestOutput
+from kvserve.sampling_params import SamplingParams
+from kvserve.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def load_model_config(config: EngineConfig, model_dir: Path) -> ModelConfig:
+    """The model's config; request defaults from --generation-config (auto: the model's, vllm: none, or a dir)."""
+    model_config = ModelConfig.from_directory(model_dir)
+    if config.generation_config == "auto":
+        return model_config
+    defaults = (
+        {}
+        if config.generation_config == "vllm"
+        else generation_defaults(read_generation_config(config.generation_config))
+    )
+    return dataclasses.replace(model_config, generation_defaults=defaults)
+
+
+class AsyncEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        model_config: ModelConfig,
+        tokenizer: Tokenizer,
+        runner: ModelRunner,
+        max_model_len: int,
+    ) -> None:
+        self.config = config
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.eos_token_ids = tuple(
+            dict.fromkeys(
+                ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+                + list(model_config.eos_token_ids)
+            )
+        )
+        scheduler_config = _core.SchedulerConfig(
+            num_blocks=runner.num_blocks,
+            block_size=config.block_size,
+            max_num_seqs=config.max_num_seqs,
+            max_num_batched_tokens=config.max_num_batched_tokens or (8192 if runner.device.type == "cuda" else 2048),
+            max_model_len=max_model_len,
+            enable_prefix_caching=config.enable_prefix_caching,
+            enable_chunked_prefill=config.enable_chunked_prefill,
+            policy=_core.SchedulingPolicy.PRIORITY
+            if config.scheduling_policy == "priority"
+            else _core.SchedulingPolicy.FCFS,
+        )
+        self.router = OutputRouter()
+        self.scheduler = SchedulerActor(scheduler_config)
+        self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
+        self.runner = RunnerActor(runner, self.scheduler)
+        self.scheduler.connect(self.runner, self.detokenizer)
+        self.tokenizer_actor = TokenizerActor(
+            tokenizer, max_model_len, model_config.vocab_size, self.eos_token_ids, self.scheduler, self.detokenizer
+        )
+        self.actors: list[Actor] = [self.tokenizer_actor, self.scheduler, self.runner, self.detokenizer, self.router]
+        self.dead: EngineDeadError | None = None
+
+    @classmethod
+    async def start(cls, config: EngineConfig) -> AsyncEngine:
+        """Loads the model (off the event loop) and starts the actors."""
+        model_dir = await asyncio.to_thread(resolve_model_dir, config.model, config.revision)
+        model_config = load_model_config(config, model_dir)
+        tokenizer = Tokenizer.from_directory(config.tokenizer or model_dir)
+        max_model_len = config.max_model_len or model_config.max_position_embeddings
+        if config.max_model_len and config.max_model_len > model_config.max_position_embeddings:
+            raise ValueError(
+                f"max_model_len ({config.max_model_len}) is larger than the model's max_position_embeddings "
+                f"({model_config.max_position_embeddings})"
+            )
+        if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
+            raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
+        runner = await asyncio.to_thread(ModelRunner, config, model_config, model_dir)
+        engine = cls(config, model_config, tokenizer, runner, max_model_len)
+        for actor in engine.actors:
+            actor.start(engine._on_actor_failure)
+        return engine
+
+    # -- requests -------------------------------------------------------------------------------------
+    async def generate(
+        self,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str,
+        *,
+        priority: int = 0,
+        cache_salt: str | None = None,
+        add_special_tokens: bool = True,
+        truncate_prompt_tokens: int | None = None,
+        truncation_side: str = "left",
+    ) -> AsyncIterator[RequestOutput]:
+        """Streams the request's outputs (deltas). The first output carries no tokens: it says the request
+        passed validation and was admitted (errors before that are raised instead). Leaving the iteration
+        early aborts the request."""
+        self._check_alive()
+        stream = self.router.open(request_id)
+        text, token_ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
+        self.tokenizer_actor.send(
+            TokenizeRequest(
+                request_id=request_id,
+                prompt=text,
+                prompt_token_ids=token_ids,
+                params=params,
+                arrival_time=time.time(),
+                priority=priority,
+                cache_salt=cache_salt,
+                add_special_tokens=add_special_tokens,
+                truncate_prompt_tokens=truncate_prompt_tokens,
+                truncation_side=truncation_side,
+            )
+        )
+        try:
+            async for output in stream:
+                yield output
+        finally:
+            self.router.close(request_id)
+            if not stream.finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        """Stops a request and frees its KV blocks; unknown or finished ids are ignored."""
+        if self.dead is None:
+            self.tokenizer_actor.send(AbortRequest(request_id))
+
+    # -- health and lifetime ----------------------------------------------------------------------------
+    def _check_alive(self) -> None:
+        if self.dead is not None:
+            raise self.dead
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.dead is None
+
+    def _on_actor_failure(self, actor: Actor, error: BaseException) -> None:
+        if self.dead is not None:
+            return
+        info = ErrorInfo.of(error)
+        self.dead = EngineDeadError(f"The engine failed in its {actor.name} actor: {info.message}")
+        logger.error("engine is dead: %s", self.dead.message)
+        self.router.fail_all(self.dead)
+
+    async def shutdown(self) -> None:
+        for actor in self.actors:
+            await actor.stop()

@@ -1,0 +1,77 @@
+"""Finding a model's files (local directory or Hugging Face repo id) and reading its safetensors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from kvserve.model.model_config import ModelConfig
+from kvserve.model.registry import model_class
+
+logger = logging.getLogger(__name__)
+
+# What a serving run needs from a Hugging Face repo (no PyTorch .bin or consolidated duplicates).
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
+
+
+def resolve_model_dir(model: str, revision: str | None = None) -> Path:
+    """A local directory as is; anything else is a Hugging Face repo id, downloaded (or taken from the cache)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{model} is a file, not a model directory")
+    from huggingface_hub import snapshot_download
+
+    logger.info("downloading %s from the Hugging Face Hub", model)
+    try:
+        return Path(snapshot_download(model, revision=revision, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # the hub raises many types: offline, 404, gated, bad id
+        raise ValueError(f"cannot load model {model!r}: not a local directory, and the Hub said: {e}") from e
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {model_dir}")
+    return files
+
+
+def iterate_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Memory-mapped tensors, one at a time, so a load never holds two copies of the model."""
+    for file in files:
+        with safe_open(file, framework="pt", device="cpu") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_model(
+    config: ModelConfig, weights: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device
+) -> nn.Module:
+    """Allocates the model on `device` in `dtype` (uninitialised) and fills it from `weights`."""
+    cls = model_class(config.architecture)
+    with torch.device(device), _default_dtype(dtype):
+        model = cls(config)
+    model.load_weights(weights)
+    return model.eval()

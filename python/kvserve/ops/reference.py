@@ -1,0 +1,139 @@
+"""Pure-torch implementations of kvserve's ops: the CPU path and the oracle for the CUDA kernels.
+
+Shapes: T tokens in the step, R requests, H query heads, KVH key/value heads, D head dim, NB blocks of BS
+slots. A layer's KV cache is one tensor [2, NB, BS, KVH, D] (keys, then values).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x: [..., hidden]. Normalises in float32 and casts back before the weight, as transformers does."""
+    x32 = x.float()
+    variance = x32.pow(2).mean(-1, keepdim=True)
+    return weight * (x32 * torch.rsqrt(variance + eps)).to(x.dtype)
+
+
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (rms_norm(x + residual), x + residual)."""
+    residual = x + residual
+    return rms_norm(residual, weight, eps), residual
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """x: [..., 2 * d] holding gate then up; returns silu(gate) * up: [..., d]."""
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def reshape_and_cache(
+    key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Writes key/value [T, KVH, D] into kv_cache [2, NB, BS, KVH, D] at slot_mapping [T]."""
+    num_slots = kv_cache.shape[1] * kv_cache.shape[2]
+    flat = kv_cache.view(2, num_slots, kv_cache.shape[3], kv_cache.shape[4])
+    flat[0].index_copy_(0, slot_mapping, key.to(kv_cache.dtype))
+    flat[1].index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
+
+
+def _gather_blocks(kv_cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """kv_cache [2, NB, BS, KVH, D], block_ids [...] -> [2, *block_ids.shape, BS, KVH, D].
+
+    index_select over a flat view copies whole blocks; advanced indexing is ~5x slower on CPU here.
+    """
+    flat = kv_cache.view(2, kv_cache.shape[1], -1)
+    picked = flat.index_select(1, block_ids.reshape(-1).to(torch.int64))
+    return picked.view(2, *block_ids.shape, *kv_cache.shape[2:])
+
+
+def _visible_keys(query_pos: torch.Tensor, key_pos: torch.Tensor, seq_len: torch.Tensor, window: int) -> torch.Tensor:
+    """Boolean mask [..., q, k]: causal, inside the sequence, and within the sliding window if any."""
+    mask = (key_pos <= query_pos) & (key_pos < seq_len)
+    if window > 0:
+        mask &= key_pos > query_pos - window
+    return mask
+
+
+def paged_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+    sliding_window: int = 0,
+) -> torch.Tensor:
+    """Causal attention of query [T, H, D] over each request's cached keys and values.
+
+    Request r owns query rows query_start_loc[r]:query_start_loc[r+1], the last tokens of its
+    seq_lens[r]-token context, whose KV (this step's included) is in the blocks block_tables[r].
+    Returns [T, H, D]. Single-token rows (decodes) run as one padded batch; longer rows one by one.
+    """
+    num_tokens, num_heads, head_dim = query.shape
+    block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
+    group = num_heads // num_kv_heads
+    out = torch.empty_like(query)
+    if num_tokens == 0:
+        return out
+    if max_query_len == 1:
+        _attend_single_tokens(query, kv_cache, block_tables, seq_lens, max_seq_len, scale, sliding_window, out)
+        return out
+
+    q_lens = (query_start_loc[1:] - query_start_loc[:-1]).tolist()
+    starts = query_start_loc[:-1].tolist()
+    lens = seq_lens.tolist()
+    for r, (start, q_len, seq_len) in enumerate(zip(starts, q_lens, lens)):
+        num_blocks = -(-seq_len // block_size)
+        blocks = _gather_blocks(kv_cache, block_tables[r, :num_blocks])  # [2, n, BS, KVH, D]
+        kv = blocks.reshape(2, num_blocks * block_size, num_kv_heads, head_dim)[:, :seq_len]
+        k = kv[0].transpose(0, 1)  # [KVH, L, D]
+        v = kv[1].transpose(0, 1)
+        # Query heads of one KV head share its keys: fold the group into the query-length axis.
+        q = query[start : start + q_len].view(q_len, num_kv_heads, group, head_dim)
+        q = q.permute(1, 2, 0, 3).reshape(num_kv_heads, group * q_len, head_dim)
+        context = seq_len - q_len
+        if context == 0 and sliding_window <= 0:
+            o = F.scaled_dot_product_attention(
+                q.view(num_heads, q_len, head_dim), k, v, is_causal=True, scale=scale, enable_gqa=True
+            ).view(num_kv_heads, group, q_len, head_dim)
+        else:
+            query_pos = torch.arange(context, seq_len, device=query.device).repeat(group).view(-1, 1)
+            key_pos = torch.arange(seq_len, device=query.device).view(1, -1)
+            mask = _visible_keys(query_pos, key_pos, torch.tensor(seq_len, device=query.device), sliding_window)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            o = o.view(num_kv_heads, group, q_len, head_dim)
+        out[start : start + q_len] = o.permute(2, 0, 1, 3).reshape(q_len, num_heads, head_dim)
+    return out
+
+
+def _attend_single_tokens(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_seq_len: int,
+    scale: float,
+    sliding_window: int,
+    out: torch.Tensor,
+) -> None:
+    num_reqs, num_heads, head_dim = query.shape
+    block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
+    group = num_heads // num_kv_heads
+    num_blocks = -(-max_seq_len // block_size)
+    blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
+    kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)
+    k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
+    v = kv[1].transpose(1, 2)
+    q = query.view(num_reqs, num_kv_heads, group, head_dim)
+    key_pos = torch.arange(num_blocks * block_size, device=query.device).view(1, 1, 1, -1)
+    seq = seq_lens.view(-1, 1, 1, 1)
+    mask = _visible_keys(seq - 1, key_pos, seq, sliding_window)  # [R, 1, 1, L]
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    out.copy_(o.view(num_reqs, num_heads, head_dim))

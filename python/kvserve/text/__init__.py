@@ -1,0 +1,1 @@
+"""Text side of generation: incremental detokenization and stop strings."""

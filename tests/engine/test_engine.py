@@ -1,0 +1,186 @@
+"""AsyncEngine behaviour: aborts free blocks, seeds are batch-independent, failures are loud, bad input is
+rejected per request, stop strings and logprobs reach the outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from kvserve.config import EngineConfig
+from kvserve.errors import EngineDeadError, InvalidRequestError
+from kvserve.sampling_params import SamplingParams
+from tests.engine.test_greedy_exact import random_prompts
+from tests.engine_helpers import MiB, generate, hf_greedy, run_with_engine
+
+
+@pytest.fixture
+def config(tiny_model_dir) -> EngineConfig:
+    return EngineConfig(model=str(tiny_model_dir("llama")), kv_cache_memory=4 * MiB, block_size=4)
+
+
+def free_and_total(engine) -> tuple[int, int]:
+    pool = engine.scheduler.core.block_pool
+    return pool.num_free_blocks, pool.num_blocks
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+def test_leaving_the_stream_aborts_and_frees_every_block(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
+        received = []
+        async for output in engine.generate(list(range(10, 50)), params, "long"):
+            received.append(output)
+            if len(received) == 3:
+                break
+        await wait_until(lambda: not engine.scheduler.core.has_unfinished)
+        free, total = free_and_total(engine)
+        assert free == total
+        engine.scheduler.core.check_invariants()
+        # The engine still serves afterwards.
+        tokens, _, final = await generate(engine, [5, 6, 7], SamplingParams(max_tokens=4, ignore_eos=True), "next")
+        assert len(tokens) == 4 and final.finish_reason == "length"
+
+    run_with_engine(config, body)
+
+
+def test_abort_by_id_ends_the_stream_with_abort(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=500, ignore_eos=True)
+        stream = engine.generate([10, 11, 12], params, "victim")
+        first = await anext(stream)
+        engine.abort("victim")
+        rest = [o async for o in stream]
+        assert not first.finished and rest[-1].finished and rest[-1].finish_reason == "abort"
+        await wait_until(lambda: free_and_total(engine)[0] == free_and_total(engine)[1])
+        engine.abort("victim")  # unknown by now: ignored
+
+    run_with_engine(config, body)
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(config):
+    params = SamplingParams(max_tokens=20, temperature=0.9, top_p=0.95, seed=1234, ignore_eos=True)
+    prompt = list(range(20, 40))
+
+    async def alone(engine):
+        return (await generate(engine, prompt, params, "alone"))[0]
+
+    async def crowded(engine):
+        others = [
+            generate(engine, p, SamplingParams(max_tokens=25, temperature=1.0, ignore_eos=True), f"o{i}")
+            for i, p in enumerate(random_prompts(8, 3, 30, seed=9))
+        ]
+        results = await asyncio.gather(*others[:4], generate(engine, prompt, params, "seeded"), *others[4:])
+        return results[4][0]
+
+    assert run_with_engine(config, alone) == run_with_engine(config, crowded)
+
+
+def test_unseeded_sampling_varies(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=16, temperature=1.0, ignore_eos=True)
+        results = await asyncio.gather(*(generate(engine, [7, 8, 9], params, f"r{i}") for i in range(4)))
+        return {tuple(tokens) for tokens, _, _ in results}
+
+    assert len(run_with_engine(config, body)) > 1
+
+
+def test_bad_requests_fail_alone(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=4, ignore_eos=True)
+        with pytest.raises(InvalidRequestError, match="out of vocabulary"):
+            await generate(engine, [1, 10**6], params, "bad-vocab")
+        with pytest.raises(InvalidRequestError, match="context length is only 512 tokens"):
+            await generate(engine, [5] * 600, params, "too-long")
+        with pytest.raises(InvalidRequestError, match="empty"):
+            await generate(engine, [], params, "empty")
+        with pytest.raises(InvalidRequestError, match="already in use"):
+            stream = engine.generate([5], SamplingParams(max_tokens=100, ignore_eos=True), "dup")
+            await anext(stream)
+            await generate(engine, [5], params, "dup")
+        await stream.aclose()
+        tokens, _, _ = await generate(engine, [5, 6], params, "fine")
+        assert len(tokens) == 4 and engine.is_healthy
+
+    run_with_engine(config, body)
+
+
+def test_a_failing_actor_fails_every_request_and_marks_the_engine_dead(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=50, ignore_eos=True)
+        running = [asyncio.create_task(generate(engine, [5, 6, 7], params, f"r{i}")) for i in range(3)]
+        await asyncio.sleep(0.05)
+
+        def broken(batch):
+            raise RuntimeError("device lost")
+
+        engine.runner.runner.execute = broken
+        results = await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), timeout=10)
+        assert all(isinstance(r, EngineDeadError) for r in results), results
+        assert "device lost" in str(results[0]) and not engine.is_healthy
+        with pytest.raises(EngineDeadError):
+            await generate(engine, [5], params, "after")
+
+    run_with_engine(config, body)
+
+
+def test_eos_stops_and_is_not_rendered(config, tiny_model_dir):
+    # Make EOS the greedy continuation: find the token greedy decoding picks, then call it EOS.
+    model_dir = tiny_model_dir("llama")
+    prompt = list(range(30, 60))
+    greedy = hf_greedy(model_dir, prompt, 3)
+
+    async def body(engine):
+        params = SamplingParams(max_tokens=10, temperature=0.0, stop_token_ids=(greedy[2],))
+        return await generate(engine, prompt, params, "stop-token")
+
+    tokens, text, final = run_with_engine(config, body)
+    assert tokens == greedy
+    assert (final.finish_reason, final.stop_reason) == ("stop", greedy[2])
+    tokenizer = __import__("tokenizers").Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    assert text == tokenizer.decode(greedy[:2])
+
+
+def test_stop_string_truncates_and_reports(config, tiny_model_dir):
+    model_dir = tiny_model_dir("llama")
+    prompt = list(range(60, 90))
+    greedy = hf_greedy(model_dir, prompt, 12)
+    tokenizer = __import__("tokenizers").Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    full = tokenizer.decode(greedy)
+    stop = full[5:8]
+    expected = full[: full.index(stop)]
+
+    async def body(engine):
+        params = SamplingParams(max_tokens=12, temperature=0.0, stop=(stop,))
+        return await generate(engine, prompt, params, "stop-string")
+
+    tokens, text, final = run_with_engine(config, body)
+    assert text == expected
+    assert (final.finish_reason, final.stop_reason) == ("stop", stop)
+    assert tokens == greedy[: len(tokens)] and len(tokens) < 12
+
+
+def test_logprobs_are_raw_log_softmax(config):
+    async def body(engine):
+        params = SamplingParams(max_tokens=5, temperature=0.0, logprobs=3, ignore_eos=True)
+        outputs = [o async for o in engine.generate([40, 41, 42], params, "lp")]
+        return [lp for o in outputs for lp in o.logprobs or []], [t for o in outputs for t in o.token_ids]
+
+    positions, tokens = run_with_engine(config, body)
+    assert len(positions) == 5
+    for position, token in zip(positions, tokens):
+        assert position.sampled.token_id == token and position.sampled.rank == 1  # greedy picks the top
+        assert len(position.top) == 3
+        assert [t.rank for t in position.top] == [1, 2, 3]
+        assert position.top[0].token_id == token
+        values = [t.logprob for t in position.top]
+        assert values == sorted(values, reverse=True) and all(v <= 0 for v in values)
+        assert math.isclose(position.top[0].logprob, position.sampled.logprob)

@@ -1,0 +1,375 @@
+"""Sampler: greedy, filters (exact sets of reachable tokens), distributions, seeded reproducibility, logprobs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from kvserve.model.sampler import Sampler, SamplingMetadata
+from kvserve.sampling_params import GREEDY_TEMPERATURE
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.cuda),
+]
+
+
+def make_metadata(
+    temperature: list[float],
+    *,
+    top_k: list[int] | None = None,
+    top_p: list[float] | None = None,
+    min_p: list[float] | None = None,
+    generators: dict[int, torch.Generator] | None = None,
+    max_num_logprobs: int = -1,
+    device: str = "cpu",
+) -> SamplingMetadata:
+    """Builds the metadata the way the model runner does: host flags from the host-side parameter lists."""
+    num_rows = len(temperature)
+    top_k = top_k if top_k is not None else [0] * num_rows
+    top_p = top_p if top_p is not None else [1.0] * num_rows
+    min_p = min_p if min_p is not None else [0.0] * num_rows
+    is_greedy = [t < GREEDY_TEMPERATURE for t in temperature]
+    return SamplingMetadata(
+        temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
+        top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
+        top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
+        min_p=torch.tensor(min_p, dtype=torch.float32, device=device),
+        generators=generators if generators is not None else {},
+        max_num_logprobs=max_num_logprobs,
+        all_greedy=all(is_greedy),
+        all_random=not any(is_greedy),
+        no_top_k=all(k <= 0 for k in top_k),
+        no_top_p=all(p >= 1.0 for p in top_p),
+        no_min_p=all(p <= 0.0 for p in min_p),
+    )
+
+
+def seeded(seed: int, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def reference_probs(
+    logits: list[float], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0
+) -> list[float]:
+    """The documented semantics in float64 Python, one row: temperature, min-p, top-k, top-p, renormalise.
+
+    Assumes no tied probabilities when top-k or top-p is on, so their kept sets are unambiguous.
+    """
+
+    def normalised(weights: list[float]) -> list[float]:
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    scaled = [x / temperature for x in logits]
+    peak = max(scaled)
+    probs = normalised([math.exp(x - peak) for x in scaled])
+    if min_p > 0.0:
+        threshold = min_p * max(probs)
+        probs = normalised([p if p >= threshold else 0.0 for p in probs])
+    by_prob = sorted(range(len(probs)), key=lambda i: -probs[i])
+    if 0 < top_k < len(probs):
+        kept = set(by_prob[:top_k])
+        probs = normalised([p if i in kept else 0.0 for i, p in enumerate(probs)])
+    if top_p < 1.0:
+        kept, mass = set(), 0.0
+        for i in by_prob:
+            kept.add(i)
+            mass += probs[i]
+            if mass >= top_p:
+                break
+        probs = normalised([p if i in kept else 0.0 for i, p in enumerate(probs)])
+    return probs
+
+
+def metadata_for_rows(row_params: list[dict[str, float]], **kwargs: Any) -> SamplingMetadata:
+    """make_metadata from one dict per row; a missing parameter is disabled (temperature defaults to 1)."""
+    return make_metadata(
+        [params.get("temperature", 1.0) for params in row_params],
+        top_k=[int(params.get("top_k", 0)) for params in row_params],
+        top_p=[params.get("top_p", 1.0) for params in row_params],
+        min_p=[params.get("min_p", 0.0) for params in row_params],
+        **kwargs,
+    )
+
+
+def draw_counts(logits_row: torch.Tensor, num_draws: int, *, seeded_rows: bool, **params: float) -> torch.Tensor:
+    """Token counts over `num_draws` independent draws: one batch of identical rows, one call."""
+    logits = logits_row.expand(num_draws, -1).contiguous()
+    generators = {row: seeded(row) for row in range(num_draws)} if seeded_rows else None
+    metadata = metadata_for_rows([params] * num_draws, generators=generators)
+    token_ids = Sampler()(logits, metadata).sampled_token_ids
+    return torch.bincount(token_ids, minlength=logits.shape[1])
+
+
+def logits_from_probs(probs: list[float]) -> torch.Tensor:
+    return torch.tensor(probs, dtype=torch.float64).log().to(torch.float32)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_greedy_is_argmax(device: str) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(16, 1000, device=device)
+    temperature = [0.0] * 8 + [GREEDY_TEMPERATURE / 2] * 8
+    out = Sampler()(logits, make_metadata(temperature, top_k=[5] * 16, min_p=[0.5] * 16, device=device))
+    assert out.sampled_token_ids.dtype == torch.int64
+    assert out.sampled_token_ids.tolist() == logits.argmax(dim=-1).tolist()
+    assert out.logprobs is None
+
+
+@pytest.mark.parametrize("temperature", [0.05, 1.0, 10.0, 1000.0])
+def test_top_k_one_is_greedy_at_any_temperature(temperature: float) -> None:
+    torch.manual_seed(1)
+    # Nearly flat rows: at high temperature any leak of a second token would show within 256 rows.
+    logits = torch.randn(256, 50) * 0.01
+    out = Sampler()(logits, make_metadata([temperature] * 256, top_k=[1] * 256))
+    assert out.sampled_token_ids.tolist() == logits.argmax(dim=-1).tolist()
+
+
+def test_tiny_top_p_keeps_only_the_top_token() -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(256, 50) * 0.01
+    out = Sampler()(logits, make_metadata([2.0] * 256, top_p=[1e-6] * 256))
+    assert out.sampled_token_ids.tolist() == logits.argmax(dim=-1).tolist()
+
+
+# Each case is built by hand so that the reachable set is unambiguous (no probability near a threshold).
+# 4000 draws: the least likely kept token has probability >= 0.08 after renormalisation, so the chance
+# that it never appears is below 0.92 ** 4000 ~ 1e-145; an excluded token appears with probability 0.
+@pytest.mark.parametrize(
+    ("probs", "params", "reachable"),
+    [
+        # min-p 0.25 of the top 0.4: the threshold is 0.1, so 0.09 and 0.08 go and 0.11 stays.
+        ([0.4, 0.2, 0.12, 0.11, 0.09, 0.08], dict(min_p=0.25), {0, 1, 2, 3}),
+        # min-p after temperature: at T = 0.5 probabilities go as p^2 -> [0.16, 0.04, 0.0144, ...] / Z, so
+        # the threshold 0.2 * 0.16 = 0.032 keeps only tokens 0 and 1 (at T = 1 it would keep five).
+        ([0.4, 0.2, 0.12, 0.11, 0.09, 0.08], dict(min_p=0.2, temperature=0.5), {0, 1}),
+        # The boundary: a token exactly at min_p * max stays (min-p 1.0 keeps the tied top tokens).
+        ([0.4, 0.2, 0.4], dict(min_p=1.0), {0, 2}),
+        # Same logits, min-p disabled: every token is reachable.
+        ([0.4, 0.2, 0.12, 0.11, 0.09, 0.08], dict(), {0, 1, 2, 3, 4, 5}),
+        # top-k 3 picks the 3 most likely, wherever they sit in the vocabulary.
+        ([0.1, 0.35, 0.05, 0.3, 0.2], dict(top_k=3), {1, 3, 4}),
+        # top-p 0.6: 0.35 < 0.6, 0.35 + 0.3 reaches it; the third token is not needed.
+        ([0.1, 0.35, 0.05, 0.3, 0.2], dict(top_p=0.6), {1, 3}),
+        # top-p is measured after top-k renormalises: [0.4, 0.3, 0.2] / 0.9 -> 0.444, 0.778 >= 0.75.
+        # (Unrenormalised 0.4 + 0.3 = 0.7 < 0.75 would also keep token 2.)
+        ([0.4, 0.3, 0.2, 0.1], dict(top_k=3, top_p=0.75), {0, 1}),
+        # top-p is measured after min-p renormalises: min-p 0.3 drops 0.1, then [0.4, 0.3, 0.2] / 0.9 as above.
+        ([0.4, 0.3, 0.2, 0.1], dict(min_p=0.3, top_p=0.75), {0, 1}),
+    ],
+)
+def test_filters_leave_exactly_the_expected_tokens(
+    probs: list[float], params: dict[str, float], reachable: set[int]
+) -> None:
+    torch.manual_seed(3)
+    logits = logits_from_probs(probs)
+    expected = reference_probs(logits.tolist(), **params)
+    assert {i for i, p in enumerate(expected) if p > 0} == reachable
+    counts = draw_counts(logits, 4000, seeded_rows=False, **params)
+    assert set(counts.nonzero().flatten().tolist()) == reachable
+
+
+# Chi-square goodness of fit against the float64 reference. With the fixed seeds the test is deterministic;
+# the bound p > 1e-4 means a correct sampler with an unlucky seed would fail 1 time in 10,000, while the
+# bugs it guards against (temperature ignored, filters off by one, uniform instead of exponential noise,
+# unrenormalised survivors) give statistics in the hundreds or more at 20,000 draws (p ~ 0).
+@pytest.mark.parametrize("seeded_rows", [False, True])
+@pytest.mark.parametrize(
+    "params",
+    [dict(temperature=0.7), dict(temperature=1.5, top_k=6, top_p=0.9, min_p=0.05)],
+)
+def test_empirical_distribution_matches_softmax(seeded_rows: bool, params: dict[str, float]) -> None:
+    torch.manual_seed(4)
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, 0.8, -3.0])
+    num_draws = 20_000
+    counts = draw_counts(logits, num_draws, seeded_rows=seeded_rows, **params).tolist()
+    expected = reference_probs(logits.tolist(), **params)
+    support = [i for i, p in enumerate(expected) if p > 0]
+    assert all(counts[i] == 0 for i in range(len(expected)) if i not in support)
+    # Every expected count is >= 5 (the least likely kept token has p > 0.003), as the test requires.
+    assert min(num_draws * expected[i] for i in support) >= 5
+    statistic = sum((counts[i] - num_draws * expected[i]) ** 2 / (num_draws * expected[i]) for i in support)
+    dof = len(support) - 1
+    # The chi-square survival function is the regularised upper incomplete gamma Q(dof / 2, x / 2).
+    p_value = torch.special.gammaincc(
+        torch.tensor(dof / 2, dtype=torch.float64), torch.tensor(statistic / 2, dtype=torch.float64)
+    ).item()
+    assert p_value > 1e-4, (statistic, counts, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_seeded_row_reproduces_at_another_index_with_other_neighbours(device: str) -> None:
+    vocab_size = 64
+    target = torch.randn(vocab_size, generator=seeded(0)).mul_(2).to(device)
+    target_params = dict(temperature=1.3, top_k=40, top_p=0.95, min_p=0.01)
+
+    def run(rows: list[tuple[torch.Tensor, dict[str, float], int | None]], default_seed: int) -> list[list[int]]:
+        torch.manual_seed(default_seed)
+        generators = {row: seeded(seed, device) for row, (_, _, seed) in enumerate(rows) if seed is not None}
+        logits = torch.stack([row_logits for row_logits, _, _ in rows])
+        metadata = metadata_for_rows([params for _, params, _ in rows], generators=generators, device=device)
+        sampler = Sampler()
+        return [sampler(logits, metadata).sampled_token_ids.tolist() for _ in range(30)]
+
+    noise = torch.randn(4, vocab_size, generator=seeded(1)).to(device)
+    steps_a = run(
+        [
+            (target, target_params, 1234),
+            (noise[0], dict(temperature=1.0), None),
+            (noise[1], dict(temperature=0.0), None),
+        ],
+        default_seed=7,
+    )
+    steps_b = run(
+        [
+            (noise[2], dict(temperature=0.0), None),
+            (noise[3], dict(temperature=2.0, top_p=0.5), 99),
+            (noise[0], dict(temperature=0.8, top_k=3), None),
+            (target, target_params, 1234),
+        ],
+        default_seed=8,
+    )
+    tokens_a = [step[0] for step in steps_a]
+    tokens_b = [step[3] for step in steps_b]
+    assert tokens_a == tokens_b
+    # Guards against a vacuous pass: the seeded row really is random from step to step.
+    assert len(set(tokens_a)) > 3
+
+
+def test_seeded_row_draws_exactly_one_vector_of_exponentials_per_step() -> None:
+    vocab_size = 37
+    generator = seeded(5)
+    metadata = make_metadata([1.0, 0.0, 1.0], generators={2: generator})
+    Sampler()(torch.randn(3, vocab_size), metadata)
+    replay = seeded(5)
+    torch.empty(vocab_size).exponential_(generator=replay)
+    assert torch.equal(generator.get_state(), replay.get_state())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixed_greedy_random_seeded_batch(device: str) -> None:
+    torch.manual_seed(6)
+    vocab_size = 200
+    # Nearly flat rows, so that any randomness leaking into a greedy row would change its token.
+    logits = (torch.randn(5, vocab_size) * 0.01).to(device)
+    temperature = [0.0, 1.0, 1.0, GREEDY_TEMPERATURE / 10, 1.5]
+    argmax = logits.argmax(dim=-1).tolist()
+
+    def seeded_token_alone() -> int:
+        alone = make_metadata([1.5], generators={0: seeded(42, device)}, device=device)
+        return Sampler()(logits[4:5], alone).sampled_token_ids.item()
+
+    seeded_alone = seeded_token_alone()
+    for default_seed in range(20):
+        torch.manual_seed(default_seed)
+        metadata = make_metadata(temperature, top_k=[0, 1, 0, 0, 0], generators={4: seeded(42, device)}, device=device)
+        token_ids = Sampler()(logits, metadata).sampled_token_ids.tolist()
+        assert token_ids[0] == argmax[0] and token_ids[3] == argmax[3]
+        assert token_ids[1] == argmax[1]  # top-k 1
+        assert token_ids[4] == seeded_alone
+
+
+def test_logprobs_are_raw_with_top_k_ordering_and_ranks() -> None:
+    raw = torch.tensor([[1.0, 3.0, 2.0, 0.5, -1.0, 2.5], [0.0, -1.0, 4.0, 1.0, 1.5, 0.0]])
+    processed = raw.clone()
+    processed[0, 1] = float("-inf")  # e.g. a banned token: greedy row 0 must fall back to token 5
+    # Row 1 is random with top-k 1 (so deterministic) at temperature 0.5: its logprobs must still be raw.
+    metadata = make_metadata([0.0, 0.5], top_k=[0, 1], max_num_logprobs=3)
+    out = Sampler()(processed, metadata, raw_logits=raw)
+
+    def hand_logprobs(row: list[float]) -> list[float]:
+        log_total = math.log(sum(math.exp(x) for x in row))
+        return [x - log_total for x in row]
+
+    lp0, lp1 = hand_logprobs(raw[0].tolist()), hand_logprobs(raw[1].tolist())
+    assert out.sampled_token_ids.tolist() == [5, 2]
+    assert out.logprobs is not None
+    assert out.logprobs.token_ids.tolist() == [[5, 1, 5, 2], [2, 2, 4, 3]]
+    expected = torch.tensor([[lp0[5], lp0[1], lp0[5], lp0[2]], [lp1[2], lp1[2], lp1[4], lp1[3]]])
+    # float32 log_softmax of values within a few units: errors of a few ulps of ~1, far below 1e-6.
+    torch.testing.assert_close(out.logprobs.logprobs, expected, rtol=0, atol=1e-6)
+    assert out.logprobs.logprobs.dtype == torch.float32
+    # Row 0's token 5 is beaten only by the banned token 1 in the raw logits.
+    assert out.logprobs.ranks.tolist() == [2, 1]
+
+
+def test_logprobs_k_zero_ties_and_the_processed_logits_as_default_source() -> None:
+    logits = torch.tensor([[1.0, float("-inf"), 2.0, 0.5], [2.0, 2.0, 1.0, 0.0]])
+    logits_tie_broken = logits.clone()
+    logits_tie_broken[1, 0] = float("-inf")  # forces token 1, which ties token 0 in the logprob source
+    out = Sampler()(logits_tie_broken, make_metadata([0.0, 0.0], max_num_logprobs=0), raw_logits=logits)
+    assert out.logprobs is not None
+    assert out.logprobs.token_ids.tolist() == [[2], [1]]
+    assert out.logprobs.logprobs.shape == (2, 1)
+    # A tie is not "strictly greater": token 1 keeps rank 1.
+    assert out.logprobs.ranks.tolist() == [1, 1]
+
+    out = Sampler()(logits, make_metadata([0.0, 0.0], max_num_logprobs=4))
+    assert out.logprobs is not None
+    log_total = math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5))
+    assert out.logprobs.token_ids[0].tolist() == [2, 2, 0, 3, 1]
+    assert out.logprobs.logprobs[0, -1].item() == float("-inf")
+    assert out.logprobs.logprobs[0, 0].item() == pytest.approx(2.0 - log_total, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits(dtype: torch.dtype) -> None:
+    torch.manual_seed(8)
+    logits = torch.randn(64, 1000).to(dtype)
+    as_float = logits.float()
+    temperature = [0.0, 1.0] * 32
+    metadata = make_metadata(temperature, top_k=[0, 3] * 32, generators={1: seeded(3)}, max_num_logprobs=2)
+    out = Sampler()(logits, metadata)
+    token_ids = out.sampled_token_ids
+    assert token_ids[0::2].tolist() == as_float[0::2].argmax(dim=-1).tolist()
+    top3 = as_float[1::2].topk(3, dim=-1).indices
+    assert (top3 == token_ids[1::2].unsqueeze(1)).any(dim=1).all()
+    assert out.logprobs is not None and out.logprobs.logprobs.dtype == torch.float32
+    expected = as_float.log_softmax(dim=-1).gather(1, token_ids.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(out.logprobs.logprobs[:, 0], expected, rtol=0, atol=1e-6)
+
+
+def test_logits_are_not_modified() -> None:
+    torch.manual_seed(9)
+    logits = torch.randn(8, 100)
+    before = logits.clone()
+    metadata = make_metadata([0.0, 1.0] * 4, top_k=[5] * 8, top_p=[0.8] * 8, min_p=[0.1] * 8, max_num_logprobs=1)
+    Sampler()(logits, metadata)
+    assert torch.equal(logits, before)
+
+
+def test_empty_batch() -> None:
+    out = Sampler()(torch.empty(0, 10), make_metadata([], max_num_logprobs=2))
+    assert out.sampled_token_ids.shape == (0,)
+    assert out.logprobs is not None and out.logprobs.token_ids.shape == (0, 3)
+
+
+def test_bad_input_raises_value_error() -> None:
+    with pytest.raises(ValueError, match="top_k"):
+        SamplingMetadata(
+            temperature=torch.ones(2),
+            top_k=torch.zeros(3, dtype=torch.int64),
+            top_p=torch.ones(2),
+            min_p=torch.zeros(2),
+            generators={},
+            max_num_logprobs=-1,
+            all_greedy=False,
+            all_random=True,
+            no_top_k=True,
+            no_top_p=True,
+            no_min_p=True,
+        )
+    with pytest.raises(ValueError, match="outside the batch"):
+        make_metadata([1.0, 1.0], generators={-1: seeded(0)})
+    with pytest.raises(ValueError, match="max_num_logprobs"):
+        make_metadata([1.0], max_num_logprobs=-2)
+    with pytest.raises(ValueError, match="S = 2"):
+        Sampler()(torch.randn(3, 10), make_metadata([1.0, 1.0]))
+    with pytest.raises(ValueError, match="raw_logits"):
+        Sampler()(torch.randn(2, 10), make_metadata([1.0, 1.0]), raw_logits=torch.randn(2, 11))
+    with pytest.raises(ValueError, match="vocabulary size"):
+        Sampler()(torch.randn(2, 10), make_metadata([1.0, 1.0], max_num_logprobs=11))
