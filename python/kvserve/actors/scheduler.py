@@ -39,6 +39,7 @@ class SchedulerActor(Actor):
         self.aborted_in_flight = False
         self.step = 0
         self.num_preemptions = 0
+        self.num_aborted = 0
         self.handles(AddRequest, self.on_add)
         self.handles(AbortRequest, self.on_abort)
         self.handles(BatchResult, self.on_result)
@@ -74,6 +75,7 @@ class SchedulerActor(Actor):
             return  # already finished, failed or aborted
         del self.request_ids[handle]
         self.finished_handles.append(handle)
+        self.num_aborted += 1
         self.aborted_in_flight |= self.in_flight is not None
         self.detokenizer.send(RequestsAborted([abort.request_id]))
 

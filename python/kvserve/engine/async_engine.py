@@ -87,6 +87,7 @@ class AsyncEngine:
         )
         self.actors: list[Actor] = [self.tokenizer_actor, self.scheduler, self.runner, self.detokenizer, self.router]
         self.dead: EngineDeadError | None = None
+        self.started_at = int(time.time())
 
     @classmethod
     async def start(cls, config: EngineConfig) -> AsyncEngine:

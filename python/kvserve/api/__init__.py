@@ -1,0 +1,1 @@
+"""The HTTP front end: a Quart app with one blueprint per API family."""

@@ -1,0 +1,1 @@
+"""Operational routes: health, ping, version."""

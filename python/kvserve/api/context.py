@@ -1,0 +1,27 @@
+"""What every route needs: the engine and the server settings, held on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import current_app
+
+from kvserve.api.settings import ServerSettings
+from kvserve.engine import AsyncEngine
+from kvserve.errors import NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class ServingContext:
+    engine: AsyncEngine
+    settings: ServerSettings
+
+    @staticmethod
+    def current() -> ServingContext:
+        return current_app.config["KVSERVE"]
+
+    def model_name(self, requested: str | None) -> str:
+        """The served name to answer with; an unknown model is a 404 naming the `model` parameter."""
+        if not requested or requested in self.settings.served_model_names:
+            return self.settings.model_name
+        raise NotFoundError(f"The model `{requested}` does not exist.", "model")

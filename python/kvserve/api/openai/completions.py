@@ -1,0 +1,214 @@
+"""POST /v1/completions (OpenAI legacy completions, with vLLM's extras)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from quart import Blueprint, Response
+
+from kvserve.api.context import ServingContext
+from kvserve.api.json_body import parse_json_body
+from kvserve.api.openai.completion_protocol import (
+    CompletionRequest,
+    CompletionResponse,
+    CompletionResponseChoice,
+    CompletionResponseStreamChoice,
+    CompletionStreamResponse,
+)
+from kvserve.api.openai.logprobs import completion_logprobs
+from kvserve.api.openai.protocol_base import now
+from kvserve.api.openai.request_options import RequestOptions, request_options
+from kvserve.api.openai.sampling import CommonFields, per_choice_params, require, sampling_params
+from kvserve.api.openai.streams import Generation, collect, merge, open_all
+from kvserve.api.openai.usage import usage
+from kvserve.api.sse import DONE, sse_event
+from kvserve.api.streaming import stream_response
+from kvserve.errors import InvalidRequestError
+from kvserve.outputs import RequestOutput
+
+MAX_PROMPTS = 128
+
+bp = Blueprint("openai_completions", __name__)
+
+
+def prompts_of(prompt: object) -> list[str | list[int]]:
+    """The four prompt forms: a string, strings, token ids, or lists of token ids."""
+    if prompt is None or prompt == "" or prompt == []:
+        raise InvalidRequestError("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    require(
+        len(prompt) <= MAX_PROMPTS, f"prompt list length {len(prompt)} exceeds the maximum of {MAX_PROMPTS}.", "prompt"
+    )
+    require(all(len(p) > 0 for p in prompt), "prompts in a list must not be empty.", "prompt")
+    return list(prompt)
+
+
+@bp.post("/v1/completions")
+async def create_completion() -> Response:
+    body = await parse_json_body(CompletionRequest)
+    ctx = ServingContext.current()
+    engine = ctx.engine
+    model = ctx.model_name(body.model)
+    require(body.suffix is None, "suffix is not currently supported", "suffix")
+    prompts = prompts_of(body.prompt)
+    options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="cmpl")
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens
+    echo_only = bool(body.echo) and max_tokens == 0
+    require(max_tokens >= 1 or echo_only, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+    require(
+        not (body.stream and body.prompt_logprobs is not None),
+        "`prompt_logprobs` are not available when `stream=True`.",
+        "prompt_logprobs",
+    )
+    logprobs = body.logprobs
+    fields = CommonFields(
+        n=body.n,
+        max_tokens=1 if echo_only else max_tokens,
+        logprobs=logprobs,
+        # Echo with logprobs reports the prompt's logprobs too.
+        prompt_logprobs=body.prompt_logprobs if body.prompt_logprobs is not None else (logprobs if body.echo else None),
+        seed=body.seed,
+    )
+    params = sampling_params(
+        body,
+        fields,
+        ctx.settings,
+        engine.tokenizer,
+        engine.model_config.vocab_size,
+        engine.model_config.generation_defaults,
+    )
+    generations: list[Generation] = []
+    for i, prompt in enumerate(prompts):
+        for j, choice_params in enumerate(per_choice_params(params, body.n)):
+            generations.append(
+                engine.generate(
+                    prompt,
+                    choice_params,
+                    f"{options.request_id}-{i}-{j}",
+                    priority=body.priority,
+                    cache_salt=body.cache_salt,
+                    add_special_tokens=body.add_special_tokens,
+                    truncate_prompt_tokens=body.truncate_prompt_tokens,
+                    truncation_side=body.truncation_side or "left",
+                )
+            )
+    accepted = await open_all(generations)
+    shaper = _Completion(body, options, model, prompts, accepted, echo_only, ctx)
+    if body.stream:
+        return stream_response(shaper.stream(generations))
+    results = await collect(generations, accepted)
+    return Response(shaper.response(results).model_dump_json(), content_type="application/json")
+
+
+class _Completion:
+    """Shapes one completion request's outputs: choice index = prompt index * n + sample index."""
+
+    def __init__(
+        self,
+        body: CompletionRequest,
+        options: RequestOptions,
+        model: str,
+        prompts: list[str | list[int]],
+        accepted: list[RequestOutput],
+        echo_only: bool,
+        ctx: ServingContext,
+    ) -> None:
+        self.body = body
+        self.options = options
+        self.model = model
+        self.created = now()
+        self.accepted = accepted
+        self.echo_only = echo_only
+        self.tokenizer = ctx.engine.tokenizer
+        self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
+        self.prompt_texts = [
+            p if isinstance(p, str) else self.tokenizer.decode(accepted[i * body.n].prompt_token_ids, False)
+            for i, p in enumerate(prompts)
+        ]
+
+    def _prompt_text(self, index: int) -> str:
+        return self.prompt_texts[index // self.body.n]
+
+    def _logprobs(self, index: int, output: RequestOutput, text_offset: int, with_prompt: bool):
+        if self.body.logprobs is None:
+            return None
+        positions = list(output.prompt_logprobs or []) if with_prompt else []
+        if not self.echo_only:
+            positions += output.logprobs or []
+        return completion_logprobs(positions, self.body.logprobs, text_offset, self.as_token_ids)
+
+    def _text(self, index: int, output: RequestOutput, first: bool) -> str:
+        prefix = self._prompt_text(index) if self.body.echo and first else ""
+        return prefix + ("" if self.echo_only else output.text)
+
+    def _usage(self, results: list[RequestOutput]):
+        prompt_tokens = sum(r.num_prompt_tokens for r in results[:: self.body.n])
+        completion_tokens = sum(0 if self.echo_only else r.num_output_tokens for r in results)
+        cached = sum(r.num_cached_tokens for r in results[:: self.body.n])
+        return usage(prompt_tokens, completion_tokens, cached if self.options.prompt_tokens_details else None)
+
+    def response(self, results: list[RequestOutput]) -> CompletionResponse:
+        choices = []
+        for index, result in enumerate(results):
+            choices.append(
+                CompletionResponseChoice(
+                    index=index,
+                    text=self._text(index, result, first=True),
+                    logprobs=self._logprobs(index, result, 0, with_prompt=bool(self.body.echo)),
+                    finish_reason="length" if self.echo_only else result.finish_reason,
+                    stop_reason=None if self.echo_only else result.stop_reason,
+                    token_ids=result.token_ids if self.body.return_token_ids else None,
+                    prompt_logprobs=self.options.prompt_logprobs_payload(result),
+                    prompt_token_ids=result.prompt_token_ids if self.body.return_token_ids else None,
+                )
+            )
+        return CompletionResponse(
+            id=self.options.request_id,
+            created=self.created,
+            model=self.model,
+            choices=choices,
+            usage=self._usage(results),
+        )
+
+    async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
+        sent_text = [0] * len(generations)
+        num_tokens = [0] * len(generations)
+        started = [False] * len(generations)
+        results = self.accepted
+        async for index, output in merge(generations):
+            results[index].merge(output)
+            first = not started[index]
+            started[index] = True
+            text = self._text(index, output, first)
+            if not text and not output.token_ids and not output.finished and not first:
+                continue
+            num_tokens[index] = output.num_output_tokens
+            choice = CompletionResponseStreamChoice(
+                index=index,
+                text=text,
+                logprobs=self._logprobs(index, output, sent_text[index], with_prompt=first and bool(self.body.echo)),
+                finish_reason=("length" if self.echo_only else output.finish_reason) if output.finished else None,
+                stop_reason=output.stop_reason if output.finished and not self.echo_only else None,
+                prompt_token_ids=output.prompt_token_ids if first and self.body.return_token_ids else None,
+                token_ids=output.token_ids if self.body.return_token_ids else None,
+            )
+            sent_text[index] += len(text)
+            chunk = CompletionStreamResponse(
+                id=self.options.request_id, created=self.created, model=self.model, choices=[choice]
+            )
+            if self.options.continuous_usage:
+                chunk.usage = usage(output.num_prompt_tokens, num_tokens[index], None)
+            yield sse_event(chunk.model_dump())
+        if self.options.include_usage:
+            final = CompletionStreamResponse(
+                id=self.options.request_id,
+                created=self.created,
+                model=self.model,
+                choices=[],
+                usage=self._usage(results),
+            )
+            yield sse_event(final.model_dump())
+        yield DONE

@@ -1,0 +1,69 @@
+"""Request-level options completions and chat share: ids, usage reporting, priority, cache salt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quart import request
+
+from kvserve.api.context import ServingContext
+from kvserve.api.openai.protocol_base import random_id
+from kvserve.api.openai.sampling import check_response_format, require
+from kvserve.outputs import RequestOutput
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    request_id: str
+    include_usage: bool
+    continuous_usage: bool
+    prompt_tokens_details: bool
+
+    @staticmethod
+    def prompt_logprobs_payload(output: RequestOutput) -> list[dict[int, dict] | None] | None:
+        """vLLM's prompt_logprobs: per prompt token (None for the first) {token id: logprob, rank, token}."""
+        if output.prompt_logprobs is None:
+            return None
+        payload: list[dict[int, dict] | None] = []
+        for position in output.prompt_logprobs:
+            if position is None:
+                payload.append(None)
+                continue
+            entries = {}
+            for lp in (position.sampled, *position.top):
+                entries.setdefault(
+                    lp.token_id, {"logprob": lp.logprob, "rank": lp.rank, "decoded_token": lp.decoded_token}
+                )
+            payload.append(entries)
+        return payload
+
+
+def request_options(body: Any, ctx: ServingContext, *, stream: bool, request_id_prefix: str) -> RequestOptions:
+    """Checks the options that do not depend on the prompt; the base id honours X-Request-Id."""
+    settings = ctx.settings
+    require(
+        body.stream_options is None or stream,
+        "Stream options can only be defined when `stream=True`.",
+        "stream_options",
+    )
+    require(
+        body.priority == 0 or ctx.engine.config.scheduling_policy == "priority",
+        f"Got priority {body.priority} but Priority scheduling is not enabled.",
+        "priority",
+    )
+    require(
+        body.cache_salt is None or (isinstance(body.cache_salt, str) and 0 < len(body.cache_salt) <= 1024),
+        "Parameter 'cache_salt' must be a non-empty string of at most 1024 characters if provided.",
+        "cache_salt",
+    )
+    check_response_format(body.response_format)
+    base_id = request.headers.get("X-Request-Id") or body.request_id or random_id()
+    stream_options = body.stream_options
+    include_usage = bool(stream_options and stream_options.include_usage) or settings.enable_force_include_usage
+    return RequestOptions(
+        request_id=f"{request_id_prefix}-{base_id}",
+        include_usage=stream and include_usage,
+        continuous_usage=stream and include_usage and bool(stream_options and stream_options.continuous_usage_stats),
+        prompt_tokens_details=settings.enable_prompt_tokens_details,
+    )

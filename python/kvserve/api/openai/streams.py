@@ -1,0 +1,58 @@
+"""Running several engine requests for one HTTP request (n choices, several prompts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from kvserve.outputs import RequestOutput
+
+Generation = AsyncIterator[RequestOutput]
+
+
+async def open_all(generations: list[Generation]) -> list[RequestOutput]:
+    """Awaits each request's acceptance; if one is refused, the others are aborted and the error raised."""
+    accepted = []
+    try:
+        for generation in generations:
+            accepted.append(await anext(generation))
+    except BaseException:
+        await close_all(generations)
+        raise
+    return accepted
+
+
+async def close_all(generations: list[Generation]) -> None:
+    for generation in generations:
+        with contextlib.suppress(Exception):
+            await generation.aclose()
+
+
+async def merge(generations: list[Generation]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """(index, output) from all generations as they come; leaving early aborts the unfinished ones."""
+    pending = {asyncio.ensure_future(anext(g)): i for i, g in enumerate(generations)}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = pending.pop(task)
+                try:
+                    output = task.result()
+                except StopAsyncIteration:
+                    continue
+                yield index, output
+                pending[asyncio.ensure_future(anext(generations[index]))] = index
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await close_all(generations)
+
+
+async def collect(generations: list[Generation], accepted: list[RequestOutput]) -> list[RequestOutput]:
+    """Runs every generation to the end; returns each one's outputs merged into one."""
+    results = accepted
+    async for index, output in merge(generations):
+        results[index].merge(output)
+    return results
