@@ -53,14 +53,15 @@ void register_config(py::module_& m) {
   py::class_<RequestParams>(m, "RequestParams")
       .def(py::init([](int32_t max_tokens, int32_t min_tokens, std::vector<int32_t> eos_token_ids,
                        std::vector<int32_t> stop_token_ids, bool ignore_eos, int64_t priority, double arrival_time,
-                       std::string cache_salt) {
-             return RequestParams{max_tokens,  min_tokens, std::move(eos_token_ids), std::move(stop_token_ids),
-                                  ignore_eos, priority,   arrival_time,             std::move(cache_salt)};
+                       std::string cache_salt, bool skip_prefix_cache) {
+             return RequestParams{max_tokens, min_tokens,   std::move(eos_token_ids), std::move(stop_token_ids),
+                                  ignore_eos, priority,     arrival_time,             std::move(cache_salt),
+                                  skip_prefix_cache};
            }),
            py::kw_only(), py::arg("max_tokens") = 16, py::arg("min_tokens") = 0,
            py::arg("eos_token_ids") = std::vector<int32_t>{}, py::arg("stop_token_ids") = std::vector<int32_t>{},
            py::arg("ignore_eos") = false, py::arg("priority") = 0, py::arg("arrival_time") = 0.0,
-           py::arg("cache_salt") = "")
+           py::arg("cache_salt") = "", py::arg("skip_prefix_cache") = false)
       .def_readonly("max_tokens", &RequestParams::max_tokens)
       .def_readonly("min_tokens", &RequestParams::min_tokens)
       .def_readonly("eos_token_ids", &RequestParams::eos_token_ids)
@@ -68,7 +69,8 @@ void register_config(py::module_& m) {
       .def_readonly("ignore_eos", &RequestParams::ignore_eos)
       .def_readonly("priority", &RequestParams::priority)
       .def_readonly("arrival_time", &RequestParams::arrival_time)
-      .def_readonly("cache_salt", &RequestParams::cache_salt);
+      .def_readonly("cache_salt", &RequestParams::cache_salt)
+      .def_readonly("skip_prefix_cache", &RequestParams::skip_prefix_cache);
 
   py::class_<RequestState>(m, "RequestState")
       .def_readonly("handle", &RequestState::handle)

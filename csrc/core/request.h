@@ -21,6 +21,7 @@ struct RequestParams {
   int64_t priority = 0;  // lower runs first under the priority policy
   double arrival_time = 0.0;
   std::string cache_salt;  // requests share cached blocks only with requests of the same salt
+  bool skip_prefix_cache = false;  // compute every prompt token (prompt logprobs need them); still registers
 };
 
 //   | computed (KV in blocks) | scheduled this step | not yet scheduled |

@@ -142,7 +142,8 @@ std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
 
 bool Scheduler::admit_waiting(int32_t& token_budget, std::vector<std::pair<Request*, int32_t>>& scheduled) {
   Request* request = *waiting_.begin();
-  const std::vector<int32_t> hits = blocks_.find_cached_blocks(*request);
+  const std::vector<int32_t> hits =
+      request->params.skip_prefix_cache ? std::vector<int32_t>{} : blocks_.find_cached_blocks(*request);
   const int32_t num_hit_tokens = static_cast<int32_t>(hits.size()) * config_.block_size;
   int32_t num_new = request->num_tokens() - num_hit_tokens;
   if (!config_.enable_chunked_prefill && num_new > token_budget) return false;
@@ -152,7 +153,9 @@ bool Scheduler::admit_waiting(int32_t& token_budget, std::vector<std::pair<Reque
     request->num_computed_tokens = 0;
     return false;
   }
-  if (config_.enable_prefix_caching) blocks_.pool().record_query(request->num_tokens(), num_hit_tokens);
+  if (config_.enable_prefix_caching && !request->params.skip_prefix_cache) {
+    blocks_.pool().record_query(request->num_tokens(), num_hit_tokens);
+  }
   if (request->num_cached_tokens < 0) request->num_cached_tokens = num_hit_tokens;
   waiting_.erase(waiting_.begin());
   request->status = RequestStatus::kRunning;

@@ -84,6 +84,7 @@ class RequestParams:
         priority: int = 0,
         arrival_time: float = 0.0,
         cache_salt: str = "",
+        skip_prefix_cache: bool = False,
     ) -> None: ...
     max_tokens: int
     min_tokens: int
@@ -93,6 +94,7 @@ class RequestParams:
     priority: int
     arrival_time: float
     cache_salt: str
+    skip_prefix_cache: bool
 
 class RequestState:
     handle: int

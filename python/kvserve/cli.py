@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> None:
+    from kvserve.api.fingerprint import system_fingerprint
     from kvserve.api.server import serve_forever
     from kvserve.api.settings import ServerSettings
     from kvserve.config import EngineConfig
@@ -175,6 +176,7 @@ def serve(args: argparse.Namespace) -> None:
             enable_force_include_usage=args.enable_force_include_usage,
             return_tokens_as_token_ids=args.return_tokens_as_token_ids,
             trust_request_chat_template=args.trust_request_chat_template,
+            system_fingerprint=system_fingerprint(engine),
         )
 
     serve_forever(engine_config, make_settings, args.host, args.port, args.log_level)

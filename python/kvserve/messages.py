@@ -71,6 +71,7 @@ class NewRequestData:
     handle: int
     params: SamplingParams
     prompt_token_ids: list[int]
+    eos_token_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class ExecuteBatch:
     """scheduler -> runner: one step. Arrays are views of the C++ scheduler output (see _core.pyi)."""
 
     step: int
+    req_handles: np.ndarray  # [R] int64
     input_ids: np.ndarray  # [T] int32
     positions: np.ndarray  # [T] int32
     slot_mapping: np.ndarray  # [T] int64
@@ -103,12 +105,22 @@ class SampleLogprobs:
 
 
 @dataclass(frozen=True, slots=True)
+class PromptLogprobsChunk:
+    """Log-probabilities of consecutive prompt tokens of one request (column 0: the actual token)."""
+
+    handle: int
+    first_position: int  # prompt position of the first row (>= 1: the first prompt token has none)
+    logprobs: SampleLogprobs
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     """runner -> scheduler: the sampled tokens of one step."""
 
     step: int
     sampled_token_ids: np.ndarray  # [S] int32
     logprobs: SampleLogprobs | None
+    prompt_logprobs: tuple[PromptLogprobsChunk, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +133,15 @@ class TokenDeltas:
     stop_reasons: np.ndarray  # [N] int32, matched stop token id or -1
     num_cached_tokens: np.ndarray  # [N] int32
     logprobs: SampleLogprobs | None  # rows aligned with request_ids
+
+
+@dataclass(frozen=True, slots=True)
+class PromptLogprobs:
+    """scheduler -> detokenizer: prompt log-probabilities computed in a step, in prompt order."""
+
+    request_id: str
+    first_position: int
+    logprobs: SampleLogprobs
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -32,6 +34,19 @@ class InProcessServer:
         self.thread.start()
         if not self.ready.wait(120) or self.error:
             raise RuntimeError(f"server did not start: {self.error!r}")
+        self._wait_listening(30.0)
+
+    def _wait_listening(self, timeout: float) -> None:
+        """hypercorn binds after the engine is up; connect until it answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _run(self) -> None:
         try:

@@ -32,6 +32,7 @@ REQUEST = st.fixed_dictionaries(
         "priority": st.integers(-1, 1),
         "arrival_time": st.sampled_from([0.0, 1.0, 2.0]),
         "cache_salt": st.sampled_from(["", "", "s"]),
+        "skip_prefix_cache": st.sampled_from([False, False, True]),
     }
 )
 
@@ -73,6 +74,7 @@ class SchedulerComparison(RuleBasedStateMachine):
             priority=request["priority"],
             arrival_time=request["arrival_time"],
             cache_salt=request["cache_salt"],
+            skip_prefix_cache=request["skip_prefix_cache"],
         )
         ref_error = core_error = None
         try:

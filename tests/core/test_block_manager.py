@@ -86,6 +86,19 @@ def test_cache_salt_separates_requests(scheduler):
     assert update.num_cached_tokens.tolist() == [8]
 
 
+def test_skip_prefix_cache_computes_everything_but_still_registers(scheduler):
+    scheduler.add_request("a", list(range(10)), params(max_tokens=1))
+    step(scheduler)
+    scheduler.add_request("b", list(range(10)), params(max_tokens=1, skip_prefix_cache=True))
+    out, update = step(scheduler)
+    assert out.input_ids.tolist() == list(range(10))
+    assert update.num_cached_tokens.tolist() == [0]
+    assert scheduler.block_pool.stats.num_requests == 1  # b did not query
+    scheduler.add_request("c", list(range(10)), params(max_tokens=1))
+    _, update = step(scheduler)
+    assert update.num_cached_tokens.tolist() == [8]
+
+
 def test_lazy_eviction_drops_registrations_only_on_reuse():
     scheduler = make_scheduler(num_blocks=3, block_size=2)
     scheduler.add_request("a", [1, 2, 3, 4, 5], params(max_tokens=1))

@@ -184,3 +184,32 @@ def test_logprobs_are_raw_log_softmax(config):
         values = [t.logprob for t in position.top]
         assert values == sorted(values, reverse=True) and all(v <= 0 for v in values)
         assert math.isclose(position.top[0].logprob, position.sampled.logprob)
+
+
+def test_prompt_logprobs_match_transformers(config, tiny_model_dir):
+    import torch
+
+    from tests.engine_helpers import _hf_model
+
+    prompt = list(range(100, 137))
+    with torch.no_grad():
+        reference = torch.log_softmax(_hf_model(tiny_model_dir("llama"))(torch.tensor([prompt])).logits[0], -1)
+
+    async def body(engine):
+        # Run it twice with a small token budget: chunked, and the second time past a warm prefix cache.
+        params = SamplingParams(max_tokens=1, prompt_logprobs=2, ignore_eos=True)
+        results = []
+        for request_id in ("first", "again"):
+            _, _, final = await generate(engine, prompt, params, request_id)
+            results.append(final.prompt_logprobs)
+        return results
+
+    small_budget = EngineConfig(model=config.model, kv_cache_memory=4 * MiB, block_size=4, max_num_batched_tokens=8)
+    for positions in run_with_engine(small_budget, body):
+        assert len(positions) == len(prompt) and positions[0] is None
+        for index, position in enumerate(positions[1:], start=1):
+            expected = reference[index - 1]
+            assert position.sampled.token_id == prompt[index]
+            assert math.isclose(position.sampled.logprob, float(expected[prompt[index]]), abs_tol=1e-4)
+            assert position.sampled.rank == int((expected > expected[prompt[index]]).sum()) + 1
+            assert [t.token_id for t in position.top] == expected.topk(2).indices.tolist()

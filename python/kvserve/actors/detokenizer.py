@@ -13,6 +13,7 @@ from kvserve import _core
 from kvserve.actors.base import Actor
 from kvserve.messages import (
     AbortRequest,
+    PromptLogprobs,
     RegisterRequest,
     RequestAccepted,
     RequestFailed,
@@ -43,6 +44,8 @@ class _RequestText:
     num_output_tokens: int = 0
     num_sent_chars: int = 0
     num_cached_tokens: int = 0
+    # Prompt logprobs gathered until the first output with tokens carries them ([None] for position 0).
+    prompt_logprobs: list[PositionLogprobs | None] | None = None
 
 
 class DetokenizerActor(Actor):
@@ -59,6 +62,7 @@ class DetokenizerActor(Actor):
         self.handles(TokenDeltas, self.on_deltas)
         self.handles(RequestsAborted, self.on_aborted)
         self.handles(RequestFailed, self.on_failed)
+        self.handles(PromptLogprobs, self.on_prompt_logprobs)
 
     def on_register(self, request: RegisterRequest) -> None:
         params = request.params
@@ -78,6 +82,17 @@ class DetokenizerActor(Actor):
         state = self.requests.get(accepted.request_id)
         if state is not None:
             self.router.send(StreamOutputs([self._output(accepted.request_id, state, "", [])]))
+
+    def on_prompt_logprobs(self, message: PromptLogprobs) -> None:
+        state = self.requests.get(message.request_id)
+        if state is None:
+            return
+        if state.prompt_logprobs is None:
+            state.prompt_logprobs = [None]
+        num_top = state.params.prompt_logprobs or 0
+        state.prompt_logprobs += [
+            self._position_logprobs(message.logprobs, row, num_top) for row in range(len(message.logprobs.ranks))
+        ]
 
     def on_failed(self, failure: RequestFailed) -> None:
         self.requests.pop(failure.request_id, None)
@@ -108,6 +123,9 @@ class DetokenizerActor(Actor):
             output = self._advance(request_id, state, token_ids[row], finish_reasons[row], stop_reasons[row])
             if deltas.logprobs is not None and state.params.logprobs is not None:
                 output.logprobs = [self._position_logprobs(deltas.logprobs, row, state.params.logprobs)]
+            if state.params.prompt_logprobs is not None and state.num_output_tokens == 1:
+                # A one-token prompt has no prompt logprobs but the first position's None.
+                output.prompt_logprobs = state.prompt_logprobs or [None]
             if output.finished:
                 del self.requests[request_id]
                 if output.finish_reason == "stop" and finish_reasons[row] == 0:

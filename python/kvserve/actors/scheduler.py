@@ -17,6 +17,7 @@ from kvserve.messages import (
     BatchResult,
     ExecuteBatch,
     NewRequestData,
+    PromptLogprobs,
     RequestAccepted,
     RequestFailed,
     RequestsAborted,
@@ -58,6 +59,8 @@ class SchedulerActor(Actor):
             priority=request.priority,
             arrival_time=request.arrival_time,
             cache_salt=request.cache_salt,
+            # Prompt logprobs need every prompt position computed, so no cached prefix is read.
+            skip_prefix_cache=request.params.prompt_logprobs is not None,
         )
         try:
             handle = self.core.add_request(request.request_id, request.prompt_token_ids, params)
@@ -65,7 +68,9 @@ class SchedulerActor(Actor):
             self.detokenizer.send(RequestFailed(request.request_id, ErrorInfo.of(InvalidRequestError(str(e)))))
             return
         self.request_ids[handle] = request.request_id
-        self.new_requests.append(NewRequestData(handle, request.params, request.prompt_token_ids))
+        self.new_requests.append(
+            NewRequestData(handle, request.params, request.prompt_token_ids, request.eos_token_ids)
+        )
         self.detokenizer.send(RequestAccepted(request.request_id))
 
     def on_abort(self, abort: AbortRequest) -> None:
@@ -82,6 +87,10 @@ class SchedulerActor(Actor):
     def on_result(self, result: BatchResult) -> None:
         batch = self.in_flight
         self.in_flight = None
+        for chunk in result.prompt_logprobs:
+            request_id = self.request_ids.get(chunk.handle)
+            if request_id is not None:
+                self.detokenizer.send(PromptLogprobs(request_id, chunk.first_position, chunk.logprobs))
         update = self.core.update(result.sampled_token_ids)
         handles = update.handles
         logprobs = result.logprobs
@@ -120,6 +129,7 @@ class SchedulerActor(Actor):
         self.num_preemptions += len(out.preempted_handles)
         self.in_flight = ExecuteBatch(
             step=self.step,
+            req_handles=out.req_handles,
             input_ids=out.input_ids,
             positions=out.positions,
             slot_mapping=out.slot_mapping,

@@ -18,6 +18,7 @@ class ServerSettings:
     enable_force_include_usage: bool = False
     return_tokens_as_token_ids: bool = False
     trust_request_chat_template: bool = False
+    system_fingerprint: str | None = None
 
     @property
     def model_name(self) -> str:

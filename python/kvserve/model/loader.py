@@ -22,12 +22,18 @@ _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt
 
 
 def resolve_model_dir(model: str, revision: str | None = None) -> Path:
-    """A local directory as is; anything else is a Hugging Face repo id, downloaded (or taken from the cache)."""
+    """A local directory as is; a .gguf file converted (once, cached) into one; anything else is a Hugging
+    Face repo id, downloaded (or taken from the cache)."""
     path = Path(model).expanduser()
     if path.is_dir():
         return path
+    if path.is_file() and path.suffix == ".gguf":
+        from kvserve.model.gguf_loader import gguf_to_hf_directory
+
+        logger.info("converting %s (cached after the first start)", path)
+        return gguf_to_hf_directory(path)
     if path.exists():
-        raise ValueError(f"{model} is a file, not a model directory")
+        raise ValueError(f"{model} is neither a model directory nor a .gguf file")
     from huggingface_hub import snapshot_download
 
     logger.info("downloading %s from the Hugging Face Hub", model)

@@ -17,7 +17,9 @@ from kvserve.config import EngineConfig, GiB
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequestData, SampleLogprobs
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
+from kvserve.model.logits_processors import LogitsProcessors
 from kvserve.model.model_config import ModelConfig, parse_dtype
+from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.sampler import Sampler, SamplingMetadata
 from kvserve.sampling_params import SamplingParams
 
@@ -81,6 +83,8 @@ class ModelRunner:
             for _ in range(c.num_hidden_layers)
         ]
         self.sampler = Sampler()
+        self.processors = LogitsProcessors(model_config.vocab_size, self.device)
+        self.prompt_logprobs = PromptLogprobsTracker()
         self.requests: dict[int, _RequestState] = {}
         logger.info(
             "model on %s in %s; KV cache: %d blocks of %d tokens",
@@ -111,12 +115,17 @@ class ModelRunner:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(new.params.seed)
         self.requests[new.handle] = _RequestState(new.params, generator)
+        self.processors.add(new.handle, new.params, new.prompt_token_ids, new.eos_token_ids)
+        if new.params.prompt_logprobs is not None:
+            self.prompt_logprobs.add(new.handle, new.params.prompt_logprobs, new.prompt_token_ids)
 
     # -- one step --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, batch: ExecuteBatch) -> BatchResult:
         for handle in batch.finished_handles:
             self.requests.pop(handle, None)
+            self.processors.remove(handle)
+            self.prompt_logprobs.remove(handle)
         for new in batch.new_requests:
             self._add_request(new)
 
@@ -133,17 +142,23 @@ class ModelRunner:
             kv_caches=self.kv_caches,
         )
         hidden = self.model(self._to_device(batch.input_ids), self._to_device(batch.positions), ctx)
+        prompt_chunks = self.prompt_logprobs.compute(batch, hidden, self.model.compute_logits)
         if len(batch.sample_handles) == 0:
-            return BatchResult(batch.step, np.empty(0, dtype=np.int32), None)
+            return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks)
+        handles = batch.sample_handles.tolist()
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])
-        metadata = self._sampling_metadata(batch.sample_handles.tolist(), device)
-        out = self.sampler(logits, metadata)
+        metadata = self._sampling_metadata(handles, device)
+        raw_logits = logits.clone() if metadata.max_num_logprobs >= 0 and self.processors.requests else None
+        if not self.processors.apply(logits, handles):
+            raw_logits = None
+        out = self.sampler(logits, metadata, raw_logits)
         logprobs = None
         if out.logprobs is not None:
             lp = out.logprobs
             logprobs = SampleLogprobs(lp.token_ids.cpu().numpy(), lp.logprobs.cpu().numpy(), lp.ranks.cpu().numpy())
         sampled = out.sampled_token_ids.to(torch.int32).cpu().numpy()
-        return BatchResult(batch.step, sampled, logprobs)
+        self.processors.record_sampled(handles, sampled.tolist())
+        return BatchResult(batch.step, sampled, logprobs, prompt_chunks)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)

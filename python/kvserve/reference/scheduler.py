@@ -57,6 +57,7 @@ class RequestParams:
     priority: int = 0
     arrival_time: float = 0.0
     cache_salt: str = ""
+    skip_prefix_cache: bool = False  # compute every prompt token (prompt logprobs); blocks still registered
 
 
 @dataclass(slots=True)
@@ -338,7 +339,7 @@ class ReferenceScheduler:
             while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
                 req = self.by_handle[self.waiting[0][1]]
                 hits: list[int] = []
-                if cfg.enable_prefix_caching:
+                if cfg.enable_prefix_caching and not req.params.skip_prefix_cache:
                     keys = req.full_block_keys((req.num_tokens - 1) // cfg.block_size, cfg.block_size)
                     hits = self.kv.find_cached_blocks(keys)
                 num_new = req.num_tokens - len(hits) * cfg.block_size
@@ -349,7 +350,7 @@ class ReferenceScheduler:
                 if not self._try_allocate(req, hits, num_new):
                     req.num_computed_tokens = 0
                     break
-                if cfg.enable_prefix_caching:
+                if cfg.enable_prefix_caching and not req.params.skip_prefix_cache:
                     self.kv.record_query(req.num_tokens, len(hits) * cfg.block_size)
                 if req.num_cached_tokens < 0:
                     req.num_cached_tokens = len(hits) * cfg.block_size

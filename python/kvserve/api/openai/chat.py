@@ -152,6 +152,7 @@ class _Chat:
         self.accepted = accepted
         self.role = ctx.settings.response_role if body.add_generation_prompt else body.messages[-1].get("role", "")
         self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
+        self.fingerprint = ctx.settings.system_fingerprint
         self.echo_text = self._echo_text() if body.echo else ""
 
     def _echo_text(self) -> str:
@@ -194,6 +195,7 @@ class _Chat:
             model=self.model,
             choices=choices,
             usage=self._usage(results),
+            system_fingerprint=self.fingerprint,
             prompt_logprobs=self.options.prompt_logprobs_payload(first),
             prompt_token_ids=first.prompt_token_ids if self.body.return_token_ids else None,
         )
@@ -240,7 +242,9 @@ class _Chat:
             extra = {}
             if self.options.continuous_usage:
                 extra["usage"] = usage(output.num_prompt_tokens, output.num_output_tokens, None)
+            if output.finished and not self.options.include_usage:
+                extra["system_fingerprint"] = self.fingerprint
             yield self._chunk([choice], **extra)
         if self.options.include_usage:
-            yield self._chunk([], usage=self._usage(results))
+            yield self._chunk([], usage=self._usage(results), system_fingerprint=self.fingerprint)
         yield DONE

@@ -123,6 +123,7 @@ class _Completion:
         self.accepted = accepted
         self.echo_only = echo_only
         self.tokenizer = ctx.engine.tokenizer
+        self.fingerprint = ctx.settings.system_fingerprint
         self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
         self.prompt_texts = [
             p if isinstance(p, str) else self.tokenizer.decode(accepted[i * body.n].prompt_token_ids, False)
@@ -171,6 +172,7 @@ class _Completion:
             model=self.model,
             choices=choices,
             usage=self._usage(results),
+            system_fingerprint=self.fingerprint,
         )
 
     async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
@@ -201,6 +203,8 @@ class _Completion:
             )
             if self.options.continuous_usage:
                 chunk.usage = usage(output.num_prompt_tokens, num_tokens[index], None)
+            if output.finished and not self.options.include_usage:
+                chunk.system_fingerprint = self.fingerprint
             yield sse_event(chunk.model_dump())
         if self.options.include_usage:
             final = CompletionStreamResponse(
@@ -209,6 +213,7 @@ class _Completion:
                 model=self.model,
                 choices=[],
                 usage=self._usage(results),
+                system_fingerprint=self.fingerprint,
             )
             yield sse_event(final.model_dump())
         yield DONE

@@ -73,15 +73,17 @@ def logit_bias(bias: dict[str, float] | None, vocab_size: int) -> tuple[tuple[in
 
 
 def bad_words_token_ids(words: list[str], tokenizer: Tokenizer) -> tuple[tuple[int, ...], ...]:
-    """Each word as it tokenizes alone and after a space, as vLLM does (both spellings are banned)."""
+    """Each word as it tokenizes at the start of a text, and after a space when that spelling is a distinct
+    word of the same length (vLLM's rule), so both are banned."""
     require(len(words) <= MAX_BAD_WORDS, f"bad_words accepts at most {MAX_BAD_WORDS} words.", "bad_words")
     sequences: dict[tuple[int, ...], None] = {}
     for word in words:
-        require(bool(word.strip()), "bad_words must not contain empty words.", "bad_words")
-        for text in (word.lstrip(), " " + word.lstrip()):
-            ids = tuple(tokenizer.encode(text, add_special_tokens=False))
-            if ids:
-                sequences[ids] = None
+        require(bool(word.strip()), "bad_words must not contain empty or blank words.", "bad_words")
+        alone = tuple(tokenizer.encode(word.lstrip(), add_special_tokens=False))
+        spaced = tuple(tokenizer.encode(" " + word.lstrip(), add_special_tokens=False))
+        sequences[alone] = None
+        if spaced and spaced[0] != alone[0] and len(spaced) == len(alone):
+            sequences[spaced] = None
     return tuple(sequences)
 
 
@@ -113,6 +115,9 @@ def sampling_params(
     generation_defaults: dict[str, Any],
 ) -> SamplingParams:
     defaults = resolve_defaults(request, generation_defaults)
+    max_tokens = fields.max_tokens
+    if generation_defaults.get("max_new_tokens") is not None:  # vLLM: the model's limit caps any request
+        max_tokens = min(v for v in (max_tokens, generation_defaults["max_new_tokens"]) if v is not None)
     require(fields.n >= 1, f"n must be at least 1, got {fields.n}.", "n")
     require(fields.n <= MAX_N, f"n must be at most {MAX_N}, got {fields.n}.", "n")
     temperature = defaults["temperature"]
@@ -145,13 +150,13 @@ def sampling_params(
         all(0 <= t < vocab_size for t in stop_ids), "stop_token_ids contains out-of-vocab token id!", "stop_token_ids"
     )
     require(
-        fields.max_tokens is None or request.min_tokens <= fields.max_tokens,
-        f"min_tokens must be less than or equal to max_tokens={fields.max_tokens}, got {request.min_tokens}.",
+        max_tokens is None or request.min_tokens <= max_tokens,
+        f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {request.min_tokens}.",
         "min_tokens",
     )
     try:
         return SamplingParams(
-            max_tokens=fields.max_tokens,
+            max_tokens=max_tokens,
             min_tokens=request.min_tokens,
             temperature=temperature,
             top_p=defaults["top_p"],
