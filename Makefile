@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
-CORE_SOURCES := $(wildcard csrc/core/*.cpp csrc/core/*.h csrc/bindings/*.cpp csrc/bindings/*.h)
+CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h)
 
 .PHONY: install serve test test-sanitize bench clean
 

@@ -1,8 +1,17 @@
 """Offline throughput: kvserve's engine against transformers' generate, same model, prompts and lengths.
 
-Both run a batch of `--batch-size` random prompts of `--input-len` tokens and generate exactly
-`--output-len` tokens each (EOS ignored) on this machine's CPU, one after the other in one run.
-Throughput = (prompt + output tokens) / wall time. Prints a table; `--json PATH` writes the figures.
+A batch of `--batch-size` requests runs through each, on this machine's CPU, each side in a fresh process
+(torch's OpenMP threads left over from one run would slow the other). Two workloads:
+
+  uniform  every prompt has `--input-len` tokens and asks for exactly `--output-len` tokens
+  mixed    prompt lengths drawn in [input-len/2, 3*input-len/2], output lengths in [output-len/2,
+           3*output-len/2]: what a server sees. transformers pads the prompts (left) and generates the
+           batch's longest output for every row, as its batch generate must; kvserve runs each request
+           to its own length. Both are credited only with the requested tokens.
+
+Throughput = (prompt + requested output tokens) / wall time; EOS is ignored. Each side runs `--repeats`
+times (alternating) and reports its median, since a shared VM's timings spread by 20% or more. Prints a
+table; `--json PATH` writes the figures.
 
     python benchmarks/bench_throughput.py                      # a random-weight Llama built on the fly
     python benchmarks/bench_throughput.py --model DIR         # any supported HF model directory
@@ -13,16 +22,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import platform
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    prompts: list[list[int]]
+    output_lens: list[int]
+
+    @property
+    def requested_tokens(self) -> int:
+        return sum(map(len, self.prompts)) + sum(self.output_lens)
+
+
+def make_workloads(args: argparse.Namespace, vocab: int) -> list[Workload]:
+    rng = np.random.default_rng(args.seed)
+    n, i, o = args.batch_size, args.input_len, args.output_len
+    uniform = Workload("uniform", rng.integers(0, vocab, (n, i)).tolist(), [o] * n)
+    prompt_lens = rng.integers(i // 2, 3 * i // 2 + 1, n)
+    mixed = Workload(
+        "mixed",
+        [rng.integers(0, vocab, int(length)).tolist() for length in prompt_lens],
+        rng.integers(o // 2, 3 * o // 2 + 1, n).tolist(),
+    )
+    return [w for w in (uniform, mixed) if args.workload in (w.name, "both")]
 
 
 def build_random_llama(directory: Path, hidden: int, layers: int, vocab: int) -> Path:
     """A random-weight Llama (test-time reference library only: transformers)."""
+    import torch
     import transformers
 
     config = transformers.LlamaConfig(
@@ -37,11 +74,11 @@ def build_random_llama(directory: Path, hidden: int, layers: int, vocab: int) ->
     )
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    _write_byte_tokenizer(directory, vocab)
+    _write_placeholder_tokenizer(directory, vocab)
     return directory
 
 
-def _write_byte_tokenizer(directory: Path, vocab: int) -> None:
+def _write_placeholder_tokenizer(directory: Path, vocab: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     tokenizer = Tokenizer(models.BPE(vocab={f"t{i}": i for i in range(vocab)}, merges=[]))
@@ -51,7 +88,7 @@ def _write_byte_tokenizer(directory: Path, vocab: int) -> None:
     (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": None}))
 
 
-def run_kvserve(model: Path, prompts: list[list[int]], output_len: int, args: argparse.Namespace) -> float:
+def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> float:
     from kvserve.config import EngineConfig
     from kvserve.engine import AsyncEngine
     from kvserve.sampling_params import SamplingParams
@@ -63,9 +100,9 @@ def run_kvserve(model: Path, prompts: list[list[int]], output_len: int, args: ar
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=False,
     )
-    params = SamplingParams(max_tokens=output_len, temperature=0.0, ignore_eos=True)
 
-    async def consume(engine: AsyncEngine, prompt: list[int], request_id: str) -> int:
+    async def consume(engine: AsyncEngine, prompt: list[int], max_tokens: int, request_id: str) -> int:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
         count = 0
         async for output in engine.generate(prompt, params, request_id):
             count += len(output.token_ids)
@@ -74,11 +111,16 @@ def run_kvserve(model: Path, prompts: list[list[int]], output_len: int, args: ar
     async def main() -> float:
         engine = await AsyncEngine.start(config)
         try:
-            await consume(engine, prompts[0][:8], "warmup")
+            await consume(engine, workload.prompts[0][:8], 8, "warmup")
             start = time.perf_counter()
-            counts = await asyncio.gather(*(consume(engine, p, f"r{i}") for i, p in enumerate(prompts)))
+            counts = await asyncio.gather(
+                *(
+                    consume(engine, p, n, f"r{i}")
+                    for i, (p, n) in enumerate(zip(workload.prompts, workload.output_lens))
+                )
+            )
             elapsed = time.perf_counter() - start
-            assert all(c == output_len for c in counts), counts
+            assert counts == workload.output_lens, counts
             return elapsed
         finally:
             await engine.shutdown()
@@ -86,25 +128,36 @@ def run_kvserve(model: Path, prompts: list[list[int]], output_len: int, args: ar
     return asyncio.run(main())
 
 
-def run_transformers(model: Path, prompts: list[list[int]], output_len: int, args: argparse.Namespace) -> float:
+def run_transformers(model: Path, workload: Workload, args: argparse.Namespace) -> float:
+    import torch
     import transformers
 
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     hf = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval()
     hf.generation_config.eos_token_id = None
+    width = max(map(len, workload.prompts))
+    input_ids = torch.zeros(len(workload.prompts), width, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, prompt in enumerate(workload.prompts):  # left padding, as decoder-only batch generation needs
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, width - len(prompt) :] = 1
+    longest = max(workload.output_lens)
     generation = transformers.GenerationConfig(
-        do_sample=False, max_new_tokens=output_len, min_new_tokens=output_len, eos_token_id=None, pad_token_id=0
+        do_sample=False, max_new_tokens=longest, min_new_tokens=longest, eos_token_id=None, pad_token_id=0
     )
-    input_ids = torch.tensor(prompts)
     with torch.inference_mode():
-        hf.generate(
-            input_ids[:1, :8], generation_config=transformers.GenerationConfig(max_new_tokens=2, pad_token_id=0)
-        )
+        warmup = transformers.GenerationConfig(max_new_tokens=2, pad_token_id=0)
+        hf.generate(input_ids[:1, -8:], generation_config=warmup)
         start = time.perf_counter()
-        out = hf.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation)
+        out = hf.generate(input_ids, attention_mask=attention_mask, generation_config=generation)
         elapsed = time.perf_counter() - start
-    assert out.shape == (len(prompts), input_ids.shape[1] + output_len)
+    assert out.shape == (len(workload.prompts), width + longest)
     return elapsed
+
+
+def in_fresh_process(fn, *args):
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def main() -> None:
@@ -116,53 +169,61 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
+    parser.add_argument("--workload", default="both", choices=["uniform", "mixed", "both"])
     parser.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--kv-cache-gib", type=int, default=2)
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
 
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or build_random_llama(Path(tmp), args.hidden_size, args.num_layers, args.vocab_size)
-        generator = torch.Generator().manual_seed(args.seed)
+        model = args.model or in_fresh_process(
+            build_random_llama, Path(tmp), args.hidden_size, args.num_layers, args.vocab_size
+        )
         vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-        prompts = torch.randint(0, vocab, (args.batch_size, args.input_len), generator=generator).tolist()
-        kvserve_s = run_kvserve(model, prompts, args.output_len, args)
-        hf_s = run_transformers(model, prompts, args.output_len, args)
+        for workload in make_workloads(args, vocab):
+            runs = [
+                (
+                    in_fresh_process(run_kvserve, model, workload, args),
+                    in_fresh_process(run_transformers, model, workload, args),
+                )
+                for _ in range(args.repeats)
+            ]
+            kvserve_s = statistics.median(k for k, _ in runs)
+            hf_s = statistics.median(h for _, h in runs)
+            results.append(
+                {
+                    "workload": workload.name,
+                    "requested_tokens": workload.requested_tokens,
+                    "kvserve_s": kvserve_s,
+                    "transformers_s": hf_s,
+                    "kvserve_tok_s": workload.requested_tokens / kvserve_s,
+                    "transformers_tok_s": workload.requested_tokens / hf_s,
+                    "ratio": hf_s / kvserve_s,
+                }
+            )
 
-    total_tokens = args.batch_size * (args.input_len + args.output_len)
-    output_tokens = args.batch_size * args.output_len
-    rows = {
-        "kvserve": {
-            "seconds": kvserve_s,
-            "tokens_per_s": total_tokens / kvserve_s,
-            "output_tokens_per_s": output_tokens / kvserve_s,
-        },
-        "transformers": {
-            "seconds": hf_s,
-            "tokens_per_s": total_tokens / hf_s,
-            "output_tokens_per_s": output_tokens / hf_s,
-        },
-    }
     print(
-        f"offline throughput, batch {args.batch_size}, {args.input_len} in / {args.output_len} out, {args.dtype}, "
-        f"{torch.get_num_threads()} threads"
+        f"offline throughput, batch {args.batch_size}, ~{args.input_len} in / ~{args.output_len} out, {args.dtype}, "
+        f"model {args.model or f'random Llama h{args.hidden_size} x{args.num_layers}'}"
     )
-    print(f"{'':<14}{'seconds':>10}{'total tok/s':>14}{'output tok/s':>14}")
-    for name, row in rows.items():
-        print(f"{name:<14}{row['seconds']:>10.2f}{row['tokens_per_s']:>14.1f}{row['output_tokens_per_s']:>14.1f}")
-    ratio = rows["kvserve"]["tokens_per_s"] / rows["transformers"]["tokens_per_s"]
-    print(f"kvserve / transformers: {ratio:.2f}x")
+    print(f"{'workload':<10}{'kvserve s':>11}{'hf s':>9}{'kvserve tok/s':>15}{'hf tok/s':>11}{'ratio':>8}")
+    for r in results:
+        print(
+            f"{r['workload']:<10}{r['kvserve_s']:>11.2f}{r['transformers_s']:>9.2f}"
+            f"{r['kvserve_tok_s']:>15.1f}{r['transformers_tok_s']:>11.1f}{r['ratio']:>7.2f}x"
+        )
     if args.json:
-        result = {
+        payload = {
             "benchmark": "offline_throughput",
             "machine": platform.machine(),
             "args": {**vars(args), "model": str(args.model)},
-            "results": rows,
-            "ratio": ratio,
+            "results": results,
         }
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #include "registrations.h"
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "kvserve's C++ core: paged-KV block manager and continuous-batching scheduler";
+  m.doc() = "kvserve's C++ core: paged-KV block manager, continuous-batching scheduler, CPU kernels";
   kvserve::bindings::register_errors(m);
   kvserve::bindings::register_block_pool(m);
   kvserve::bindings::register_scheduler(m);
+  kvserve::bindings::register_cpu_kernels(m);
 }

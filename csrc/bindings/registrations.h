@@ -8,5 +8,6 @@ namespace kvserve::bindings {
 void register_errors(pybind11::module_& m);
 void register_block_pool(pybind11::module_& m);
 void register_scheduler(pybind11::module_& m);
+void register_cpu_kernels(pybind11::module_& m);
 
 }  // namespace kvserve::bindings

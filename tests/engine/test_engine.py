@@ -115,9 +115,9 @@ def test_bad_requests_fail_alone(config):
 
 def test_a_failing_actor_fails_every_request_and_marks_the_engine_dead(config):
     async def body(engine):
-        params = SamplingParams(max_tokens=50, ignore_eos=True)
+        params = SamplingParams(max_tokens=400, ignore_eos=True)
         running = [asyncio.create_task(generate(engine, [5, 6, 7], params, f"r{i}")) for i in range(3)]
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: engine.scheduler.core.num_running == 3)
 
         def broken(batch):
             raise RuntimeError("device lost")

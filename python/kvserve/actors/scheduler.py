@@ -1,7 +1,9 @@
 """SchedulerActor: owns the C++ scheduler and keeps one batch in flight.
 
-Each burst of inbox messages (new requests, aborts, the running batch's result) is applied, then the
-next step is scheduled if none is in flight. Idle, it checks the core's invariants.
+A batch's result is applied and the next batch sent to the runner before the new tokens go to the
+detokenizer, so text work overlaps the next step instead of delaying it. Other messages (new requests,
+aborts) are applied in bursts, after which a step starts if none is in flight. Idle, it checks the core's
+invariants.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class SchedulerActor(Actor):
         for h in handles[finished].tolist():
             del self.request_ids[h]
             self.finished_handles.append(h)
+        self._start_step()
         if request_ids:
             self.detokenizer.send(
                 TokenDeltas(
@@ -116,10 +119,12 @@ class SchedulerActor(Actor):
             )
 
     async def after_burst(self) -> None:
-        if self.in_flight is not None:
-            return
-        if not self.core.has_unfinished:
+        if self.in_flight is None and not self.core.has_unfinished:
             self.core.check_invariants()
+        self._start_step()
+
+    def _start_step(self) -> None:
+        if self.in_flight is not None or not self.core.has_unfinished:
             return
         out = self.core.schedule()
         if out.num_reqs == 0:

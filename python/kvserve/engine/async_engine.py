@@ -11,12 +11,13 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kvserve import _core
 from kvserve.actors.base import Actor
 from kvserve.actors.detokenizer import DetokenizerActor
-from kvserve.actors.runner import RunnerActor
+from kvserve.actors.runner import RunnerActor, runner_thread
 from kvserve.actors.scheduler import SchedulerActor
 from kvserve.actors.tokenizer import TokenizerActor
 from kvserve.config import EngineConfig
@@ -53,6 +54,7 @@ class AsyncEngine:
         model_config: ModelConfig,
         tokenizer: Tokenizer,
         runner: ModelRunner,
+        thread: ThreadPoolExecutor,
         max_model_len: int,
     ) -> None:
         self.config = config
@@ -80,7 +82,7 @@ class AsyncEngine:
         self.router = OutputRouter()
         self.scheduler = SchedulerActor(scheduler_config)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
-        self.runner = RunnerActor(runner, self.scheduler)
+        self.runner = RunnerActor(runner, thread, self.scheduler)
         self.scheduler.connect(self.runner, self.detokenizer)
         self.tokenizer_actor = TokenizerActor(
             tokenizer, max_model_len, model_config.vocab_size, self.eos_token_ids, self.scheduler, self.detokenizer
@@ -103,8 +105,9 @@ class AsyncEngine:
             )
         if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
             raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
-        runner = await asyncio.to_thread(ModelRunner, config, model_config, model_dir)
-        engine = cls(config, model_config, tokenizer, runner, max_model_len)
+        thread = runner_thread()
+        runner = await asyncio.get_running_loop().run_in_executor(thread, ModelRunner, config, model_config, model_dir)
+        engine = cls(config, model_config, tokenizer, runner, thread, max_model_len)
         for actor in engine.actors:
             actor.start(engine._on_actor_failure)
         return engine

@@ -70,7 +70,7 @@ class DecoderLayer(nn.Module):
         if self.q_norm is not None:
             q = ops.rms_norm(q, self.q_norm, self.eps)
             k = ops.rms_norm(k, self.k_norm, self.eps)
-        q, k = RotaryEmbedding.apply(q, k, *cos_sin)
+        q, k = ops.rotary_embedding(q, k, *cos_sin)
         ops.reshape_and_cache(k, v, kv_cache, ctx.slot_mapping)
         attn = ops.paged_attention(
             q.contiguous(),

@@ -6,6 +6,8 @@ slots. A layer's KV cache is one tensor [2, NB, BS, KVH, D] (keys, then values).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -29,6 +31,15 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """x: [..., 2 * d] holding gate then up; returns silu(gate) * up: [..., d]."""
     gate, up = x.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def rotary_embedding(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPT-NeoX-style rotation of query [T, H, D] and key [T, KVH, D] by cos/sin [T, rot_dim / 2]."""
+    from kvserve.model.rope import RotaryEmbedding
+
+    return RotaryEmbedding.apply(query, key, cos, sin)
 
 
 def reshape_and_cache(
@@ -76,64 +87,96 @@ def paged_attention(
     seq_lens[r]-token context, whose KV (this step's included) is in the blocks block_tables[r].
     Returns [T, H, D]. Single-token rows (decodes) run as one padded batch; longer rows one by one.
     """
-    num_tokens, num_heads, head_dim = query.shape
-    block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
-    group = num_heads // num_kv_heads
-    out = torch.empty_like(query)
-    if num_tokens == 0:
-        return out
-    if max_query_len == 1:
-        _attend_single_tokens(query, kv_cache, block_tables, seq_lens, max_seq_len, scale, sliding_window, out)
-        return out
-
-    q_lens = (query_start_loc[1:] - query_start_loc[:-1]).tolist()
-    starts = query_start_loc[:-1].tolist()
-    lens = seq_lens.tolist()
-    for r, (start, q_len, seq_len) in enumerate(zip(starts, q_lens, lens)):
-        num_blocks = -(-seq_len // block_size)
-        blocks = _gather_blocks(kv_cache, block_tables[r, :num_blocks])  # [2, n, BS, KVH, D]
-        kv = blocks.reshape(2, num_blocks * block_size, num_kv_heads, head_dim)[:, :seq_len]
-        k = kv[0].transpose(0, 1)  # [KVH, L, D]
-        v = kv[1].transpose(0, 1)
-        # Query heads of one KV head share its keys: fold the group into the query-length axis.
-        q = query[start : start + q_len].view(q_len, num_kv_heads, group, head_dim)
-        q = q.permute(1, 2, 0, 3).reshape(num_kv_heads, group * q_len, head_dim)
-        context = seq_len - q_len
-        if context == 0 and sliding_window <= 0:
-            o = F.scaled_dot_product_attention(
-                q.view(num_heads, q_len, head_dim), k, v, is_causal=True, scale=scale, enable_gqa=True
-            ).view(num_kv_heads, group, q_len, head_dim)
-        else:
-            query_pos = torch.arange(context, seq_len, device=query.device).repeat(group).view(-1, 1)
-            key_pos = torch.arange(seq_len, device=query.device).view(1, -1)
-            mask = _visible_keys(query_pos, key_pos, torch.tensor(seq_len, device=query.device), sliding_window)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-            o = o.view(num_kv_heads, group, q_len, head_dim)
-        out[start : start + q_len] = o.permute(2, 0, 1, 3).reshape(q_len, num_heads, head_dim)
-    return out
+    return split_attention(
+        query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, decode_attention
+    )
 
 
-def _attend_single_tokens(
+DecodeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+
+
+def split_attention(
     query: torch.Tensor,
     kv_cache: torch.Tensor,
     block_tables: torch.Tensor,
     seq_lens: torch.Tensor,
-    max_seq_len: int,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
     scale: float,
     sliding_window: int,
-    out: torch.Tensor,
-) -> None:
+    decode: DecodeFn,
+) -> torch.Tensor:
+    """Decode rows (one query token) in one batched call of `decode`, other rows request by request."""
+    if query.shape[0] == 0:
+        return torch.empty_like(query)
+    if max_query_len == 1:
+        return decode(query, kv_cache, block_tables, seq_lens, scale, sliding_window)
+    out = torch.empty_like(query)
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    single = torch.nonzero(q_lens == 1).flatten()
+    if len(single):
+        rows = query_start_loc[single].long()
+        out[rows] = decode(query[rows], kv_cache, block_tables[single], seq_lens[single], scale, sliding_window)
+    starts, lens, seqs = query_start_loc[:-1].tolist(), q_lens.tolist(), seq_lens.tolist()
+    for r, (start, q_len, seq_len) in enumerate(zip(starts, lens, seqs)):
+        if q_len > 1:
+            out[start : start + q_len] = _attend_chunk(
+                query[start : start + q_len], kv_cache, block_tables[r], seq_len, scale, sliding_window
+            )
+    return out
+
+
+def _attend_chunk(
+    query: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, scale: float, window: int
+) -> torch.Tensor:
+    """query [q, H, D]: the last q tokens of a seq_len-token context."""
+    q_len, num_heads, head_dim = query.shape
+    block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
+    group = num_heads // num_kv_heads
+    num_blocks = -(-seq_len // block_size)
+    blocks = _gather_blocks(kv_cache, block_table[:num_blocks])  # [2, n, BS, KVH, D]
+    kv = blocks.reshape(2, num_blocks * block_size, num_kv_heads, head_dim)[:, :seq_len]
+    k = kv[0].transpose(0, 1)  # [KVH, L, D]
+    v = kv[1].transpose(0, 1)
+    # Query heads of one KV head share its keys: fold the group into the query-length axis.
+    q = (
+        query.view(q_len, num_kv_heads, group, head_dim)
+        .permute(1, 2, 0, 3)
+        .reshape(num_kv_heads, group * q_len, head_dim)
+    )
+    context = seq_len - q_len
+    if context == 0 and window <= 0:
+        o = F.scaled_dot_product_attention(
+            q.view(num_heads, q_len, head_dim), k, v, is_causal=True, scale=scale, enable_gqa=True
+        )
+    else:
+        query_pos = torch.arange(context, seq_len, device=query.device).repeat(group).view(-1, 1)
+        key_pos = torch.arange(seq_len, device=query.device).view(1, -1)
+        mask = _visible_keys(query_pos, key_pos, torch.tensor(seq_len, device=query.device), window)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return o.view(num_kv_heads, group, q_len, head_dim).permute(2, 0, 1, 3).reshape(q_len, num_heads, head_dim)
+
+
+def decode_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    sliding_window: int,
+) -> torch.Tensor:
+    """One query token per request: query [R, H, D], its context of seq_lens[r] tokens. Returns [R, H, D]."""
     num_reqs, num_heads, head_dim = query.shape
     block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     group = num_heads // num_kv_heads
-    num_blocks = -(-max_seq_len // block_size)
+    num_blocks = -(-int(seq_lens.max()) // block_size)
     blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
     kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)
     k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
     v = kv[1].transpose(1, 2)
-    q = query.view(num_reqs, num_kv_heads, group, head_dim)
+    q = query.reshape(num_reqs, num_kv_heads, group, head_dim)
     key_pos = torch.arange(num_blocks * block_size, device=query.device).view(1, 1, 1, -1)
     seq = seq_lens.view(-1, 1, 1, 1)
     mask = _visible_keys(seq - 1, key_pos, seq, sliding_window)  # [R, 1, 1, L]
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    out.copy_(o.view(num_reqs, num_heads, head_dim))
+    return o.reshape(num_reqs, num_heads, head_dim)

@@ -1,0 +1,75 @@
+// kvserve._core.cpu: the CPU kernels, called by kvserve.ops with tensors' data pointers. Shapes and dtypes
+// are checked by the Python wrappers (kvserve/ops/cpu_kernels.py); the GIL is released while they run.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "../cpu/kernels.h"
+#include "registrations.h"
+
+namespace py = pybind11;
+
+namespace kvserve::bindings {
+namespace {
+
+template <typename T>
+T* ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+}  // namespace
+
+void register_cpu_kernels(py::module_& m) {
+  auto cpu = m.def_submodule("cpu", "float32 CPU kernels on raw pointers (see kvserve.ops.cpu_kernels)");
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  cpu.def(
+      "rms_norm",
+      [](uintptr_t out, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps) {
+        kvserve::cpu::rms_norm(ptr<float>(out), ptr<const float>(x), ptr<const float>(weight), rows, hidden, x_stride,
+                               eps);
+      },
+      release);
+  cpu.def(
+      "fused_add_rms_norm",
+      [](uintptr_t out, uintptr_t residual, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, float eps) {
+        kvserve::cpu::fused_add_rms_norm(ptr<float>(out), ptr<float>(residual), ptr<const float>(x),
+                                         ptr<const float>(weight), rows, hidden, eps);
+      },
+      release);
+  cpu.def(
+      "silu_and_mul",
+      [](uintptr_t out, uintptr_t x, int64_t rows, int64_t d) {
+        kvserve::cpu::silu_and_mul(ptr<float>(out), ptr<const float>(x), rows, d);
+      },
+      release);
+  cpu.def(
+      "rotary_neox",
+      [](uintptr_t x, uintptr_t cos, uintptr_t sin, int64_t tokens, int64_t heads, int64_t head_dim, int64_t rot_dim,
+         int64_t token_stride) {
+        kvserve::cpu::rotary_neox(ptr<float>(x), ptr<const float>(cos), ptr<const float>(sin), tokens, heads,
+                                  head_dim, rot_dim, token_stride);
+      },
+      release);
+  cpu.def(
+      "reshape_and_cache",
+      [](uintptr_t kv_cache, uintptr_t key, uintptr_t value, uintptr_t slot_mapping, int64_t tokens, int64_t num_slots,
+         int64_t row, int64_t key_stride, int64_t value_stride) {
+        kvserve::cpu::reshape_and_cache(ptr<float>(kv_cache), ptr<const float>(key), ptr<const float>(value),
+                                        ptr<const int64_t>(slot_mapping), tokens, num_slots, row, key_stride,
+                                        value_stride);
+      },
+      release);
+  cpu.def(
+      "paged_attention_decode",
+      [](uintptr_t out, uintptr_t query, uintptr_t kv_cache, uintptr_t block_tables, uintptr_t seq_lens, int64_t reqs,
+         int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks, int64_t block_size,
+         int64_t table_width, float scale, int64_t sliding_window) {
+        kvserve::cpu::paged_attention_decode(ptr<float>(out), ptr<const float>(query), ptr<const float>(kv_cache),
+                                             ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs,
+                                             heads, kv_heads, head_dim, num_blocks, block_size, table_width, scale,
+                                             sliding_window);
+      },
+      release);
+}
+
+}  // namespace kvserve::bindings

@@ -1,0 +1,50 @@
+// CPU kernels for the float32 model path: torch-free, raw pointers, row strides in elements.
+// Shapes: T tokens, R requests, H query heads, KVH key/value heads, D head dim, NB blocks of BS slots.
+// A layer's KV cache is [2, NB, BS, KVH, D]: keys, then values.
+#pragma once
+
+#include <cstdint>
+
+namespace kvserve::cpu {
+
+// out[r] = weight * (x[r] / sqrt(mean(x[r]^2) + eps))
+void rms_norm(float* out,            // [rows, hidden]
+              const float* x,        // [rows, hidden], row stride x_stride
+              const float* weight,   // [hidden]
+              int64_t rows, int64_t hidden, int64_t x_stride, float eps);
+
+// residual[r] += x[r]; out[r] = rms_norm(residual[r])
+void fused_add_rms_norm(float* out,         // [rows, hidden]
+                        float* residual,    // [rows, hidden], updated in place
+                        const float* x,     // [rows, hidden]
+                        const float* weight,  // [hidden]
+                        int64_t rows, int64_t hidden, float eps);
+
+// out[r] = silu(x[r, :d]) * x[r, d:]
+void silu_and_mul(float* out,       // [rows, d]
+                  const float* x,   // [rows, 2 * d]
+                  int64_t rows, int64_t d);
+
+// Rotates the first rot_dim dims of each head in place, GPT-NeoX style (halves [0, rot/2) and [rot/2, rot)).
+void rotary_neox(float* x,            // [T, heads, head_dim], token stride token_stride
+                 const float* cos,    // [T, rot_dim / 2]
+                 const float* sin,    // [T, rot_dim / 2]
+                 int64_t tokens, int64_t heads, int64_t head_dim, int64_t rot_dim, int64_t token_stride);
+
+// kv_cache[0][slot] = key[t], kv_cache[1][slot] = value[t] for slot = slot_mapping[t]
+void reshape_and_cache(float* kv_cache,            // [2, num_slots, row]
+                       const float* key,           // [T, row], token stride key_stride
+                       const float* value,         // [T, row], token stride value_stride
+                       const int64_t* slot_mapping,  // [T]
+                       int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride);
+
+// Attention of one query token per request (a decode step) over its cached context, read in place.
+void paged_attention_decode(float* out,                   // [R, H, D]
+                            const float* query,           // [R, H, D]
+                            const float* kv_cache,        // [2, NB, BS, KVH, D]
+                            const int32_t* block_tables,  // [R, W]
+                            const int32_t* seq_lens,      // [R]
+                            int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
+                            int64_t block_size, int64_t table_width, float scale, int64_t sliding_window);
+
+}  // namespace kvserve::cpu

@@ -1,0 +1,116 @@
+"""The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
+
+Each wrapper checks that its inputs fit the kernel (CPU, float32, the layouts it reads) and otherwise
+returns NotImplemented, so the caller falls back to the torch reference. The kernels write into tensors
+allocated here; rotary_embedding rotates in place.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kvserve import _core
+from kvserve.ops import reference
+
+_kernels = _core.cpu
+
+
+def _fits(*tensors: torch.Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float):
+    if not (_fits(x, weight) and x.is_contiguous() and weight.is_contiguous()):
+        return NotImplemented
+    hidden = x.shape[-1]
+    out = torch.empty_like(x)
+    _kernels.rms_norm(out.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, hidden, eps)
+    return out
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+    if not (_fits(x, residual, weight) and x.is_contiguous() and residual.is_contiguous()):
+        return NotImplemented
+    hidden = x.shape[-1]
+    out = torch.empty_like(x)
+    residual = residual.clone()  # the op returns a new residual; callers may still hold the old one
+    _kernels.fused_add_rms_norm(
+        out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, eps
+    )
+    return out, residual
+
+
+def silu_and_mul(x: torch.Tensor):
+    if not (_fits(x) and x.is_contiguous()):
+        return NotImplemented
+    d = x.shape[-1] // 2
+    out = torch.empty(*x.shape[:-1], d, dtype=x.dtype)
+    _kernels.silu_and_mul(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d)
+    return out
+
+
+def _token_rows(x: torch.Tensor) -> bool:
+    """[T, heads, D] whose heads are contiguous within a token (a view into a fused qkv row is fine)."""
+    return x.dim() == 3 and x.stride(2) == 1 and x.stride(1) == x.shape[2]
+
+
+def rotary_embedding(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    if not (_fits(query, key, cos, sin) and _token_rows(query) and _token_rows(key) and cos.is_contiguous()):
+        return NotImplemented
+    if not sin.is_contiguous() or query.shape[0] != cos.shape[0]:
+        return NotImplemented
+    tokens, rot_dim = cos.shape[0], 2 * cos.shape[1]
+    for x in (query, key):
+        _kernels.rotary_neox(
+            x.data_ptr(), cos.data_ptr(), sin.data_ptr(), tokens, x.shape[1], x.shape[2], rot_dim, x.stride(0)
+        )
+    return query, key
+
+
+def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor):
+    if not (_fits(key, value, kv_cache) and _token_rows(key) and _token_rows(value) and kv_cache.is_contiguous()):
+        return NotImplemented
+    if slot_mapping.dtype != torch.int64 or not slot_mapping.is_contiguous():
+        return NotImplemented
+    num_slots = kv_cache.shape[1] * kv_cache.shape[2]
+    row = kv_cache.shape[3] * kv_cache.shape[4]
+    _kernels.reshape_and_cache(
+        kv_cache.data_ptr(), key.data_ptr(), value.data_ptr(), slot_mapping.data_ptr(),
+        key.shape[0], num_slots, row, key.stride(0), value.stride(0),
+    )  # fmt: skip
+    return None
+
+
+def _decode(
+    query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
+    sliding_window: int,
+) -> torch.Tensor:  # fmt: skip
+    query = query.contiguous()
+    block_tables = block_tables.to(torch.int32).contiguous()
+    seq_lens = seq_lens.to(torch.int32).contiguous()
+    out = torch.empty_like(query)
+    num_reqs, num_heads, head_dim = query.shape
+    _kernels.paged_attention_decode(
+        out.data_ptr(), query.data_ptr(), kv_cache.data_ptr(), block_tables.data_ptr(), seq_lens.data_ptr(),
+        num_reqs, num_heads, kv_cache.shape[3], head_dim, kv_cache.shape[1], kv_cache.shape[2],
+        block_tables.shape[1], scale, sliding_window,
+    )  # fmt: skip
+    return out
+
+
+def paged_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+    sliding_window: int = 0,
+):
+    if not (_fits(query, kv_cache) and kv_cache.is_contiguous()):
+        return NotImplemented
+    return reference.split_attention(
+        query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
+    )
