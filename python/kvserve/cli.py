@@ -108,6 +108,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="'auto' (the model's generation_config.json), 'vllm' (none) or a directory",
     )
+    engine.add_argument(
+        "--load-format",
+        default="auto",
+        choices=["auto", "dummy", "noop"],
+        help="auto: the checkpoint's weights; dummy: random weights (speed runs); noop: no forward at all, "
+        "every token is 0 (measures the framework alone)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +155,7 @@ def serve(args: argparse.Namespace) -> None:
             scheduling_policy=args.scheduling_policy,
             seed=args.seed,
             generation_config=args.generation_config,
+            load_format=args.load_format,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

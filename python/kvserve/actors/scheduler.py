@@ -87,6 +87,13 @@ class SchedulerActor(Actor):
         self.detokenizer.send(RequestsAborted([abort.request_id]))
 
     def on_result(self, result: BatchResult) -> None:
+        deltas = self.apply_result(result)
+        self.start_step()
+        if deltas is not None:
+            self.detokenizer.send(deltas)
+
+    def apply_result(self, result: BatchResult) -> TokenDeltas | None:
+        """Applies a step's sampled tokens; returns the deltas for the detokenizer (None if no row sampled)."""
         batch = self.in_flight
         self.in_flight = None
         for chunk in result.prompt_logprobs:
@@ -105,25 +112,24 @@ class SchedulerActor(Actor):
         for h in handles[finished].tolist():
             del self.request_ids[h]
             self.finished_handles.append(h)
-        self._start_step()
-        if request_ids:
-            self.detokenizer.send(
-                TokenDeltas(
-                    request_ids=request_ids,
-                    token_ids=update.token_ids,
-                    finish_reasons=update.finish_reasons,
-                    stop_reasons=update.stop_reasons,
-                    num_cached_tokens=update.num_cached_tokens,
-                    logprobs=logprobs,
-                )
-            )
+        if not request_ids:
+            return None
+        return TokenDeltas(
+            request_ids=request_ids,
+            token_ids=update.token_ids,
+            finish_reasons=update.finish_reasons,
+            stop_reasons=update.stop_reasons,
+            num_cached_tokens=update.num_cached_tokens,
+            logprobs=logprobs,
+        )
 
     async def after_burst(self) -> None:
         if self.in_flight is None and not self.core.has_unfinished:
             self.core.check_invariants()
-        self._start_step()
+        self.start_step()
 
-    def _start_step(self) -> None:
+    def start_step(self) -> None:
+        """Schedules the next batch and sends it to the runner, unless one is in flight or nothing waits."""
         if self.in_flight is not None or not self.core.has_unfinished:
             return
         out = self.core.schedule()

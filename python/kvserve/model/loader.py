@@ -73,11 +73,20 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def build_model(
-    config: ModelConfig, weights: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype, device: torch.device
+    config: ModelConfig, weights: Iterator[tuple[str, torch.Tensor]] | None, dtype: torch.dtype, device: torch.device
 ) -> nn.Module:
-    """Allocates the model on `device` in `dtype` (uninitialised) and fills it from `weights`."""
+    """Allocates the model on `device` in `dtype` and fills it from `weights`, or with random values
+    (normal, std 0.02; norms at 1) when `weights` is None: --load-format dummy, for speed runs."""
     cls = model_class(config.architecture)
     with torch.device(device), _default_dtype(dtype):
         model = cls(config)
-    model.load_weights(weights)
+    if weights is None:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.dim() == 1:
+                    param.fill_(1.0 if "norm" in name or "layernorm" in name else 0.0)
+                else:
+                    param.normal_(0.0, 0.02)
+    else:
+        model.load_weights(weights)
     return model.eval()

@@ -19,6 +19,7 @@ from kvserve.model.forward_context import ForwardContext
 from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
 from kvserve.model.logits_processors import LogitsProcessors
 from kvserve.model.model_config import ModelConfig, parse_dtype
+from kvserve.model.noop_model import NoopModel
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.sampler import Sampler, SamplingMetadata
 from kvserve.sampling_params import SamplingParams
@@ -37,13 +38,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Native bfloat16 matmuls (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def resolve_dtype(requested: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """--dtype auto: the checkpoint's dtype on GPUs; on CPUs half precision only where it is native (bf16)."""
     if requested != "auto":
         return parse_dtype(requested)
-    if device.type == "cpu" and model_dtype == torch.float16:
-        logger.info("float16 is slow on CPU; serving in bfloat16")
-        return torch.bfloat16
-    return model_dtype
+    if device.type != "cpu" or model_dtype == torch.float32:
+        return model_dtype
+    chosen = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    logger.info("a %s checkpoint on this CPU: serving in %s", model_dtype, chosen)
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class StepInputs:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    ctx: ForwardContext
 
 
 @dataclass(slots=True)
@@ -65,23 +81,27 @@ class ModelRunner:
         self.device = resolve_device(engine_config.device)
         self.dtype = resolve_dtype(engine_config.dtype, model_config.dtype, self.device)
         torch.manual_seed(engine_config.seed)
-        weights = iterate_safetensors(safetensors_files(model_dir))
-        self.model = build_model(model_config, weights, self.dtype, self.device)
+        self.model = self._load_model(model_dir)
         self.num_blocks = self._num_kv_blocks()
         c = model_config
         # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN.
-        self.kv_caches = [
-            torch.zeros(
-                2,
-                self.num_blocks,
-                engine_config.block_size,
-                c.num_key_value_heads,
-                c.head_dim,
-                dtype=self.dtype,
-                device=self.device,
-            )
-            for _ in range(c.num_hidden_layers)
-        ]
+        # The noop model reads no KV, so it gets none.
+        self.kv_caches = (
+            []
+            if engine_config.load_format == "noop"
+            else [
+                torch.zeros(
+                    2,
+                    self.num_blocks,
+                    engine_config.block_size,
+                    c.num_key_value_heads,
+                    c.head_dim,
+                    dtype=self.dtype,
+                    device=self.device,
+                )
+                for _ in range(c.num_hidden_layers)
+            ]
+        )
         self.sampler = Sampler()
         self.processors = LogitsProcessors(model_config.vocab_size, self.device)
         self.prompt_logprobs = PromptLogprobsTracker()
@@ -93,6 +113,13 @@ class ModelRunner:
             self.num_blocks,
             engine_config.block_size,
         )
+
+    def _load_model(self, model_dir: Path) -> torch.nn.Module:
+        fmt = self.config.load_format
+        if fmt == "noop":
+            return NoopModel(self.model_config, self.device)
+        weights = None if fmt == "dummy" else iterate_safetensors(safetensors_files(model_dir))
+        return build_model(self.model_config, weights, self.dtype, self.device)
 
     def _num_kv_blocks(self) -> int:
         block_bytes = kv_block_bytes(self.model_config, self.config.block_size, self.dtype)
@@ -120,8 +147,16 @@ class ModelRunner:
             self.prompt_logprobs.add(new.handle, new.params.prompt_logprobs, new.prompt_token_ids)
 
     # -- one step --------------------------------------------------------------------------------------
+    # Hot path: execute() is the step; its phases are separate methods so bench_host_overhead.py can time
+    # each. _sampling_metadata is the one per-row Python loop of a step.
     @torch.inference_mode()
     def execute(self, batch: ExecuteBatch) -> BatchResult:
+        self.apply_request_changes(batch)
+        inputs = self.prepare_inputs(batch)
+        hidden = self.forward(inputs)
+        return self.sample(batch, hidden)
+
+    def apply_request_changes(self, batch: ExecuteBatch) -> None:
         for handle in batch.finished_handles:
             self.requests.pop(handle, None)
             self.processors.remove(handle)
@@ -129,7 +164,7 @@ class ModelRunner:
         for new in batch.new_requests:
             self._add_request(new)
 
-        device = self.device
+    def prepare_inputs(self, batch: ExecuteBatch) -> StepInputs:
         q_lens = np.diff(batch.query_start_loc)
         ctx = ForwardContext(
             slot_mapping=self._to_device(batch.slot_mapping),
@@ -141,13 +176,20 @@ class ModelRunner:
             max_seq_len=batch.max_seq_len,
             kv_caches=self.kv_caches,
         )
-        hidden = self.model(self._to_device(batch.input_ids), self._to_device(batch.positions), ctx)
+        return StepInputs(self._to_device(batch.input_ids), self._to_device(batch.positions), ctx)
+
+    @torch.inference_mode()
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        return self.model(inputs.input_ids, inputs.positions, inputs.ctx)
+
+    @torch.inference_mode()
+    def sample(self, batch: ExecuteBatch, hidden: torch.Tensor) -> BatchResult:
         prompt_chunks = self.prompt_logprobs.compute(batch, hidden, self.model.compute_logits)
         if len(batch.sample_handles) == 0:
             return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks)
         handles = batch.sample_handles.tolist()
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])
-        metadata = self._sampling_metadata(handles, device)
+        metadata = self._sampling_metadata(handles, self.device)
         raw_logits = logits.clone() if metadata.max_num_logprobs >= 0 and self.processors.requests else None
         if not self.processors.apply(logits, handles):
             raw_logits = None
