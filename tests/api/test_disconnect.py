@@ -76,3 +76,36 @@ def test_non_stream_disconnect_frees_blocks(live):
     wait_for(lambda: kv_state(live)[0] == kv_state(live)[1], timeout=1.0)
     assert kv_state(live)[3] == aborted_before + 1
     assert live.engine.is_healthy
+
+
+def test_chat_without_a_template_is_a_clear_400(live):
+    from tests.api.test_openai_sdk import post
+
+    class Address:
+        base_url = f"http://127.0.0.1:{live.port}"
+
+    status, body = post(Address, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    assert status == 400 and "no chat template" in body["error"]["message"]
+
+
+def test_an_error_after_the_stream_started_is_an_error_event_then_done(tiny_model_dir):
+    server = InProcessServer(EngineConfig(model=str(tiny_model_dir("llama")), kv_cache_memory=16 * MiB))
+    try:
+        sock = raw_request(server.port, "/v1/completions", {**LONG, "stream": True})
+        received = b""
+        while received.count(b"data:") < 3:
+            received += sock.recv(65536)
+
+        def broken(batch):
+            raise RuntimeError("device lost")
+
+        server.call(lambda: setattr(server.engine.runner.runner, "execute", broken))
+        while b"[DONE]" not in received:
+            received += sock.recv(65536)
+        sock.close()
+        events = [line for line in received.decode().split("\n") if line.startswith("data: ")]
+        error = json.loads(events[-2].removeprefix("data: "))["error"]
+        assert "device lost" in error["message"] and error["code"] == 500
+        assert events[-1] == "data: [DONE]"
+    finally:
+        server.stop()

@@ -193,3 +193,12 @@ def test_health_ping_version(server):
     assert status == 200 and json.loads(body)["version"]
     status, body = get(server, "/no/such/route")
     assert status == 404 and json.loads(body)["error"]["code"] == 404
+
+
+def test_sigint_shuts_down_cleanly(tiny_model_dir):
+    import signal
+
+    from tests.api.server_process import ServerProcess
+
+    process = ServerProcess(str(tiny_model_dir("llama")), "--kv-cache-memory", "8MiB")
+    assert process.stop(signal.SIGINT) == 0, process.log()

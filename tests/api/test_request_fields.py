@@ -379,6 +379,10 @@ def test_unsupported_fields_are_clear_errors(client):
         complete(client, extra_body={"response_format": {"type": "json_object"}})
     assert info.value.status_code == 501
     complete(client, max_tokens=1, user="someone", extra_body={"response_format": {"type": "text"}, "unknown_field": 1})
+    for field, value in (("use_beam_search", True), ("prompt_embeds", "AAAA"), ("guided_json", {"type": "object"})):
+        with pytest.raises(openai.APIStatusError) as info:
+            complete(client, extra_body={field: value})
+        assert info.value.status_code == 501 and info.value.body["param"] == field
 
 
 def test_per_request_chat_template_needs_trust(client):

@@ -8,15 +8,15 @@ from pydantic import Field
 
 from kvserve.api.openai.protocol_base import (
     Int64,
-    RequestModel,
     ResponseFormat,
     ResponseModel,
     StreamOptions,
+    UnsupportedFields,
     UsageInfo,
 )
 
 
-class ChatCompletionRequest(RequestModel):
+class ChatCompletionRequest(UnsupportedFields):
     messages: list[dict[str, Any]]
     model: str | None = None
     frequency_penalty: float | None = None

@@ -8,17 +8,17 @@ from pydantic import Field
 
 from kvserve.api.openai.protocol_base import (
     Int64,
-    RequestModel,
     ResponseFormat,
     ResponseModel,
     StreamOptions,
+    UnsupportedFields,
     UsageInfo,
 )
 
 TokenId = Annotated[int, Field(ge=0)]
 
 
-class CompletionRequest(RequestModel):
+class CompletionRequest(UnsupportedFields):
     model: str | None = None
     prompt: list[TokenId] | list[list[TokenId]] | str | list[str] | None = None
     echo: bool | None = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import orjson
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
@@ -100,7 +101,7 @@ async def create_completion() -> Response:
     if body.stream:
         return stream_response(shaper.stream(generations))
     results = await collect(generations, accepted)
-    return Response(shaper.response(results).model_dump_json(), content_type="application/json")
+    return Response(orjson.dumps(shaper.response(results).model_dump()), content_type="application/json")
 
 
 class _Completion:

@@ -35,6 +35,23 @@ class RequestModel(BaseModel):
         return data
 
 
+class UnsupportedFields(RequestModel):
+    """vLLM request fields that change what a request means but kvserve does not implement yet: setting one
+    is a clear 501, never silently ignored."""
+
+    use_beam_search: bool = False
+    prompt_embeds: Any = None
+    structured_outputs: Any = None
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    logprob_token_ids: Any = None
+
+    def unsupported_fields(self) -> list[str]:
+        return [name for name in UnsupportedFields.model_fields if getattr(self, name) not in (None, False)]
+
+
 class ResponseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

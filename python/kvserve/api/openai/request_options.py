@@ -9,7 +9,7 @@ from quart import request
 
 from kvserve.api.context import ServingContext
 from kvserve.api.openai.protocol_base import random_id
-from kvserve.api.openai.sampling import check_response_format, require
+from kvserve.api.openai.sampling import NotImplementedFeature, check_response_format, require
 from kvserve.outputs import RequestOutput
 
 
@@ -58,6 +58,12 @@ def request_options(body: Any, ctx: ServingContext, *, stream: bool, request_id_
         "cache_salt",
     )
     check_response_format(body.response_format)
+    unsupported = body.unsupported_fields()
+    if unsupported:
+        raise NotImplementedFeature(
+            f"{', '.join(unsupported)} {'is' if len(unsupported) == 1 else 'are'} not supported by this server yet.",
+            unsupported[0],
+        )
     base_id = request.headers.get("X-Request-Id") or body.request_id or random_id()
     stream_options = body.stream_options
     include_usage = bool(stream_options and stream_options.include_usage) or settings.enable_force_include_usage
