@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve a model over HTTP", description="Serve a model with OpenAI-compatible APIs."
     )
     add_serve_arguments(serve)
+    commands.add_parser(
+        "bench",
+        help="benchmarks: `kvserve bench serve --help`",
+        description="Benchmarks. `kvserve bench serve [flags]` runs the serving benchmark (vLLM's metrics).",
+        add_help=False,
+    ).add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -190,8 +196,19 @@ def serve(args: argparse.Namespace) -> None:
     serve_forever(engine_config, make_settings, args.host, args.port, args.log_level)
 
 
+def bench(bench_args: list[str]) -> None:
+    if not bench_args or bench_args[0] != "serve":
+        raise SystemExit("usage: kvserve bench serve [flags]   (see `kvserve bench serve --help`)")
+    from kvserve.bench.serve import main as bench_serve
+
+    bench_serve(bench_args[1:])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        bench(args.bench_args)
+        return
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper(), logging.INFO) if args.log_level != "trace" else logging.DEBUG,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,4 +10,4 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse_event(payload: Any) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS) + b"\n\n"

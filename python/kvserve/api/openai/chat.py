@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import orjson
 from quart import Blueprint, Response
@@ -134,7 +134,10 @@ async def create_chat_completion() -> Response:
     if body.stream:
         return stream_response(shaper.stream(generations))
     results = await collect(generations, accepted)
-    return Response(orjson.dumps(shaper.response(results).model_dump()), content_type="application/json")
+    return Response(
+        orjson.dumps(shaper.response(results).model_dump(), option=orjson.OPT_NON_STR_KEYS),
+        content_type="application/json",
+    )
 
 
 class _Chat:
@@ -212,10 +215,11 @@ class _Chat:
         )
         return sse_event(chunk.model_dump(exclude_unset=True))
 
-    async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
-        results = self.accepted
-        prompt_ids = results[0].prompt_token_ids if self.body.return_token_ids else None
-        for index in range(len(generations)):
+    def _opening_chunks(self, num_choices: int) -> Iterator[bytes]:
+        """The role chunk of every choice (and the echoed message), sent with the first generated output as
+        vLLM does, so a client's time to first token measures the prefill."""
+        prompt_ids = self.accepted[0].prompt_token_ids if self.body.return_token_ids else None
+        for index in range(num_choices):
             role = ChatCompletionResponseStreamChoice(
                 index=index, delta=DeltaMessage(role=self.role, content=""), logprobs=None, finish_reason=None
             )
@@ -226,10 +230,18 @@ class _Chat:
                     index=index, delta=DeltaMessage(content=self.echo_text), logprobs=None, finish_reason=None
                 )
                 yield self._chunk([echo])
+
+    async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
+        results = self.accepted
+        opened = False
         async for index, output in merge(generations):
             results[index].merge(output)
             if not output.text and not output.token_ids and not output.finished:
                 continue
+            if not opened:
+                opened = True
+                for chunk in self._opening_chunks(len(generations)):
+                    yield chunk
             choice = ChatCompletionResponseStreamChoice(
                 index=index,
                 delta=DeltaMessage(content=output.text),

@@ -101,7 +101,10 @@ async def create_completion() -> Response:
     if body.stream:
         return stream_response(shaper.stream(generations))
     results = await collect(generations, accepted)
-    return Response(orjson.dumps(shaper.response(results).model_dump()), content_type="application/json")
+    return Response(
+        orjson.dumps(shaper.response(results).model_dump(), option=orjson.OPT_NON_STR_KEYS),
+        content_type="application/json",
+    )
 
 
 class _Completion:

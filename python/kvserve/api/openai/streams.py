@@ -12,15 +12,18 @@ Generation = AsyncIterator[RequestOutput]
 
 
 async def open_all(generations: list[Generation]) -> list[RequestOutput]:
-    """Awaits each request's acceptance; if one is refused, the others are aborted and the error raised."""
-    accepted = []
+    """Submits every request at once (so they share the first steps) and awaits each one's acceptance; if
+    one is refused, the others are aborted and the error raised."""
     try:
-        for generation in generations:
-            accepted.append(await anext(generation))
-    except BaseException:
+        results = await asyncio.gather(*(anext(g) for g in generations), return_exceptions=True)
+    except BaseException:  # cancelled while waiting: the client went away
         await close_all(generations)
         raise
-    return accepted
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        await close_all(generations)
+        raise errors[0]
+    return results
 
 
 async def close_all(generations: list[Generation]) -> None:
