@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 from quart import Blueprint, Response
 
 import kvserve
 from kvserve.api.context import ServingContext
+from kvserve.api.responses import json_response
 
 bp = Blueprint("admin_health", __name__)
 
@@ -23,4 +23,4 @@ async def ping() -> Response:
 
 @bp.get("/version")
 async def version() -> Response:
-    return Response(orjson.dumps({"version": kvserve.__version__}), content_type="application/json")
+    return json_response({"version": kvserve.__version__})

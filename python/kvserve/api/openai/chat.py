@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-import orjson
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
@@ -22,10 +22,9 @@ from kvserve.api.openai.logprobs import chat_logprobs
 from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, NotImplementedFeature, per_choice_params, require, sampling_params
-from kvserve.api.openai.streams import Generation, collect, merge, open_all
+from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
-from kvserve.api.streaming import stream_response
 from kvserve.errors import InvalidRequestError
 from kvserve.outputs import RequestOutput
 from kvserve.text.chat_template import ChatTemplate, ChatTemplateError
@@ -54,19 +53,14 @@ def chat_template_for(body: ChatCompletionRequest, ctx: ServingContext) -> ChatT
     return ctx.settings.chat_template
 
 
-def render_prompt(body: ChatCompletionRequest, ctx: ServingContext) -> str:
+def render_messages(body: Any, ctx: ServingContext) -> str:
+    """The conversation as prompt text, as the chat template renders it (chat and /tokenize share this)."""
     require(bool(body.messages), "messages must not be empty.", "messages")
     require(
         not (body.continue_final_message and body.add_generation_prompt),
         "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
         "continue_final_message",
     )
-    if body.tool_choice == "auto" and body.tools:
-        raise InvalidRequestError(
-            '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', "tool_choice"
-        )
-    if body.tool_choice not in (None, "none", "auto"):
-        raise NotImplementedFeature("tool_choice 'required' or a named tool is not supported yet.", "tool_choice")
     try:
         return chat_template_for(body, ctx).render(
             body.messages,
@@ -78,6 +72,16 @@ def render_prompt(body: ChatCompletionRequest, ctx: ServingContext) -> str:
         )
     except ChatTemplateError as e:
         raise InvalidRequestError(str(e), "messages") from None
+
+
+def render_prompt(body: ChatCompletionRequest, ctx: ServingContext) -> str:
+    if body.tool_choice == "auto" and body.tools:
+        raise InvalidRequestError(
+            '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', "tool_choice"
+        )
+    if body.tool_choice not in (None, "none", "auto"):
+        raise NotImplementedFeature("tool_choice 'required' or a named tool is not supported yet.", "tool_choice")
+    return render_messages(body, ctx)
 
 
 @bp.post("/v1/chat/completions")
@@ -94,11 +98,6 @@ async def create_chat_completion() -> Response:
         "when using `top_logprobs`, `logprobs` must be set to true.",
         "top_logprobs",
     )
-    require(
-        not (body.stream and body.prompt_logprobs is not None),
-        "`prompt_logprobs` are not available when `stream=True`.",
-        "prompt_logprobs",
-    )
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     n = body.n if body.n is not None else 1
     fields = CommonFields(
@@ -108,36 +107,10 @@ async def create_chat_completion() -> Response:
         prompt_logprobs=body.prompt_logprobs,
         seed=body.seed,
     )
-    params = sampling_params(
-        body,
-        fields,
-        ctx.settings,
-        engine.tokenizer,
-        engine.model_config.vocab_size,
-        engine.model_config.generation_defaults,
-    )
-    generations: list[Generation] = [
-        engine.generate(
-            prompt,
-            choice_params,
-            f"{options.request_id}-{j}",
-            priority=body.priority,
-            cache_salt=body.cache_salt,
-            add_special_tokens=body.add_special_tokens,
-            truncate_prompt_tokens=body.truncate_prompt_tokens,
-            truncation_side=body.truncation_side or "left",
-        )
-        for j, choice_params in enumerate(per_choice_params(params, n))
-    ]
+    params = sampling_params(body, fields, ctx)
+    generations = start_generations(engine, body, [prompt], per_choice_params(params, n), options.request_id)
     accepted = await open_all(generations)
-    shaper = _Chat(body, options, model, accepted, ctx)
-    if body.stream:
-        return stream_response(shaper.stream(generations))
-    results = await collect(generations, accepted)
-    return Response(
-        orjson.dumps(shaper.response(results).model_dump(), option=orjson.OPT_NON_STR_KEYS),
-        content_type="application/json",
-    )
+    return await respond(_Chat(body, options, model, accepted, ctx), generations, accepted, bool(body.stream))
 
 
 class _Chat:

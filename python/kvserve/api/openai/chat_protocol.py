@@ -2,57 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import (
-    Int64,
-    ResponseFormat,
-    ResponseModel,
-    StreamOptions,
-    UnsupportedFields,
-    UsageInfo,
-)
+from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
 
 
-class ChatCompletionRequest(UnsupportedFields):
+class ChatCompletionRequest(GenerationRequest):
     messages: list[dict[str, Any]]
-    model: str | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = 0
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = 1
-    presence_penalty: float | None = None
-    response_format: ResponseFormat | None = None
-    seed: Int64 | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = "none"
-    user: str | None = None
-    # vLLM's sampling extras
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    stop_token_ids: list[int] | None = None
-    include_stop_str_in_output: bool = False
-    ignore_eos: bool = False
-    min_tokens: int = 0
-    skip_special_tokens: bool = True
-    spaces_between_special_tokens: bool = True
-    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
-    truncation_side: Literal["left", "right"] | None = None
-    prompt_logprobs: int | None = None
-    allowed_token_ids: list[int] | None = None
-    bad_words: list[str] = Field(default_factory=list)
-    # vLLM's other extras
     echo: bool = False
     add_generation_prompt: bool = True
     continue_final_message: bool = False
@@ -60,11 +25,6 @@ class ChatCompletionRequest(UnsupportedFields):
     documents: list[dict[str, str]] | None = None
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
-    priority: Int64 = 0
-    request_id: str | None = None
-    return_tokens_as_token_ids: bool | None = None
-    return_token_ids: bool | None = None
-    cache_salt: str | None = None
 
 
 class ChatMessage(ResponseModel):

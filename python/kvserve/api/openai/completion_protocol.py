@@ -6,59 +6,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import (
-    Int64,
-    ResponseFormat,
-    ResponseModel,
-    StreamOptions,
-    UnsupportedFields,
-    UsageInfo,
-)
+from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
 
 TokenId = Annotated[int, Field(ge=0)]
 
 
-class CompletionRequest(UnsupportedFields):
-    model: str | None = None
+class CompletionRequest(GenerationRequest):
     prompt: list[TokenId] | list[list[TokenId]] | str | list[str] | None = None
     echo: bool | None = False
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
     logprobs: int | None = None
     max_tokens: int | None = 16
     n: int = 1
-    presence_penalty: float | None = None
-    seed: Int64 | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
     suffix: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    user: str | None = None
-    # vLLM's sampling extras
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    stop_token_ids: list[int] | None = None
-    include_stop_str_in_output: bool = False
-    ignore_eos: bool = False
-    min_tokens: int = 0
-    skip_special_tokens: bool = True
-    spaces_between_special_tokens: bool = True
-    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
-    truncation_side: Literal["left", "right"] | None = None
-    allowed_token_ids: list[int] | None = None
-    prompt_logprobs: int | None = None
-    bad_words: list[str] = Field(default_factory=list)
-    # vLLM's other extras
     add_special_tokens: bool = True
-    response_format: ResponseFormat | None = None
-    priority: Int64 = 0
-    request_id: str | None = None
-    return_tokens_as_token_ids: bool | None = None
-    return_token_ids: bool | None = None
-    cache_salt: str | None = None
 
 
 class CompletionLogProbs(ResponseModel):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import orjson
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
@@ -20,10 +19,9 @@ from kvserve.api.openai.logprobs import completion_logprobs
 from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, per_choice_params, require, sampling_params
-from kvserve.api.openai.streams import Generation, collect, merge, open_all
+from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
-from kvserve.api.streaming import stream_response
 from kvserve.errors import InvalidRequestError
 from kvserve.outputs import RequestOutput
 
@@ -59,11 +57,6 @@ async def create_completion() -> Response:
     max_tokens = 16 if body.max_tokens is None else body.max_tokens
     echo_only = bool(body.echo) and max_tokens == 0
     require(max_tokens >= 1 or echo_only, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
-    require(
-        not (body.stream and body.prompt_logprobs is not None),
-        "`prompt_logprobs` are not available when `stream=True`.",
-        "prompt_logprobs",
-    )
     logprobs = body.logprobs
     fields = CommonFields(
         n=body.n,
@@ -73,38 +66,11 @@ async def create_completion() -> Response:
         prompt_logprobs=body.prompt_logprobs if body.prompt_logprobs is not None else (logprobs if body.echo else None),
         seed=body.seed,
     )
-    params = sampling_params(
-        body,
-        fields,
-        ctx.settings,
-        engine.tokenizer,
-        engine.model_config.vocab_size,
-        engine.model_config.generation_defaults,
-    )
-    generations: list[Generation] = []
-    for i, prompt in enumerate(prompts):
-        for j, choice_params in enumerate(per_choice_params(params, body.n)):
-            generations.append(
-                engine.generate(
-                    prompt,
-                    choice_params,
-                    f"{options.request_id}-{i}-{j}",
-                    priority=body.priority,
-                    cache_salt=body.cache_salt,
-                    add_special_tokens=body.add_special_tokens,
-                    truncate_prompt_tokens=body.truncate_prompt_tokens,
-                    truncation_side=body.truncation_side or "left",
-                )
-            )
+    params = sampling_params(body, fields, ctx)
+    generations = start_generations(engine, body, prompts, per_choice_params(params, body.n), options.request_id)
     accepted = await open_all(generations)
     shaper = _Completion(body, options, model, prompts, accepted, echo_only, ctx)
-    if body.stream:
-        return stream_response(shaper.stream(generations))
-    results = await collect(generations, accepted)
-    return Response(
-        orjson.dumps(shaper.response(results).model_dump(), option=orjson.OPT_NON_STR_KEYS),
-        content_type="application/json",
-    )
+    return await respond(shaper, generations, accepted, bool(body.stream))
 
 
 class _Completion:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
 from kvserve.api.openai.protocol_base import random_id
+from kvserve.api.responses import json_response
 from kvserve.errors import NotFoundError
 
 bp = Blueprint("openai_models", __name__)
@@ -40,15 +40,13 @@ def model_card(name: str, ctx: ServingContext, created: int) -> dict:
     }
 
 
-def _json(payload: dict) -> Response:
-    return Response(orjson.dumps(payload), content_type="application/json")
-
-
 @bp.get("/v1/models")
 async def list_models() -> Response:
     ctx = ServingContext.current()
     created = ctx.engine.started_at
-    return _json({"object": "list", "data": [model_card(n, ctx, created) for n in ctx.settings.served_model_names]})
+    return json_response(
+        {"object": "list", "data": [model_card(n, ctx, created) for n in ctx.settings.served_model_names]}
+    )
 
 
 @bp.get("/v1/models/<path:model_id>")
@@ -56,4 +54,4 @@ async def retrieve_model(model_id: str) -> Response:
     ctx = ServingContext.current()
     if model_id not in ctx.settings.served_model_names:
         raise NotFoundError(f"The model `{model_id}` does not exist.", "model")
-    return _json(model_card(model_id, ctx, ctx.engine.started_at))
+    return json_response(model_card(model_id, ctx, ctx.engine.started_at))

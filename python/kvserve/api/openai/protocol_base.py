@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +35,16 @@ class RequestModel(BaseModel):
         return data
 
 
+class StreamOptions(RequestModel):
+    include_usage: bool | None = True
+    continuous_usage_stats: bool | None = False
+
+
+class ResponseFormat(RequestModel):
+    type: str
+    json_schema: dict[str, Any] | None = None
+
+
 class UnsupportedFields(RequestModel):
     """vLLM request fields that change what a request means but kvserve does not implement yet: setting one
     is a clear 501, never silently ignored."""
@@ -52,13 +62,46 @@ class UnsupportedFields(RequestModel):
         return [name for name in UnsupportedFields.model_fields if getattr(self, name) not in (None, False)]
 
 
+class GenerationRequest(UnsupportedFields):
+    """The fields completions and chat completions share, with vLLM's names and defaults."""
+
+    model: str | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = None
+    seed: Int64 | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+    response_format: ResponseFormat | None = None
+    # vLLM's sampling extras
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
+    truncation_side: Literal["left", "right"] | None = None
+    allowed_token_ids: list[int] | None = None
+    prompt_logprobs: int | None = None
+    bad_words: list[str] = Field(default_factory=list)
+    # vLLM's other extras
+    priority: Int64 = 0
+    request_id: str | None = None
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
+    cache_salt: str | None = None
+
+
 class ResponseModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class StreamOptions(RequestModel):
-    include_usage: bool | None = True
-    continuous_usage_stats: bool | None = False
 
 
 class PromptTokensDetails(ResponseModel):
@@ -70,11 +113,6 @@ class UsageInfo(ResponseModel):
     total_tokens: int = 0
     completion_tokens: int | None = 0
     prompt_tokens_details: PromptTokensDetails | None = None
-
-
-class ResponseFormat(RequestModel):
-    type: str
-    json_schema: dict[str, Any] | None = None
 
 
 def now() -> int:

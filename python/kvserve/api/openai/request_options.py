@@ -57,6 +57,11 @@ def request_options(body: Any, ctx: ServingContext, *, stream: bool, request_id_
         "Parameter 'cache_salt' must be a non-empty string of at most 1024 characters if provided.",
         "cache_salt",
     )
+    require(
+        not (stream and body.prompt_logprobs is not None),
+        "`prompt_logprobs` are not available when `stream=True`.",
+        "prompt_logprobs",
+    )
     check_response_format(body.response_format)
     unsupported = body.unsupported_fields()
     if unsupported:

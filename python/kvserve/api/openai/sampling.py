@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from kvserve.api.context import ServingContext
 from kvserve.api.openai.protocol_base import ResponseFormat
-from kvserve.api.settings import ServerSettings
 from kvserve.errors import InvalidRequestError, KvserveError
 from kvserve.sampling_params import SamplingParams
 from kvserve.tokenizer import Tokenizer
@@ -106,14 +106,12 @@ class CommonFields:
     seed: int | None
 
 
-def sampling_params(
-    request: Any,
-    fields: CommonFields,
-    settings: ServerSettings,
-    tokenizer: Tokenizer,
-    vocab_size: int,
-    generation_defaults: dict[str, Any],
-) -> SamplingParams:
+def sampling_params(request: Any, fields: CommonFields, ctx: ServingContext) -> SamplingParams:
+    engine = ctx.engine
+    settings = ctx.settings
+    tokenizer = engine.tokenizer
+    vocab_size = engine.model_config.vocab_size
+    generation_defaults = engine.model_config.generation_defaults
     defaults = resolve_defaults(request, generation_defaults)
     max_tokens = fields.max_tokens
     if generation_defaults.get("max_new_tokens") is not None:  # vLLM: the model's limit caps any request

@@ -4,11 +4,59 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
 
+from pydantic import BaseModel
+from quart import Response
+
+from kvserve.api.responses import json_response
+from kvserve.api.streaming import stream_response
+from kvserve.engine import AsyncEngine
 from kvserve.outputs import RequestOutput
+from kvserve.sampling_params import SamplingParams
 
 Generation = AsyncIterator[RequestOutput]
+
+
+class Shaper(Protocol):
+    """Turns one HTTP request's outputs into its response body or its SSE events."""
+
+    def response(self, results: list[RequestOutput]) -> BaseModel: ...
+
+    def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]: ...
+
+
+def start_generations(
+    engine: AsyncEngine,
+    body: Any,
+    prompts: Sequence[str | list[int]],
+    choice_params: Sequence[SamplingParams],
+    request_id: str,
+) -> list[Generation]:
+    """One engine request per prompt and choice (engine id `<request id>-<prompt>-<choice>`), in choice order."""
+    return [
+        engine.generate(
+            prompt,
+            params,
+            f"{request_id}-{i}-{j}",
+            priority=body.priority,
+            cache_salt=body.cache_salt,
+            add_special_tokens=body.add_special_tokens,
+            truncate_prompt_tokens=body.truncate_prompt_tokens,
+            truncation_side=body.truncation_side or "left",
+        )
+        for i, prompt in enumerate(prompts)
+        for j, params in enumerate(choice_params)
+    ]
+
+
+async def respond(
+    shaper: Shaper, generations: list[Generation], accepted: list[RequestOutput], stream: bool
+) -> Response:
+    if stream:
+        return stream_response(shaper.stream(generations))
+    return json_response(shaper.response(await collect(generations, accepted)))
 
 
 async def open_all(generations: list[Generation]) -> list[RequestOutput]:
