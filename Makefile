@@ -9,7 +9,7 @@ SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
 CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h)
 
-.PHONY: install serve test test-sanitize bench clean
+.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
 $(VENV)/.deps: pyproject.toml
@@ -57,8 +57,20 @@ test-sanitize: $(SAN_VENV)/.deps
 	  PYTHONPATH=$(SAN_BUILD)/stage $(SAN_VENV)/bin/python -m pytest -p no:cacheprovider --confcutdir=tests/core \
 	  tests/core $(PYTEST_ARGS)
 
+# Benchmarks (figures go to benchmarks/RESULTS.md): see README.md.
 bench: install
 	$(PY) benchmarks/bench_scheduler.py
+
+bench-throughput: install
+	$(PY) benchmarks/bench_throughput.py
+
+bench-host: install
+	$(PY) benchmarks/bench_host_overhead.py
+
+# kvserve vs llama-cpp-python's server vs transformers; builds llama-cpp-python once (cached).
+bench-cpu: install
+	bash benchmarks/setup_llamacpp.sh
+	$(PY) benchmarks/compare_cpu.py
 
 clean:
 	rm -rf build $(VENV) $(SAN_VENV) .pytest_cache .hypothesis

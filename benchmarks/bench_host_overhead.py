@@ -10,7 +10,7 @@ states and zero logits of the real shapes, no KV cache. So what remains is the f
              on a GPU its kernels run on the device, here on the CPU, so it is reported apart
   update     C++ update() and the TokenDeltas message
   detok      the detokenizer actor: incremental detokenization, stop checks, RequestOutputs
-  sse        the chat route's stream chunk per token: pydantic model + orjson + SSE framing
+  sse        the chat route's stream chunk per token (its plain-delta path: a dict, orjson, SSE framing)
 
 at 1, 16, 64 and 256 running requests (all decoding). Targets: schedule + update < 100 us and host total
 < 1 ms per step at 256 requests; the SSE layer < 0.1 ms per streamed token.
@@ -46,12 +46,7 @@ def measure(model: str, num_requests: int, steps: int) -> dict[str, float]:
     from kvserve import _core
     from kvserve.actors.detokenizer import DetokenizerActor
     from kvserve.actors.scheduler import SchedulerActor
-    from kvserve.api.openai.chat_protocol import (
-        ChatCompletionResponseStreamChoice,
-        ChatCompletionStreamResponse,
-        DeltaMessage,
-    )
-    from kvserve.api.sse import sse_event
+    from kvserve.api.openai.stream_chunks import chat_content_event
     from kvserve.config import EngineConfig
     from kvserve.engine.async_engine import load_model_config
     from kvserve.messages import AddRequest, RegisterRequest
@@ -104,18 +99,7 @@ def measure(model: str, num_requests: int, steps: int) -> dict[str, float]:
             detokenizer.on_deltas(deltas)
         t6 = clock()
         for output in collector.outputs:
-            chunk = ChatCompletionStreamResponse(
-                id="chatcmpl-bench",
-                object="chat.completion.chunk",
-                created=created,
-                model="bench",
-                choices=[
-                    ChatCompletionResponseStreamChoice(
-                        index=0, delta=DeltaMessage(content=output.text), logprobs=None, finish_reason=None
-                    )
-                ],
-            )
-            sse_event(chunk.model_dump(exclude_unset=True))
+            chat_content_event("chatcmpl-bench", created, "bench", 0, output.text)
         t7 = clock()
         if step >= 5 and batch.max_query_len == 1:
             for phase, (a, b) in zip(PHASES, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6), (t6, t7)]):

@@ -16,12 +16,19 @@ from kvserve.model.model_config import ModelConfig
 class NoopModel(nn.Module):
     def __init__(self, config: ModelConfig, device: torch.device) -> None:
         super().__init__()
-        self.hidden_size = config.hidden_size
-        self.vocab_size = config.vocab_size
-        self.device = device
+        # Zeros grown on demand and reused: a fresh [rows, vocab] tensor each step would be the biggest
+        # memory traffic of a step and distort what this model exists to measure.
+        self.hidden = torch.zeros(0, config.hidden_size, device=device)
+        self.logits = torch.zeros(0, config.vocab_size, device=device)
+
+    @staticmethod
+    def _rows(buffer: torch.Tensor, rows: int) -> torch.Tensor:
+        if buffer.shape[0] < rows:
+            buffer.resize_(rows, buffer.shape[1]).zero_()
+        return buffer[:rows]
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return torch.zeros(input_ids.shape[0], self.hidden_size, device=self.device)
+        return self._rows(self.hidden, input_ids.shape[0])
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(hidden.shape[0], self.vocab_size, device=self.device)
+        return self._rows(self.logits, hidden.shape[0])

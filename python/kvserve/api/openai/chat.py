@@ -22,6 +22,7 @@ from kvserve.api.openai.logprobs import chat_logprobs
 from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, NotImplementedFeature, per_choice_params, require, sampling_params
+from kvserve.api.openai.stream_chunks import chat_content_event
 from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
@@ -215,6 +216,11 @@ class _Chat:
                 opened = True
                 for chunk in self._opening_chunks(len(generations)):
                     yield chunk
+            if not (
+                output.finished or self.body.logprobs or self.body.return_token_ids or self.options.continuous_usage
+            ):
+                yield chat_content_event(self.options.request_id, self.created, self.model, index, output.text)
+                continue
             choice = ChatCompletionResponseStreamChoice(
                 index=index,
                 delta=DeltaMessage(content=output.text),

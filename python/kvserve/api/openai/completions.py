@@ -19,6 +19,7 @@ from kvserve.api.openai.logprobs import completion_logprobs
 from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, per_choice_params, require, sampling_params
+from kvserve.api.openai.stream_chunks import completion_text_event
 from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
@@ -158,6 +159,11 @@ class _Completion:
             if not text and not output.token_ids and not output.finished and not first:
                 continue
             num_tokens[index] = output.num_output_tokens
+            plain = self.body.logprobs is None and not self.body.return_token_ids and not self.options.continuous_usage
+            if plain and not first and not output.finished:
+                sent_text[index] += len(text)
+                yield completion_text_event(self.options.request_id, self.created, self.model, index, text)
+                continue
             choice = CompletionResponseStreamChoice(
                 index=index,
                 text=text,
