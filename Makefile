@@ -73,4 +73,4 @@ bench-cpu: install
 	$(PY) benchmarks/compare_cpu.py
 
 clean:
-	rm -rf build $(VENV) $(SAN_VENV) .pytest_cache .hypothesis
+	rm -rf build $(VENV) $(SAN_VENV) .venv-llamacpp .pytest_cache .hypothesis

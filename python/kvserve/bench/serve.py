@@ -386,3 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run_benchmark(args))
     except (ValueError, OSError, aiohttp.ClientError) as e:
         raise SystemExit(f"kvserve bench serve: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
