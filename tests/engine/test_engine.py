@@ -213,3 +213,16 @@ def test_prompt_logprobs_match_transformers(config, tiny_model_dir):
             assert math.isclose(position.sampled.logprob, float(expected[prompt[index]]), abs_tol=1e-4)
             assert position.sampled.rank == int((expected > expected[prompt[index]]).sum()) + 1
             assert [t.token_id for t in position.top] == expected.topk(2).indices.tolist()
+
+
+def test_context_length_must_fit_the_kv_cache(tiny_model_dir):
+    from kvserve.engine.async_engine import context_length
+    from kvserve.model.model_config import ModelConfig
+
+    model_config = ModelConfig.from_directory(tiny_model_dir("llama"))  # max_position_embeddings 512
+    model = str(tiny_model_dir("llama"))
+    assert context_length(EngineConfig(model=model), model_config, 10_000) == 512
+    assert context_length(EngineConfig(model=model), model_config, 300) == 300  # capped, with a warning
+    assert context_length(EngineConfig(model=model, max_model_len=200), model_config, 300) == 200
+    with pytest.raises(ValueError, match="larger than the number of tokens the KV cache can hold"):
+        context_length(EngineConfig(model=model, max_model_len=400), model_config, 300)

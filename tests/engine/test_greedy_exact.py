@@ -96,7 +96,7 @@ def test_preemption_under_a_tiny_kv_pool(tiny_model_dir):
     prompts = random_prompts(6, 20, 40, seed=7)
     # 2 layers x 2 (K, V) x 4 tokens x 2 heads x 16 dims x 4 bytes = 2 KiB per block: 24 blocks = 96 tokens,
     # far less than six requests of up to 70 tokens need at once.
-    config = EngineConfig(model=str(model_dir), kv_cache_memory=48 * 1024, block_size=4, max_model_len=128)
+    config = EngineConfig(model=str(model_dir), kv_cache_memory=48 * 1024, block_size=4, max_model_len=96)
     results, engine = run_concurrently(config, prompts, max_tokens=30)
     assert engine.scheduler.num_preemptions > 0
     for prompt, (tokens, _, _) in zip(prompts, results):

@@ -47,6 +47,28 @@ def load_model_config(config: EngineConfig, model_dir: Path) -> ModelConfig:
     return dataclasses.replace(model_config, generation_defaults=defaults)
 
 
+def context_length(config: EngineConfig, model_config: ModelConfig, kv_capacity_tokens: int) -> int:
+    """--max-model-len, or the model's own limit; either must fit the KV cache, or no request of that length
+    could ever run. Asked for explicitly and too large: an error at start (as in vLLM). By default: capped."""
+    if config.max_model_len is not None:
+        if config.max_model_len > kv_capacity_tokens:
+            raise ValueError(
+                f"max_model_len ({config.max_model_len}) is larger than the number of tokens the KV cache can "
+                f"hold ({kv_capacity_tokens}); give the cache more memory (--kv-cache-memory, "
+                "--gpu-memory-utilization) or lower --max-model-len"
+            )
+        return config.max_model_len
+    if model_config.max_position_embeddings > kv_capacity_tokens:
+        logger.warning(
+            "the model's context (%d tokens) exceeds what the KV cache holds; serving max_model_len=%d "
+            "(give the cache more memory to serve longer contexts)",
+            model_config.max_position_embeddings,
+            kv_capacity_tokens,
+        )
+        return kv_capacity_tokens
+    return model_config.max_position_embeddings
+
+
 class AsyncEngine:
     def __init__(
         self,
@@ -93,20 +115,22 @@ class AsyncEngine:
 
     @classmethod
     async def start(cls, config: EngineConfig) -> AsyncEngine:
-        """Loads the model (off the event loop) and starts the actors."""
-        model_dir = await asyncio.to_thread(resolve_model_dir, config.model, config.revision)
+        """Loads the model (off the event loop, on the runner's thread: the only one that uses torch) and
+        starts the actors."""
+        thread = runner_thread()
+        loop = asyncio.get_running_loop()
+        model_dir = await loop.run_in_executor(thread, resolve_model_dir, config.model, config.revision)
         model_config = load_model_config(config, model_dir)
         tokenizer = Tokenizer.from_directory(config.tokenizer or model_dir)
-        max_model_len = config.max_model_len or model_config.max_position_embeddings
         if config.max_model_len and config.max_model_len > model_config.max_position_embeddings:
             raise ValueError(
                 f"max_model_len ({config.max_model_len}) is larger than the model's max_position_embeddings "
                 f"({model_config.max_position_embeddings})"
             )
+        runner = await loop.run_in_executor(thread, ModelRunner, config, model_config, model_dir)
+        max_model_len = context_length(config, model_config, runner.num_blocks * config.block_size)
         if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
             raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
-        thread = runner_thread()
-        runner = await asyncio.get_running_loop().run_in_executor(thread, ModelRunner, config, model_config, model_dir)
         engine = cls(config, model_config, tokenizer, runner, thread, max_model_len)
         for actor in engine.actors:
             actor.start(engine._on_actor_failure)
