@@ -199,8 +199,12 @@ def serve(args: argparse.Namespace) -> None:
 def bench(bench_args: list[str]) -> None:
     if not bench_args or bench_args[0] != "serve":
         raise SystemExit("usage: kvserve bench serve [flags]   (see `kvserve bench serve --help`)")
-    from kvserve.bench.serve import main as bench_serve
-
+    try:
+        from kvserve.bench.serve import main as bench_serve
+    except ModuleNotFoundError as e:
+        raise SystemExit(
+            f"kvserve bench needs its extra dependencies ({e.name} is missing): pip install 'kvserve[bench]'"
+        )
     bench_serve(bench_args[1:])
 
 
