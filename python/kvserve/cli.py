@@ -193,7 +193,10 @@ def serve(args: argparse.Namespace) -> None:
             system_fingerprint=system_fingerprint(engine),
         )
 
-    serve_forever(engine_config, make_settings, args.host, args.port, args.log_level)
+    try:
+        serve_forever(engine_config, make_settings, args.host, args.port, args.log_level)
+    except (ValueError, FileNotFoundError) as e:  # a model or setting kvserve cannot serve: say so, no traceback
+        raise SystemExit(f"kvserve: error: {e}") from None
 
 
 def bench(bench_args: list[str]) -> None:

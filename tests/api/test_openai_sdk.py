@@ -202,3 +202,24 @@ def test_sigint_shuts_down_cleanly(tiny_model_dir):
 
     process = ServerProcess(str(tiny_model_dir("llama")), "--kv-cache-memory", "8MiB")
     assert process.stop(signal.SIGINT) == 0, process.log()
+
+
+def test_an_unsupported_model_fails_at_start_with_a_clear_message(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    model = tmp_path / "gpt2"
+    shutil.copytree(tiny_model_dir("llama"), model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "kvserve.cli", "serve", str(model), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "'GPT2LMHeadModel' is not supported; supported: LlamaForCausalLM" in done.stderr
+    assert "Traceback" not in done.stderr
