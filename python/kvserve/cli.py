@@ -207,7 +207,7 @@ def bench(bench_args: list[str]) -> None:
     except ModuleNotFoundError as e:
         raise SystemExit(
             f"kvserve bench needs its extra dependencies ({e.name} is missing): pip install 'kvserve[bench]'"
-        )
+        ) from None
     bench_serve(bench_args[1:])
 
 
