@@ -19,11 +19,10 @@ from kvserve.api.openai.chat_protocol import (
     DeltaMessage,
 )
 from kvserve.api.openai.logprobs import chat_logprobs
-from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, NotImplementedFeature, per_choice_params, require, sampling_params
 from kvserve.api.openai.stream_chunks import chat_content_event
-from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
+from kvserve.api.openai.streams import Generation, ShaperBase, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
 from kvserve.errors import InvalidRequestError
@@ -114,7 +113,7 @@ async def create_chat_completion() -> Response:
     return await respond(_Chat(body, options, model, accepted, ctx), generations, accepted, bool(body.stream))
 
 
-class _Chat:
+class _Chat(ShaperBase):
     def __init__(
         self,
         body: ChatCompletionRequest,
@@ -123,14 +122,8 @@ class _Chat:
         accepted: list[RequestOutput],
         ctx: ServingContext,
     ) -> None:
-        self.body = body
-        self.options = options
-        self.model = model
-        self.created = now()
-        self.accepted = accepted
+        super().__init__(body, options, model, accepted, ctx)
         self.role = ctx.settings.response_role if body.add_generation_prompt else body.messages[-1].get("role", "")
-        self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
-        self.fingerprint = ctx.settings.system_fingerprint
         self.echo_text = self._echo_text() if body.echo else ""
 
     def _echo_text(self) -> str:

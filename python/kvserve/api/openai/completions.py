@@ -16,11 +16,10 @@ from kvserve.api.openai.completion_protocol import (
     CompletionStreamResponse,
 )
 from kvserve.api.openai.logprobs import completion_logprobs
-from kvserve.api.openai.protocol_base import now
 from kvserve.api.openai.request_options import RequestOptions, request_options
 from kvserve.api.openai.sampling import CommonFields, per_choice_params, require, sampling_params
 from kvserve.api.openai.stream_chunks import completion_text_event
-from kvserve.api.openai.streams import Generation, merge, open_all, respond, start_generations
+from kvserve.api.openai.streams import Generation, ShaperBase, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import DONE, sse_event
 from kvserve.errors import InvalidRequestError
@@ -74,7 +73,7 @@ async def create_completion() -> Response:
     return await respond(shaper, generations, accepted, bool(body.stream))
 
 
-class _Completion:
+class _Completion(ShaperBase):
     """Shapes one completion request's outputs: choice index = prompt index * n + sample index."""
 
     def __init__(
@@ -87,15 +86,9 @@ class _Completion:
         echo_only: bool,
         ctx: ServingContext,
     ) -> None:
-        self.body = body
-        self.options = options
-        self.model = model
-        self.created = now()
-        self.accepted = accepted
+        super().__init__(body, options, model, accepted, ctx)
         self.echo_only = echo_only
         self.tokenizer = ctx.engine.tokenizer
-        self.fingerprint = ctx.settings.system_fingerprint
-        self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
         self.prompt_texts = [
             p if isinstance(p, str) else self.tokenizer.decode(accepted[i * body.n].prompt_token_ids, False)
             for i, p in enumerate(prompts)

@@ -10,6 +10,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 from quart import Response
 
+from kvserve.api.context import ServingContext
+from kvserve.api.openai.protocol_base import now
+from kvserve.api.openai.request_options import RequestOptions
 from kvserve.api.responses import json_response
 from kvserve.api.streaming import stream_response
 from kvserve.engine import AsyncEngine
@@ -25,6 +28,21 @@ class Shaper(Protocol):
     def response(self, results: list[RequestOutput]) -> BaseModel: ...
 
     def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]: ...
+
+
+class ShaperBase:
+    """What every shaper knows about its request: the body, options, answering model and settings."""
+
+    def __init__(
+        self, body: Any, options: RequestOptions, model: str, accepted: list[RequestOutput], ctx: ServingContext
+    ) -> None:
+        self.body = body
+        self.options = options
+        self.model = model
+        self.created = now()
+        self.accepted = accepted
+        self.as_token_ids = bool(body.return_tokens_as_token_ids or ctx.settings.return_tokens_as_token_ids)
+        self.fingerprint = ctx.settings.system_fingerprint
 
 
 def start_generations(
