@@ -1,9 +1,13 @@
 """Every message the actors exchange: frozen, slotted dataclasses of plain data (ints, strs, lists, numpy
 arrays), so that an actor can move to another process without its messages changing.
 
-Flow:  engine -> Tokenizer -> (Register -> Detokenizer, Add -> Scheduler) ; Scheduler <-> Runner ;
-       Scheduler -> Detokenizer (RequestAccepted, TokenDeltas, RequestsAborted, RequestFailed)
-       -> the engine's output router.
+Flow:  engine -EngineRequest-> Tokenizer -PreparedRequest-> Detokenizer (register) and Scheduler (add) ;
+       Scheduler <-ExecuteBatch/BatchResult-> Runner ;
+       Scheduler -> Detokenizer (RequestAccepted, RequestsScheduled, TokenDeltas, PooledOutputs,
+       PromptLogprobs, RequestsAborted, RequestFailed) -> the engine's output router ;
+       Scheduler -StepStats-> output router (the engine's stats listeners).
+
+A request is described once, by `kvserve.request.EngineRequest`; later messages refer to it.
 """
 
 from __future__ import annotations
@@ -14,72 +18,36 @@ import numpy as np
 
 from kvserve.errors import ErrorInfo
 from kvserve.outputs import RequestOutput
-from kvserve.sampling_params import SamplingParams
-
-
-@dataclass(frozen=True, slots=True)
-class TokenizeRequest:
-    """engine -> tokenizer: a new request, as text or token ids."""
-
-    request_id: str
-    prompt: str | None
-    prompt_token_ids: list[int] | None
-    params: SamplingParams
-    arrival_time: float
-    priority: int = 0
-    cache_salt: str | None = None
-    add_special_tokens: bool = True
-    truncate_prompt_tokens: int | None = None  # keep this many prompt tokens (-1: as many as fit)
-    truncation_side: str = "left"  # left keeps the last tokens, right the first
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterRequest:
-    """tokenizer -> detokenizer: what the detokenizer needs before the request's first token."""
-
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-
-
-@dataclass(frozen=True, slots=True)
-class AddRequest:
-    """tokenizer -> scheduler: a validated request ready to schedule."""
-
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    max_tokens: int
-    eos_token_ids: tuple[int, ...]
-    arrival_time: float
-    priority: int
-    cache_salt: str
+from kvserve.request import PreparedRequest
 
 
 @dataclass(frozen=True, slots=True)
 class AbortRequest:
-    """engine -> tokenizer -> scheduler (keeps it behind the request's AddRequest), or detokenizer ->
+    """engine -> tokenizer -> scheduler (keeps it behind the request's PreparedRequest), or detokenizer ->
     scheduler when a stop string ended the request."""
 
     request_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class NewRequestData:
-    """What the runner keeps per request: its sampling options and prompt."""
+class NewRequest:
+    """scheduler -> runner: a request the core admitted, with its core handle and persistent-batch slot."""
 
     handle: int
-    params: SamplingParams
-    prompt_token_ids: list[int]
-    eos_token_ids: tuple[int, ...]
+    slot: int
+    prepared: PreparedRequest
 
 
 @dataclass(frozen=True, slots=True)
 class ExecuteBatch:
-    """scheduler -> runner: one step. Arrays are views of the C++ scheduler output (see _core.pyi)."""
+    """scheduler -> runner: one step. Arrays are views of the C++ scheduler output (see _core.pyi).
+
+    R scheduled requests, T tokens, S sampled rows, P pooled requests, E encoder runs.
+    """
 
     step: int
     req_handles: np.ndarray  # [R] int64
+    req_slots: np.ndarray  # [R] int32
     input_ids: np.ndarray  # [T] int32
     positions: np.ndarray  # [T] int32
     slot_mapping: np.ndarray  # [T] int64
@@ -88,17 +56,26 @@ class ExecuteBatch:
     seq_lens: np.ndarray  # [R] int32
     logits_indices: np.ndarray  # [S] int32
     sample_handles: np.ndarray  # [S] int64
+    sample_slots: np.ndarray  # [S] int32
+    pool_handles: np.ndarray  # [P] int64: prefill-only requests whose prompt completes in this step
+    pool_req_indices: np.ndarray  # [P] int32: their index in req_handles
+    pool_slots: np.ndarray  # [P] int32
+    encoder_handles: np.ndarray  # [E] int64: encoder-decoder requests whose encoder runs in this step
+    encoder_req_indices: np.ndarray  # [E] int32
+    cross_block_tables: np.ndarray  # [R, Wc] int32: cross-attention blocks (Wc = 0 without such requests)
+    cross_seq_lens: np.ndarray  # [R] int32: encoder output length (0 for other kinds)
+    cross_slot_mapping: np.ndarray  # [sum of the E encoder lengths] int64
     max_query_len: int
     max_seq_len: int
-    new_requests: tuple[NewRequestData, ...]  # added since the previous step
-    finished_handles: tuple[int, ...]  # gone since the previous step: drop their state
+    new_requests: tuple[NewRequest, ...]  # admitted since the previous step
+    finished_slots: tuple[int, ...]  # requests gone since the previous step: drop their state first
 
 
 @dataclass(frozen=True, slots=True)
 class SampleLogprobs:
-    token_ids: np.ndarray  # [S, 1 + k] int64: the sampled token, then the top-k
+    token_ids: np.ndarray  # [S, 1 + k] int64: the sampled (or actual) token, then the top-k
     logprobs: np.ndarray  # [S, 1 + k] float32
-    ranks: np.ndarray  # [S] int64: rank of the sampled token
+    ranks: np.ndarray  # [S] int64: rank of the token of column 0
 
     def take(self, rows: np.ndarray) -> SampleLogprobs:
         return SampleLogprobs(self.token_ids[rows], self.logprobs[rows], self.ranks[rows])
@@ -114,13 +91,22 @@ class PromptLogprobsChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class PooledRows:
+    """The output rows of the step's prefill-only requests, in ExecuteBatch.pool_handles order."""
+
+    handles: np.ndarray  # [P] int64
+    values: tuple[np.ndarray, ...]  # per request: [D] (embed), [n, D] (embed, pooling "all"), [V or k] (next_token)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
-    """runner -> scheduler: the sampled tokens of one step."""
+    """runner -> scheduler: the output rows of one step, by kind."""
 
     step: int
     sampled_token_ids: np.ndarray  # [S] int32
     logprobs: SampleLogprobs | None
     prompt_logprobs: tuple[PromptLogprobsChunk, ...] = ()
+    pooled: PooledRows | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +119,17 @@ class TokenDeltas:
     stop_reasons: np.ndarray  # [N] int32, matched stop token id or -1
     num_cached_tokens: np.ndarray  # [N] int32
     logprobs: SampleLogprobs | None  # rows aligned with request_ids
+    time: float  # monotonic: when the step's result reached the scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class PooledOutputs:
+    """scheduler -> detokenizer: prefill-only requests finished in a step, with their output rows."""
+
+    request_ids: list[str]
+    values: tuple[np.ndarray, ...]
+    num_cached_tokens: list[int]
+    time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +146,14 @@ class RequestAccepted:
     """scheduler -> detokenizer: the core took the request; its stream opens with an empty output."""
 
     request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestsScheduled:
+    """scheduler -> detokenizer: requests that got their first step (the end of their queueing time)."""
+
+    request_ids: list[str]
+    time: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +176,32 @@ class StreamOutputs:
     """detokenizer -> router: outputs to deliver to their request streams."""
 
     outputs: list[RequestOutput]
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    """scheduler -> router: what one executed step did. Gauges are read after the step was scheduled;
+    counts are this step's alone (a consumer sums them), so nothing needs to scan engine state."""
+
+    step: int
+    time: float  # monotonic, when the step's result was applied
+    num_running: int
+    num_waiting: int
+    num_used_blocks: int
+    num_free_blocks: int
+    num_total_blocks: int
+    prefix_cache_queries: int  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int  # of which found there
+    num_preemptions: int
+    num_scheduled_tokens: int
+    num_scheduled_reqs: int
+    num_encoder_tokens: int
+    num_generated_tokens: int  # tokens sampled and kept in this step
+    # Requests the core finished in this step (EOS, stop ids, length, pooled). Stop strings end requests in
+    # the detokenizer: their final outputs carry the reason, and the core sees them as aborts.
+    num_finished: int
+    num_pooled: int  # prefill-only requests that produced their output row
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return self.num_used_blocks / self.num_total_blocks if self.num_total_blocks else 0.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
@@ -21,6 +23,36 @@ class PositionLogprobs:
     top: tuple[TokenLogprob, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestTimes:
+    """A request's timestamps (time.monotonic()); a stage not reached yet is None."""
+
+    arrival: float
+    first_scheduled: float | None = None
+    first_token: float | None = None  # first output row (a token, or a pooled row)
+    latest_token: float | None = None
+
+    @property
+    def queue_time(self) -> float | None:
+        return None if self.first_scheduled is None else self.first_scheduled - self.arrival
+
+    @property
+    def prefill_time(self) -> float | None:
+        if self.first_token is None or self.first_scheduled is None:
+            return None
+        return self.first_token - self.first_scheduled
+
+    @property
+    def decode_time(self) -> float | None:
+        if self.latest_token is None or self.first_token is None:
+            return None
+        return self.latest_token - self.first_token
+
+    @property
+    def e2e_time(self) -> float | None:
+        return None if self.latest_token is None else self.latest_token - self.arrival
+
+
 @dataclass(slots=True)
 class RequestOutput:
     request_id: str
@@ -30,11 +62,13 @@ class RequestOutput:
     num_output_tokens: int  # all generated so far
     num_cached_tokens: int
     prompt_token_ids: list[int]
+    times: RequestTimes
     finished: bool = False
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: str | int | None = None  # the matched stop string or stop token id
     logprobs: list[PositionLogprobs] | None = None  # one entry per new token, when asked
     prompt_logprobs: list[PositionLogprobs | None] | None = None  # per prompt token (None for the first)
+    pooled: np.ndarray | None = None  # a prefill-only request's output row, on its final output
 
     def merge(self, later: RequestOutput) -> None:
         """Folds a later delta of the same request into this one."""
@@ -42,6 +76,7 @@ class RequestOutput:
         self.token_ids.extend(later.token_ids)
         self.num_output_tokens = later.num_output_tokens
         self.num_cached_tokens = later.num_cached_tokens
+        self.times = later.times
         self.finished = later.finished
         self.finish_reason = later.finish_reason
         self.stop_reason = later.stop_reason
@@ -49,3 +84,5 @@ class RequestOutput:
             self.logprobs = (self.logprobs or []) + later.logprobs
         if later.prompt_logprobs is not None:
             self.prompt_logprobs = (self.prompt_logprobs or []) + later.prompt_logprobs
+        if later.pooled is not None:
+            self.pooled = later.pooled

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 # Below this temperature sampling is greedy (vLLM's threshold).
 GREEDY_TEMPERATURE = 1e-5
+# OpenAI's default for completions; the one place this default lives.
+DEFAULT_MAX_TOKENS = 16
 
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    max_tokens: int | None = 16  # None: up to the model's context length
+    max_tokens: int | None = DEFAULT_MAX_TOKENS  # None: up to the model's context length
     min_tokens: int = 0
     temperature: float = 1.0
     top_p: float = 1.0
