@@ -104,7 +104,9 @@ def test_bad_requests_fail_alone(config):
         with pytest.raises(InvalidRequestError, match="empty"):
             await generate(engine, [], params, "empty")
         with pytest.raises(InvalidRequestError, match="already in use"):
-            stream = engine.generate(EngineRequest("dup", [5], sampling=SamplingParams(max_tokens=100, ignore_eos=True)))
+            stream = engine.generate(
+                EngineRequest("dup", [5], sampling=SamplingParams(max_tokens=100, ignore_eos=True))
+            )
             await anext(stream)
             await generate(engine, [5], params, "dup")
         await stream.aclose()

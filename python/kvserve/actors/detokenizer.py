@@ -152,7 +152,9 @@ class DetokenizerActor(Actor):
                 continue
             state.num_cached_tokens = num_cached[row]
             t = state.times
-            state.times = RequestTimes(t.arrival, t.first_scheduled, now if t.first_token is None else t.first_token, now)
+            state.times = RequestTimes(
+                t.arrival, t.first_scheduled, now if t.first_token is None else t.first_token, now
+            )
             output = self._advance(request_id, state, token_ids[row], finish_reasons[row], stop_reasons[row])
             if deltas.logprobs is not None and state.params.logprobs is not None:
                 output.logprobs = [self._position_logprobs(deltas.logprobs, row, state.params.logprobs)]
