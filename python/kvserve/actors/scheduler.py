@@ -73,7 +73,7 @@ class SchedulerActor(Actor):
         except ValueError as e:
             self.detokenizer.send(RequestFailed(request_id, ErrorInfo.of(InvalidRequestError(str(e)))))
             return
-        slot = self.core.request_slot(request_id)
+        slot = self.core.request_state(request_id).slot
         self.requests[handle] = _Admitted(request_id, slot)
         self.unscheduled.add(handle)
         self.new_requests.append(NewRequest(handle, slot, prepared))
