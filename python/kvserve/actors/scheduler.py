@@ -57,6 +57,7 @@ class SchedulerActor(Actor):
         self.in_flight_stats: _core.StepStats | None = None
         self.aborted_in_flight = False
         self.step = 0
+        self.num_aborted = 0
         self.handles(PreparedRequest, self.on_add)
         self.handles(AbortRequest, self.on_abort)
         self.handles(BatchResult, self.on_result)
@@ -85,6 +86,7 @@ class SchedulerActor(Actor):
         except _core.UnknownRequestError:
             return  # already finished, failed or aborted
         self._forget(handle)
+        self.num_aborted += 1
         self.aborted_in_flight |= self.in_flight is not None
         self.detokenizer.send(RequestsAborted([abort.request_id]))
 
