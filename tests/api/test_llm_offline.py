@@ -50,3 +50,18 @@ def test_several_conversations_and_a_bad_count_of_params(llm):
     assert len(llm.chat(conversations, GREEDY, use_tqdm=False)) == 3
     with pytest.raises(ValueError, match="2 sampling params for 3 prompts"):
         llm.generate(["a", "b", "c"], [GREEDY, GREEDY], use_tqdm=False)
+
+
+def test_embed_returns_the_normalised_last_hidden_state(llm, tiny_model_dir):
+    import numpy as np
+    import torch
+
+    from tests.engine_helpers import _hf_model
+
+    prompt = [5, 6, 7, 8, 9]
+    (output,) = llm.embed([prompt], use_tqdm=False)
+    with torch.no_grad():
+        hidden = _hf_model(tiny_model_dir("llama"))(torch.tensor([prompt]), output_hidden_states=True).hidden_states[-1]
+    expected = torch.nn.functional.normalize(hidden[0, -1], dim=0).numpy()
+    np.testing.assert_allclose(output.outputs.embedding, expected, atol=1e-4)
+    assert output.prompt_token_ids == prompt

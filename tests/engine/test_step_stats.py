@@ -90,7 +90,7 @@ def test_a_task_the_model_cannot_serve_is_refused_alone(config):
     async def body(engine):
         audio = EncoderInput(np.zeros((80, 3000), dtype=np.float32), num_encoder_tokens=1500)
         request = EngineRequest("speech", [1, 2], sampling=SamplingParams(max_tokens=3), encoder_input=audio)
-        with pytest.raises(InvalidRequestError, match="does not support encoder-decoder"):
+        with pytest.raises(InvalidRequestError, match="does not support encoder_decoder requests"):
             async for _ in engine.generate(request):
                 pass
         tokens, _, _ = await generate(engine, [5, 6], SamplingParams(max_tokens=3, ignore_eos=True), "fine")

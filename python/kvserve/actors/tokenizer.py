@@ -5,19 +5,17 @@ It also forwards aborts, so an abort always reaches the scheduler after the requ
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable
 
 from kvserve.actors.base import Actor
 from kvserve.errors import ErrorInfo, InvalidRequestError
 from kvserve.messages import AbortRequest, RequestFailed
-from kvserve.request import EngineRequest, PreparedRequest, TaskKind
+from kvserve.request import EngineRequest, PreparedRequest
 from kvserve.tokenizer import Tokenizer
 
-_TASK_NAMES = {
-    TaskKind.GENERATE: "generation",
-    TaskKind.PREFILL_ONLY: "pooling (prefill-only) requests",
-    TaskKind.ENCODER_DECODER: "encoder-decoder requests",
-}
+# Raises ValueError when the model cannot serve the request (its task, pooling kind or options); a pure
+# function of the model's configuration, so calling it here keeps bad requests away from the runner.
+RequestCheck = Callable[[EngineRequest], None]
 
 
 class TokenizerActor(Actor):
@@ -29,7 +27,7 @@ class TokenizerActor(Actor):
         max_model_len: int,
         vocab_size: int,
         eos_token_ids: tuple[int, ...],
-        supported_tasks: Collection[TaskKind],
+        check_request: RequestCheck,
         scheduler: Actor,
         detokenizer: Actor,
     ) -> None:
@@ -38,7 +36,7 @@ class TokenizerActor(Actor):
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_ids = eos_token_ids
-        self.supported_tasks = frozenset(supported_tasks)
+        self.check_request = check_request
         self.scheduler = scheduler
         self.detokenizer = detokenizer
         self.handles(EngineRequest, self.on_request)
@@ -54,8 +52,10 @@ class TokenizerActor(Actor):
         self.scheduler.send(prepared)
 
     def prepare(self, request: EngineRequest) -> PreparedRequest:
-        if request.task not in self.supported_tasks:
-            raise InvalidRequestError(f"This model does not support {_TASK_NAMES[request.task]}.", "model")
+        try:
+            self.check_request(request)
+        except ValueError as e:
+            raise InvalidRequestError(str(e), "model") from None
         token_ids = self._prompt_token_ids(request)
         if request.sampling is None:
             if len(token_ids) > self.max_model_len:

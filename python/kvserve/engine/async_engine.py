@@ -112,7 +112,7 @@ class AsyncEngine:
             max_model_len,
             model_config.vocab_size,
             self.eos_token_ids,
-            self.supported_tasks,
+            runner.check_request,
             self.scheduler,
             self.detokenizer,
         )
