@@ -157,7 +157,6 @@ class ModelRunner:
     # -- per-request state, by slot ---------------------------------------------------------------------
     def _add_request(self, new: NewRequest) -> None:
         prepared = new.prepared
-        self.check_request(prepared.request)
         self.input_batch.add(new.slot, prepared)
         params = prepared.request.sampling
         if params is not None and params.prompt_logprobs is not None:
