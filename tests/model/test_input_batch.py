@@ -136,3 +136,11 @@ def test_persistent_batch_matches_per_request_computation(seed: int) -> None:
         for request, token in zip(lives, sampled):
             request.outputs.append(token)
     assert batch.capacity >= NUM_SLOTS
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_without_a_trace() -> None:
+    batch = InputBatch(VOCAB_SIZE, torch.device("cpu"))
+    bad = SamplingParams(allowed_token_ids=(3, VOCAB_SIZE))
+    with pytest.raises(ValueError, match="allowed_token_ids"):
+        batch.add(0, prepared("r", [1], bad))
+    assert batch.requests[0] is None

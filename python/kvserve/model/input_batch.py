@@ -109,15 +109,16 @@ class InputBatch:
 
     # -- rows added and removed ------------------------------------------------------------------------
     def add(self, slot: int, prepared: PreparedRequest) -> None:
+        params = prepared.request.sampling
+        if params is not None:
+            self._check_token_ids(params)  # before any change, so a refused request leaves no state behind
         if slot >= self.capacity:
             self._grow(max(2 * self.capacity, slot + 1))
         self.remove(slot)
         self.requests[slot] = prepared
         self.num_prompt_tokens[slot] = len(prepared.prompt_token_ids)
-        params = prepared.request.sampling
         if params is None:  # prefill-only: it never samples
             return
-        self._check_token_ids(params)
         self.temperature[slot] = params.temperature
         self.top_k[slot] = params.top_k
         self.top_p[slot] = params.top_p

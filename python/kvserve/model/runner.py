@@ -26,7 +26,7 @@ from kvserve.model.noop_model import NoopModel
 from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
-from kvserve.request import EngineRequest, TaskKind
+from kvserve.request import EngineRequest, PoolingParams, TaskKind
 
 logger = logging.getLogger(__name__)
 
@@ -140,19 +140,19 @@ class ModelRunner:
 
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
-        reason = self.tasks.unsupported(request)
-        pooling = request.pooling
-        if reason is None and pooling is not None:
-            if pooling.dimensions is not None and pooling.dimensions > self.model_config.hidden_size:
-                reason = (
-                    f"dimensions {pooling.dimensions} exceeds the model's hidden size {self.model_config.hidden_size}"
-                )
-            elif pooling.token_ids is not None and not all(
-                0 <= t < self.model_config.vocab_size for t in pooling.token_ids
-            ):
-                reason = f"token_ids must be in [0, {self.model_config.vocab_size})"
+        reason = self.tasks.unsupported(request) or self._unsupported_pooling(request.pooling)
         if reason is not None:
             raise ValueError(reason)
+
+    def _unsupported_pooling(self, pooling: PoolingParams | None) -> str | None:
+        c = self.model_config
+        if pooling is None:
+            return None
+        if pooling.dimensions is not None and pooling.dimensions > c.hidden_size:
+            return f"dimensions {pooling.dimensions} exceeds the model's hidden size {c.hidden_size}"
+        if pooling.token_ids is not None and not all(0 <= t < c.vocab_size for t in pooling.token_ids):
+            return f"token_ids must be in [0, {c.vocab_size})"
+        return None
 
     # -- per-request state, by slot ---------------------------------------------------------------------
     def _add_request(self, new: NewRequest) -> None:

@@ -1,12 +1,14 @@
 """Sampler: the processed logits of the rows to sample this step -> token ids, plus raw logprobs on request.
 
+Stages (c) temperature and truncation and (d) sampling of the logits pipeline (model/logits_pipeline.py).
+
 One row per request that reaches the end of its known tokens this step. Per random row, in this order:
 
     logits / temperature -> min-p -> top-k -> top-p (on the renormalised survivors) -> exponential race
 
 Greedy rows (temperature < 1e-5) take the argmax of the logits as given. Logprobs are "raw": log_softmax
-of the logits before temperature and filtering (of `raw_logits` when given, i.e. before the logits
-processors too), so they do not depend on the sampling parameters.
+of the logits before temperature and filtering (of `raw_logits` when given, i.e. before the bias, penalty
+and constraint stages too), so they do not depend on the sampling parameters.
 
 Hot path: this runs every step on the device that holds the logits. Everything is batched over rows and
 vocabulary; the only per-row Python loop is over the few seeded rows in `_exponential_noise`, and nothing
