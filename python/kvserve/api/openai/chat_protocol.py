@@ -6,25 +6,24 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
+from kvserve.api.openai.protocol_base import (
+    ConversationFields,
+    GenerationRequest,
+    ResponseModel,
+    UsageInfo,
+)
 
 
-class ChatCompletionRequest(GenerationRequest):
+class ChatCompletionRequest(GenerationRequest, ConversationFields):
     messages: list[dict[str, Any]]
     logprobs: bool | None = False
     top_logprobs: int | None = 0
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = 1
-    tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = "none"
     echo: bool = False
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
-    add_special_tokens: bool = False
-    documents: list[dict[str, str]] | None = None
-    chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    add_special_tokens: bool = False  # the chat template writes the special tokens
 
 
 class ChatMessage(ResponseModel):
