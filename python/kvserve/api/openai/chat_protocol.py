@@ -11,6 +11,7 @@ from kvserve.api.openai.protocol_base import (
     GenerationRequest,
     ResponseModel,
     UsageInfo,
+    random_id,
 )
 
 
@@ -26,10 +27,23 @@ class ChatCompletionRequest(GenerationRequest, ConversationFields):
     add_special_tokens: bool = False  # the chat template writes the special tokens
 
 
+class FunctionCall(ResponseModel):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(ResponseModel):
+    id: str = Field(default_factory=lambda: f"chatcmpl-tool-{random_id()}")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(ResponseModel):
     role: str
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    reasoning: str | None = None
 
 
 class ChatCompletionLogProb(ResponseModel):
@@ -70,9 +84,25 @@ class ChatCompletionResponse(ResponseModel):
     prompt_token_ids: list[int] | None = None
 
 
+class DeltaFunctionCall(ResponseModel):
+    name: str | None = None  # in the first delta of a call
+    arguments: str | None = None  # the next piece of the JSON text
+
+
+class DeltaToolCall(ResponseModel):
+    index: int  # which call of the message this piece belongs to
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class DeltaMessage(ResponseModel):
+    """Streamed with exclude_unset: a delta shows only the fields set on it."""
+
     role: str | None = None
     content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] = Field(default_factory=list)
 
 
 class ChatCompletionResponseStreamChoice(ResponseModel):
