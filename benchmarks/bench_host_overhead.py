@@ -49,9 +49,9 @@ def measure(model: str, num_requests: int, steps: int) -> dict[str, float]:
     from kvserve.api.openai.stream_chunks import chat_content_event
     from kvserve.config import EngineConfig
     from kvserve.engine.async_engine import load_model_config
-    from kvserve.messages import AddRequest, RegisterRequest
     from kvserve.model.loader import resolve_model_dir
     from kvserve.model.runner import ModelRunner
+    from kvserve.request import EngineRequest, PreparedRequest
     from kvserve.sampling_params import SamplingParams
     from kvserve.tokenizer import Tokenizer
 
@@ -68,14 +68,15 @@ def measure(model: str, num_requests: int, steps: int) -> dict[str, float]:
     )
     collector = _Collector()
     detokenizer = DetokenizerActor(tokenizer, scheduler, collector)
-    scheduler.connect(runner=_Collector(), detokenizer=detokenizer)
+    scheduler.connect(runner=_Collector(), detokenizer=detokenizer, router=_Collector())
 
     rng = np.random.default_rng(0)
     params = SamplingParams(max_tokens=4096, temperature=0.0, ignore_eos=True)
     for i in range(num_requests):
         prompt = rng.integers(100, 20000, 64).tolist()
-        detokenizer.on_register(RegisterRequest(f"r{i}", prompt, params))
-        scheduler.on_add(AddRequest(f"r{i}", prompt, params, 4096, (), 0.0, 0, ""))
+        prepared = PreparedRequest(EngineRequest(f"r{i}", prompt, sampling=params), prompt, 4096, ())
+        detokenizer.on_register(prepared)
+        scheduler.on_add(prepared)
 
     totals = {phase: [] for phase in PHASES}
     clock = time.perf_counter_ns
@@ -92,11 +93,11 @@ def measure(model: str, num_requests: int, steps: int) -> dict[str, float]:
         t3 = clock()
         result = runner.sample(batch, hidden)
         t4 = clock()
-        deltas = scheduler.apply_result(result)
+        messages = scheduler.apply_result(result)
         t5 = clock()
         collector.outputs.clear()
-        if deltas is not None:
-            detokenizer.on_deltas(deltas)
+        for message in messages:
+            detokenizer.on_deltas(message)
         t6 = clock()
         for output in collector.outputs:
             chat_content_event("chatcmpl-bench", created, "bench", 0, output.text)

@@ -91,6 +91,7 @@ def _write_placeholder_tokenizer(directory: Path, vocab: int) -> None:
 def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> float:
     from kvserve.config import EngineConfig
     from kvserve.engine import AsyncEngine
+    from kvserve.request import EngineRequest
     from kvserve.sampling_params import SamplingParams
 
     config = EngineConfig(
@@ -104,7 +105,7 @@ def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> fl
     async def consume(engine: AsyncEngine, prompt: list[int], max_tokens: int, request_id: str) -> int:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
         count = 0
-        async for output in engine.generate(prompt, params, request_id):
+        async for output in engine.generate(EngineRequest(request_id, prompt, sampling=params)):
             count += len(output.token_ids)
         return count
 

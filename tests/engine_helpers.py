@@ -11,6 +11,7 @@ from typing import TypeVar
 from kvserve.config import EngineConfig
 from kvserve.engine import AsyncEngine
 from kvserve.outputs import RequestOutput
+from kvserve.request import EngineRequest
 from kvserve.sampling_params import SamplingParams
 
 T = TypeVar("T")
@@ -33,7 +34,7 @@ async def generate(engine: AsyncEngine, prompt: str | list[int], params: Samplin
     token_ids: list[int] = []
     text = ""
     final: RequestOutput | None = None
-    async for output in engine.generate(prompt, params, request_id, **kw):
+    async for output in engine.generate(EngineRequest(request_id, prompt, sampling=params, **kw)):
         token_ids += output.token_ids
         text += output.text
         final = output

@@ -7,6 +7,7 @@ namespace kvserve::bindings {
 
 void register_errors(pybind11::module_& m);
 void register_block_pool(pybind11::module_& m);
+void register_scheduler_outputs(pybind11::module_& m);
 void register_scheduler(pybind11::module_& m);
 void register_cpu_kernels(pybind11::module_& m);
 

@@ -32,22 +32,23 @@ std::vector<int32_t> BlockManager::find_cached_blocks(Request& request) const {
   return hits;
 }
 
-bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& cached_hits,
-                                int32_t num_new_tokens) {
+bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& cached_hits, int32_t num_new_tokens,
+                                int32_t num_cross_blocks) {
   const int32_t bs = block_size();
   const int32_t total_tokens = request.num_computed_tokens + num_new_tokens;
   const int32_t num_held = static_cast<int32_t>(request.block_ids.size() + cached_hits.size());
   const int32_t num_new_blocks = std::max(0, (total_tokens + bs - 1) / bs - num_held);
-  if (num_new_blocks + pool_.count_free(cached_hits) > pool_.num_free_blocks()) return false;
+  if (num_new_blocks + num_cross_blocks + pool_.count_free(cached_hits) > pool_.num_free_blocks()) return false;
 
   pool_.touch(cached_hits);
   request.block_ids.insert(request.block_ids.end(), cached_hits.begin(), cached_hits.end());
   request.num_registered_blocks =
       std::max(request.num_registered_blocks, static_cast<int32_t>(request.block_ids.size()));
   pool_.take_free(num_new_blocks, request.block_ids);
+  pool_.take_free(num_cross_blocks, request.cross_block_ids);
 
   const int32_t num_full = total_tokens / bs;
-  if (pool_.enable_caching() && num_full > request.num_registered_blocks) {
+  if (pool_.enable_caching() && request.registers_prefix_cache() && num_full > request.num_registered_blocks) {
     hash_full_blocks(request, num_full);
     for (int32_t i = request.num_registered_blocks; i < num_full; ++i) {
       uint64_t parent = i == 0 ? request.root_hash : request.block_hashes[i - 1];
@@ -60,6 +61,8 @@ bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& ca
 }
 
 void BlockManager::free(Request& request) {
+  pool_.release(request.cross_block_ids);
+  request.cross_block_ids.clear();
   pool_.release(request.block_ids);
   request.block_ids.clear();
   request.num_registered_blocks = 0;

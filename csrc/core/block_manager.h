@@ -27,11 +27,14 @@ class BlockManager {
   std::vector<int32_t> find_cached_blocks(Request& request) const;
 
   /// Grows the block table to cover num_computed_tokens + num_new_tokens, first taking `cached_hits`
-  /// (found by find_cached_blocks for a request with no blocks). Registers the blocks that become full.
-  /// @return false, changing nothing, when too few blocks are free.
-  bool try_allocate(Request& request, const std::vector<int32_t>& cached_hits, int32_t num_new_tokens);
+  /// (found by find_cached_blocks for a request with no blocks), then takes `num_cross_blocks` fresh
+  /// blocks into cross_block_ids (an encoder-decoder request's admission). Registers the blocks that
+  /// become full, if the request registers.
+  /// @return false, changing nothing, when too few blocks are free for all of it.
+  bool try_allocate(Request& request, const std::vector<int32_t>& cached_hits, int32_t num_new_tokens,
+                    int32_t num_cross_blocks = 0);
 
-  /// Releases the request's blocks, keeping their registrations for later hits.
+  /// Releases the request's cross blocks, then its blocks, keeping their registrations for later hits.
   void free(Request& request);
 
  private:

@@ -11,6 +11,13 @@ enum class FinishReason : int8_t { kNone = 0, kStop = 1, kLength = 2, kAbort = 3
 
 enum class RequestStatus : int8_t { kWaiting = 0, kRunning = 1, kFinished = 2 };
 
+// What a request asks of the model. The kinds differ only in what a finished prompt leads to:
+//   generate         sample a token, then keep going (decode) until a stop rule fires
+//   prefill only     nothing sampled: the prompt's output row is pooled and the request is done
+//   encoder-decoder  as generate, plus an encoder input that runs once per admission and whose output
+//                    (num_encoder_tokens positions of cross-attention K/V) lives in cross blocks
+enum class TaskKind : int8_t { kGenerate = 0, kPrefillOnly = 1, kEncoderDecoder = 2 };
+
 // Stopping rules and queueing attributes, validated by Scheduler::add_request.
 struct RequestParams {
   int32_t max_tokens = 16;
@@ -22,12 +29,21 @@ struct RequestParams {
   double arrival_time = 0.0;
   std::string cache_salt;  // requests share cached blocks only with requests of the same salt
   bool skip_prefix_cache = false;  // compute every prompt token (prompt logprobs need them); still registers
+  TaskKind task = TaskKind::kGenerate;
+  int32_t num_encoder_tokens = 0;  // encoder-decoder only: the cross-attention K/V length
 };
 
 //   | computed (KV in blocks) | scheduled this step | not yet scheduled |
 //   0                num_computed_tokens                        token_ids.size()
 // block_ids covers ceil(num_computed_tokens / block_size) blocks once a step is scheduled; the first
 // num_registered_blocks of them went through the prefix cache (registered, or found there).
+//
+// An encoder-decoder request also holds cross blocks, for its encoder output:
+//   waiting   cross_block_ids empty (a preempted request gives them back and reruns its encoder)
+//   running   cross_block_ids = ceil(num_encoder_tokens / block_size) fresh blocks, taken at admission,
+//             never registered in the prefix cache; freed on finish, abort and preemption
+// The slot (the request's row in the runner's persistent batch) lives from add_request to finish or abort,
+// across preemptions.
 struct Request {
   std::string request_id;
   int64_t handle = 0;  // also the arrival sequence number: FCFS order
@@ -42,9 +58,18 @@ struct Request {
   int32_t num_registered_blocks = 0;
   uint64_t root_hash = 0;               // chain root, from the cache salt
   std::vector<uint64_t> block_hashes;   // of the full blocks of token_ids, extended lazily
+  std::vector<int32_t> cross_block_ids;
+  int32_t slot = -1;
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+  bool is_prefill_only() const { return params.task == TaskKind::kPrefillOnly; }
+  bool is_encoder_decoder() const { return params.task == TaskKind::kEncoderDecoder; }
+  // The decoder's K/V depends on the encoder input, which the block hashes do not cover: an
+  // encoder-decoder request neither reads nor registers cached blocks, so two requests with the same
+  // decoder prompt and different audio can never share K/V.
+  bool reads_prefix_cache() const { return !params.skip_prefix_cache && !is_encoder_decoder(); }
+  bool registers_prefix_cache() const { return !is_encoder_decoder(); }
 };
 
 }  // namespace kvserve

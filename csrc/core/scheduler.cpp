@@ -28,11 +28,20 @@ void SchedulerConfig::validate() const {
   KV_REQUIRE(max_num_batched_tokens > 0,
              field_error("max_num_batched_tokens", max_num_batched_tokens, "positive"));
   KV_REQUIRE(max_model_len > 1, field_error("max_model_len", max_model_len, "at least 2"));
+  KV_REQUIRE(max_num_encoder_input_tokens >= 0,
+             field_error("max_num_encoder_input_tokens", max_num_encoder_input_tokens, "non-negative"));
+}
+
+SchedulerConfig SchedulerConfig::resolved() const {
+  validate();
+  SchedulerConfig c = *this;
+  if (c.max_num_encoder_input_tokens == 0) c.max_num_encoder_input_tokens = c.max_num_batched_tokens;
+  return c;
 }
 
 Scheduler::Scheduler(SchedulerConfig config)
-    : config_((config.validate(), config)),
-      blocks_(config.num_blocks, config.block_size, config.enable_prefix_caching),
+    : config_(config.resolved()),
+      blocks_(config_.num_blocks, config_.block_size, config_.enable_prefix_caching),
       waiting_(QueueOrder{this}) {}
 
 bool Scheduler::runs_before(const Request& a, const Request& b) const {
@@ -43,6 +52,50 @@ bool Scheduler::runs_before(const Request& a, const Request& b) const {
   return a.handle < b.handle;
 }
 
+void Scheduler::check_params(const std::string& request_id, int64_t num_prompt, const RequestParams& params) const {
+  const std::string who = "request '" + request_id + "': ";
+  const bool prefill_only = params.task == TaskKind::kPrefillOnly;
+  const bool encoder_decoder = params.task == TaskKind::kEncoderDecoder;
+  if (prefill_only) {
+    // Nothing is sampled, so the stopping rules (max_tokens included) do not apply.
+    KV_REQUIRE(params.max_tokens >= 0, field_error("max_tokens", params.max_tokens, "at least 0"));
+    KV_REQUIRE(num_prompt <= config_.max_num_batched_tokens,
+               who + "a prefill-only prompt of " + std::to_string(num_prompt) +
+                   " tokens exceeds max_num_batched_tokens (" + std::to_string(config_.max_num_batched_tokens) +
+                   "); it is never chunked");
+  } else {
+    KV_REQUIRE(params.max_tokens >= 1, field_error("max_tokens", params.max_tokens, "at least 1"));
+    KV_REQUIRE(params.min_tokens >= 0 && params.min_tokens <= params.max_tokens,
+               field_error("min_tokens", params.min_tokens, "between 0 and max_tokens"));
+  }
+  if (encoder_decoder) {
+    KV_REQUIRE(params.num_encoder_tokens >= 1,
+               who + "an encoder-decoder request needs num_encoder_tokens of at least 1, got " +
+                   std::to_string(params.num_encoder_tokens));
+    KV_REQUIRE(params.num_encoder_tokens <= config_.max_num_encoder_input_tokens,
+               who + "num_encoder_tokens (" + std::to_string(params.num_encoder_tokens) +
+                   ") exceeds max_num_encoder_input_tokens (" +
+                   std::to_string(config_.max_num_encoder_input_tokens) + ")");
+  } else {
+    KV_REQUIRE(params.num_encoder_tokens == 0,
+               who + "num_encoder_tokens is only for encoder-decoder requests, got " +
+                   std::to_string(params.num_encoder_tokens));
+  }
+  // The last sampled token never gets KV, so that is what the request can ever hold.
+  const int64_t max_kv_tokens =
+      prefill_only ? num_prompt
+                   : std::max(num_prompt,
+                              std::min<int64_t>(num_prompt + params.max_tokens, config_.max_model_len) - 1);
+  const int32_t max_blocks =
+      ceil_div(max_kv_tokens, config_.block_size) + ceil_div(params.num_encoder_tokens, config_.block_size);
+  KV_REQUIRE(max_blocks <= config_.num_blocks,
+             "request '" + request_id + "' may need " + std::to_string(max_blocks) +
+                 " KV blocks, but the cache has only " + std::to_string(config_.num_blocks));
+  KV_REQUIRE(config_.enable_chunked_prefill || num_prompt <= config_.max_num_batched_tokens,
+             who + "a prompt of " + std::to_string(num_prompt) +
+                 " tokens exceeds max_num_batched_tokens without chunked prefill");
+}
+
 int64_t Scheduler::add_request(std::string request_id, std::vector<int32_t> prompt_token_ids,
                                RequestParams params) {
   const int64_t num_prompt = static_cast<int64_t>(prompt_token_ids.size());
@@ -51,24 +104,13 @@ int64_t Scheduler::add_request(std::string request_id, std::vector<int32_t> prom
   KV_REQUIRE(num_prompt <= config_.max_model_len,
              "request '" + request_id + "': the prompt has " + std::to_string(num_prompt) +
                  " tokens, more than max_model_len (" + std::to_string(config_.max_model_len) + ")");
-  KV_REQUIRE(params.max_tokens >= 1, field_error("max_tokens", params.max_tokens, "at least 1"));
-  KV_REQUIRE(params.min_tokens >= 0 && params.min_tokens <= params.max_tokens,
-             field_error("min_tokens", params.min_tokens, "between 0 and max_tokens"));
   for (int32_t id : prompt_token_ids) KV_REQUIRE(id >= 0, field_error("token id", id, "non-negative"));
-  // The last sampled token never gets KV, so that is what the request can ever hold.
-  const int64_t max_kv_tokens =
-      std::max(num_prompt, std::min<int64_t>(num_prompt + params.max_tokens, config_.max_model_len) - 1);
-  const int32_t max_blocks = ceil_div(max_kv_tokens, config_.block_size);
-  KV_REQUIRE(max_blocks <= config_.num_blocks,
-             "request '" + request_id + "' may need " + std::to_string(max_blocks) +
-                 " KV blocks, but the cache has only " + std::to_string(config_.num_blocks));
-  KV_REQUIRE(config_.enable_chunked_prefill || num_prompt <= config_.max_num_batched_tokens,
-             "request '" + request_id + "': a prompt of " + std::to_string(num_prompt) +
-                 " tokens exceeds max_num_batched_tokens without chunked prefill");
+  check_params(request_id, num_prompt, params);
 
   auto request = std::make_unique<Request>();
   request->request_id = request_id;
   request->handle = next_handle_++;
+  request->slot = slots_.acquire();
   request->num_prompt_tokens = static_cast<int32_t>(num_prompt);
   request->token_ids = std::move(prompt_token_ids);
   request->root_hash = hash_salt(params.cache_salt);
@@ -89,6 +131,7 @@ int64_t Scheduler::abort(const std::string& request_id) {
     waiting_.erase(&request);
   }
   std::replace(pending_samples_.begin(), pending_samples_.end(), &request, static_cast<Request*>(nullptr));
+  std::replace(pending_pools_.begin(), pending_pools_.end(), &request, static_cast<Request*>(nullptr));
   const int64_t handle = request.handle;
   release(request);
   return handle;
@@ -96,6 +139,7 @@ int64_t Scheduler::abort(const std::string& request_id) {
 
 void Scheduler::release(Request& request) {
   blocks_.free(request);
+  slots_.release(request.slot);
   requests_.erase(requests_.find(request.request_id));  // by iterator: the key lives in the request
 }
 
@@ -109,11 +153,13 @@ void Scheduler::preempt(Request& request) {
 std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
   if (has_pending_update_) throw InternalError("schedule() called before update() of the previous step");
   auto out = std::make_shared<SchedulerOutput>();
-  std::vector<std::pair<Request*, int32_t>> scheduled;
-  scheduled.reserve(std::min<size_t>(running_.size() + waiting_.size(), config_.max_num_seqs));
+  scheduled_.clear();
+  scheduled_.reserve(std::min<size_t>(running_.size() + waiting_.size(), config_.max_num_seqs));
   int32_t token_budget = config_.max_num_batched_tokens;
+  int32_t encoder_budget = config_.max_num_encoder_input_tokens;
 
   // Hot path: the one loop over the running batch. Everything per request below is O(1) amortised.
+  // A prefill-only request never reaches it: it is admitted whole and finishes in the next update().
   for (size_t i = 0; i < running_.size() && token_budget > 0; ++i) {
     Request* request = running_[i];
     const int32_t num_new = std::min(request->num_tokens() - request->num_computed_tokens, token_budget);
@@ -125,7 +171,7 @@ std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
       if (victim == request) break;
     }
     if (request->status != RequestStatus::kRunning) break;
-    scheduled.emplace_back(request, num_new);
+    scheduled_.push_back({request, num_new, false});
     token_budget -= num_new;
   }
 
@@ -133,49 +179,71 @@ std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
   if (out->preempted_handles.empty()) {
     while (!waiting_.empty() && token_budget > 0 &&
            static_cast<int32_t>(running_.size()) < config_.max_num_seqs) {
-      if (!admit_waiting(token_budget, scheduled)) break;
+      if (!admit_waiting(token_budget, encoder_budget, *out)) break;
     }
   }
-  build_batch(scheduled, *out);
+  build_batch(*out);
+  fill_stats(*out);
   return out;
 }
 
-bool Scheduler::admit_waiting(int32_t& token_budget, std::vector<std::pair<Request*, int32_t>>& scheduled) {
+bool Scheduler::admit_waiting(int32_t& token_budget, int32_t& encoder_budget, SchedulerOutput& out) {
   Request* request = *waiting_.begin();
+  // An encoder-decoder request runs its encoder at every admission, so it needs the encoder budget first.
+  const int32_t num_encoder_tokens = request->params.num_encoder_tokens;
+  if (num_encoder_tokens > encoder_budget) return false;
   const std::vector<int32_t> hits =
-      request->params.skip_prefix_cache ? std::vector<int32_t>{} : blocks_.find_cached_blocks(*request);
+      request->reads_prefix_cache() ? blocks_.find_cached_blocks(*request) : std::vector<int32_t>{};
   const int32_t num_hit_tokens = static_cast<int32_t>(hits.size()) * config_.block_size;
   int32_t num_new = request->num_tokens() - num_hit_tokens;
-  if (!config_.enable_chunked_prefill && num_new > token_budget) return false;
+  const bool may_chunk = config_.enable_chunked_prefill && !request->is_prefill_only();
+  if (!may_chunk && num_new > token_budget) return false;
   num_new = std::min(num_new, token_budget);
   request->num_computed_tokens = num_hit_tokens;
-  if (!blocks_.try_allocate(*request, hits, num_new)) {
+  if (!blocks_.try_allocate(*request, hits, num_new, ceil_div(num_encoder_tokens, config_.block_size))) {
     request->num_computed_tokens = 0;
     return false;
   }
-  if (config_.enable_prefix_caching && !request->params.skip_prefix_cache) {
+  if (config_.enable_prefix_caching && request->reads_prefix_cache()) {
     blocks_.pool().record_query(request->num_tokens(), num_hit_tokens);
+    out.stats.prefix_cache_queries += request->num_tokens();
+    out.stats.prefix_cache_hits += num_hit_tokens;
   }
   if (request->num_cached_tokens < 0) request->num_cached_tokens = num_hit_tokens;
   waiting_.erase(waiting_.begin());
   request->status = RequestStatus::kRunning;
   running_.insert(std::upper_bound(running_.begin(), running_.end(), request, QueueOrder{this}), request);
-  scheduled.emplace_back(request, num_new);
+  scheduled_.push_back({request, num_new, request->is_encoder_decoder()});
   token_budget -= num_new;
+  encoder_budget -= num_encoder_tokens;
   return true;
 }
 
-void Scheduler::build_batch(const std::vector<std::pair<Request*, int32_t>>& scheduled, SchedulerOutput& out) {
+void Scheduler::build_batch(SchedulerOutput& out) {
   const int32_t bs = config_.block_size;
+  // Sizes first, so that every array below is allocated once.
   size_t num_tokens = 0;
+  size_t num_pooled = 0;
+  size_t num_encoder_runs = 0;
+  size_t num_encoder_tokens = 0;
   int32_t width = 0;
-  for (const auto& [request, num_new] : scheduled) {
-    num_tokens += num_new;
-    width = std::max(width, static_cast<int32_t>(request->block_ids.size()));
+  int32_t cross_width = 0;
+  for (const Scheduled& s : scheduled_) {
+    const Request& request = *s.request;
+    num_tokens += s.num_new_tokens;
+    num_pooled += request.is_prefill_only();
+    if (s.runs_encoder) {
+      ++num_encoder_runs;
+      num_encoder_tokens += request.params.num_encoder_tokens;
+    }
+    width = std::max(width, static_cast<int32_t>(request.block_ids.size()));
+    cross_width = std::max(cross_width, static_cast<int32_t>(request.cross_block_ids.size()));
   }
-  const size_t num_reqs = scheduled.size();
+  const size_t num_reqs = scheduled_.size();
   out.block_table_width = width;
+  out.cross_block_table_width = cross_width;
   out.req_handles.reserve(num_reqs);
+  out.req_slots.reserve(num_reqs);
   out.input_ids.reserve(num_tokens);
   out.positions.reserve(num_tokens);
   out.slot_mapping.reserve(num_tokens);
@@ -183,34 +251,77 @@ void Scheduler::build_batch(const std::vector<std::pair<Request*, int32_t>>& sch
   out.query_start_loc.reserve(num_reqs + 1);
   out.query_start_loc.push_back(0);
   out.seq_lens.reserve(num_reqs);
-  out.logits_indices.reserve(num_reqs);
-  out.sample_handles.reserve(num_reqs);
+  out.logits_indices.reserve(num_reqs - num_pooled);
+  out.sample_handles.reserve(num_reqs - num_pooled);
+  out.sample_slots.reserve(num_reqs - num_pooled);
+  out.pool_handles.reserve(num_pooled);
+  out.pool_req_indices.reserve(num_pooled);
+  out.pool_slots.reserve(num_pooled);
+  out.encoder_handles.reserve(num_encoder_runs);
+  out.encoder_req_indices.reserve(num_encoder_runs);
+  out.cross_block_tables.assign(num_reqs * cross_width, 0);
+  out.cross_seq_lens.reserve(num_reqs);
+  out.cross_slot_mapping.reserve(num_encoder_tokens);
   pending_samples_.clear();
+  pending_pools_.clear();
 
   for (size_t r = 0; r < num_reqs; ++r) {
-    Request& request = *scheduled[r].first;
-    const int32_t num_new = scheduled[r].second;
+    Request& request = *scheduled_[r].request;
+    const int32_t num_new = scheduled_[r].num_new_tokens;
     const int32_t start = request.num_computed_tokens;
     const int32_t end = start + num_new;
     out.req_handles.push_back(request.handle);
+    out.req_slots.push_back(request.slot);
     out.input_ids.insert(out.input_ids.end(), request.token_ids.begin() + start, request.token_ids.begin() + end);
     for (int32_t pos = start; pos < end; ++pos) {
       out.positions.push_back(pos);
       out.slot_mapping.push_back(static_cast<int64_t>(request.block_ids[pos / bs]) * bs + pos % bs);
     }
     std::copy(request.block_ids.begin(), request.block_ids.end(), out.block_tables.begin() + r * width);
+    std::copy(request.cross_block_ids.begin(), request.cross_block_ids.end(),
+              out.cross_block_tables.begin() + r * cross_width);
+    out.cross_seq_lens.push_back(request.params.num_encoder_tokens);
+    if (scheduled_[r].runs_encoder) {
+      out.encoder_handles.push_back(request.handle);
+      out.encoder_req_indices.push_back(static_cast<int32_t>(r));
+      for (int32_t pos = 0; pos < request.params.num_encoder_tokens; ++pos) {
+        out.cross_slot_mapping.push_back(static_cast<int64_t>(request.cross_block_ids[pos / bs]) * bs + pos % bs);
+      }
+    }
     out.query_start_loc.push_back(out.query_start_loc.back() + num_new);
     out.seq_lens.push_back(end);
     out.max_query_len = std::max(out.max_query_len, num_new);
     out.max_seq_len = std::max(out.max_seq_len, end);
     request.num_computed_tokens = end;
     if (end == request.num_tokens()) {
-      out.logits_indices.push_back(out.query_start_loc.back() - 1);
-      out.sample_handles.push_back(request.handle);
-      pending_samples_.push_back(&request);
+      if (request.is_prefill_only()) {
+        out.pool_handles.push_back(request.handle);
+        out.pool_req_indices.push_back(static_cast<int32_t>(r));
+        out.pool_slots.push_back(request.slot);
+        pending_pools_.push_back(&request);
+      } else {
+        out.logits_indices.push_back(out.query_start_loc.back() - 1);
+        out.sample_handles.push_back(request.handle);
+        out.sample_slots.push_back(request.slot);
+        pending_samples_.push_back(&request);
+      }
     }
   }
   has_pending_update_ = num_reqs > 0;
+}
+
+void Scheduler::fill_stats(SchedulerOutput& out) const {
+  StepStats& stats = out.stats;
+  const BlockPool& pool = blocks_.pool();
+  stats.num_running = num_running();
+  stats.num_waiting = num_waiting();
+  stats.num_free_blocks = pool.num_free_blocks();
+  stats.num_total_blocks = pool.num_blocks();
+  stats.num_used_blocks = stats.num_total_blocks - stats.num_free_blocks;
+  stats.num_preemptions = static_cast<int32_t>(out.preempted_handles.size());
+  stats.num_scheduled_tokens = out.num_tokens();
+  stats.num_scheduled_reqs = out.num_reqs();
+  stats.num_encoder_tokens = static_cast<int32_t>(out.cross_slot_mapping.size());
 }
 
 void Scheduler::check_stop(Request& request, int32_t token, int8_t& reason, int32_t& stop_reason) const {
@@ -245,6 +356,7 @@ std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids
   out->finish_reasons.reserve(n);
   out->stop_reasons.reserve(n);
   out->num_cached_tokens.reserve(n);
+  out->pooled_handles.reserve(pending_pools_.size());
   bool any_finished = false;
   for (size_t i = 0; i < n; ++i) {
     Request* request = pending_samples_[i];
@@ -261,8 +373,16 @@ std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids
     out->num_cached_tokens.push_back(request->num_cached_tokens);
     any_finished |= reason != static_cast<int8_t>(FinishReason::kNone);
   }
+  // A prefill-only request is done once its prompt is computed.
+  for (Request* request : pending_pools_) {
+    if (request == nullptr) continue;  // aborted after its batch was scheduled
+    out->pooled_handles.push_back(request->handle);
+    request->status = RequestStatus::kFinished;
+    any_finished = true;
+  }
   if (any_finished) {
-    // Keep running_ sorted: drop finished requests in one pass, then free them in sampled order.
+    // Keep running_ sorted: drop finished requests in one pass, then free them in sampled order, then
+    // the pooled ones in pool order.
     std::vector<Request*> finished;
     for (size_t i = 0, j = 0; i < n; ++i) {
       if (pending_samples_[i] == nullptr) continue;
@@ -275,8 +395,12 @@ std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids
                                   [](const Request* r) { return r->status == RequestStatus::kFinished; }),
                    running_.end());
     for (Request* request : finished) release(*request);
+    for (Request* request : pending_pools_) {
+      if (request != nullptr) release(*request);
+    }
   }
   pending_samples_.clear();
+  pending_pools_.clear();
   has_pending_update_ = false;
   return out;
 }
@@ -286,7 +410,8 @@ RequestState Scheduler::request_state(const std::string& request_id) const {
   if (it == requests_.end()) throw UnknownRequest("no request with id '" + request_id + "'");
   const Request& r = *it->second;
   return RequestState{r.handle,          r.status,    r.num_prompt_tokens, r.num_computed_tokens,
-                      r.num_cached_tokens, r.token_ids, r.block_ids};
+                      r.num_cached_tokens, r.token_ids, r.block_ids,         r.cross_block_ids,
+                      r.slot};
 }
 
 bool Scheduler::reset_prefix_cache() { return blocks_.pool().reset_prefix_cache(); }
@@ -300,12 +425,26 @@ void Scheduler::check_invariants() const {
     KV_CHECK(static_cast<int32_t>(request->block_ids.size()) ==
                  ceil_div(request->num_computed_tokens, config_.block_size),
              "request '" + request->request_id + "' holds the wrong number of blocks");
+    KV_CHECK(static_cast<int32_t>(request->cross_block_ids.size()) ==
+                 ceil_div(request->params.num_encoder_tokens, config_.block_size),
+             "request '" + request->request_id + "' holds the wrong number of cross blocks");
     for (int32_t block_id : request->block_ids) ++refs[block_id];
+    for (int32_t block_id : request->cross_block_ids) ++refs[block_id];
   }
   for (const Request* request : waiting_) {
     KV_CHECK(request->status == RequestStatus::kWaiting, "waiting request not marked waiting");
-    KV_CHECK(request->block_ids.empty(), "waiting request '" + request->request_id + "' holds blocks");
+    KV_CHECK(request->block_ids.empty() && request->cross_block_ids.empty(),
+             "waiting request '" + request->request_id + "' holds blocks");
   }
+  std::vector<uint8_t> slot_used(slots_.num_slots(), 0);
+  for (const auto& [request_id, request] : requests_) {
+    KV_CHECK(request->slot >= 0 && request->slot < slots_.num_slots(),
+             "request '" + request_id + "' has slot " + std::to_string(request->slot) + " out of range");
+    KV_CHECK(!slot_used[request->slot], "slot " + std::to_string(request->slot) + " is held twice");
+    slot_used[request->slot] = 1;
+  }
+  KV_CHECK(static_cast<int32_t>(requests_.size()) + slots_.num_free() == slots_.num_slots(),
+           "every slot is held or free");
   for (int32_t block_id = 0; block_id < pool.num_blocks(); ++block_id) {
     KV_CHECK(refs[block_id] == pool.ref_count(block_id),
              "ref count of block " + std::to_string(block_id) + " does not match the block tables");

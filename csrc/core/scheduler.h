@@ -2,6 +2,9 @@
 // up to its num_tokens. Running requests are served first (highest priority first), then waiting ones,
 // within max_num_seqs and the max_num_batched_tokens budget; long prompts are chunked; when blocks run
 // out the last running request (lowest priority, newest) is preempted and recomputed later.
+// Task kinds (request.h) add two rules at admission: a prefill-only prompt is never chunked, and an
+// encoder-decoder request also needs its encoder length from the per-step encoder budget and its cross
+// blocks from the pool.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +17,7 @@
 #include "block_manager.h"
 #include "request.h"
 #include "scheduler_output.h"
+#include "slot_allocator.h"
 
 namespace kvserve {
 
@@ -28,9 +32,12 @@ struct SchedulerConfig {
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  int32_t max_num_encoder_input_tokens = 0;  // encoder budget per step; 0 means max_num_batched_tokens
 
   /// Throws InvalidArgument naming the first bad field.
   void validate() const;
+  /// @return a validated copy with every "0 means default" field replaced by its effective value.
+  SchedulerConfig resolved() const;
 };
 
 // A copy of one request's state, for tests and introspection.
@@ -42,6 +49,8 @@ struct RequestState {
   int32_t num_cached_tokens;
   std::vector<int32_t> token_ids;
   std::vector<int32_t> block_ids;
+  std::vector<int32_t> cross_block_ids;
+  int32_t slot;
 };
 
 class Scheduler {
@@ -67,12 +76,21 @@ class Scheduler {
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   bool has_unfinished() const { return !requests_.empty(); }
   bool has_pending_update() const { return has_pending_update_; }
+  /// @return the high-water mark of batch slots: the persistent batch's capacity.
+  int32_t num_slots() const { return slots_.num_slots(); }
   RequestState request_state(const std::string& request_id) const;
   /// Forgets every cached block; refused (false) while requests hold blocks.
   bool reset_prefix_cache();
   void check_invariants() const;
 
  private:
+  // One entry of a step's batch, in batch order.
+  struct Scheduled {
+    Request* request;
+    int32_t num_new_tokens;
+    bool runs_encoder;  // admitted this step as an encoder-decoder request
+  };
+
   struct QueueOrder {
     const Scheduler* scheduler;
     bool operator()(const Request* a, const Request* b) const { return scheduler->runs_before(*a, *b); }
@@ -81,8 +99,10 @@ class Scheduler {
   bool runs_before(const Request& a, const Request& b) const;
   void preempt(Request& request);
   void release(Request& request);
-  bool admit_waiting(int32_t& token_budget, std::vector<std::pair<Request*, int32_t>>& scheduled);
-  void build_batch(const std::vector<std::pair<Request*, int32_t>>& scheduled, SchedulerOutput& out);
+  bool admit_waiting(int32_t& token_budget, int32_t& encoder_budget, SchedulerOutput& out);
+  void build_batch(SchedulerOutput& out);
+  void fill_stats(SchedulerOutput& out) const;
+  void check_params(const std::string& request_id, int64_t num_prompt, const RequestParams& params) const;
   void check_stop(Request& request, int32_t token, int8_t& reason, int32_t& stop_reason) const;
 
   SchedulerConfig config_;
@@ -92,7 +112,10 @@ class Scheduler {
   std::vector<Request*> running_;  // sorted by runs_before: the back is the preemption victim
   int64_t next_handle_ = 0;
   bool has_pending_update_ = false;
+  SlotAllocator slots_;
+  std::vector<Scheduled> scheduled_;       // this step's batch while schedule() builds it
   std::vector<Request*> pending_samples_;  // [S] of the batch in flight; nullptr once aborted
+  std::vector<Request*> pending_pools_;    // [P] of the batch in flight; nullptr once aborted
 };
 
 }  // namespace kvserve

@@ -24,6 +24,11 @@ class SchedulingPolicy(enum.IntEnum):
     FCFS = 0
     PRIORITY = 1
 
+class TaskKind(enum.IntEnum):
+    GENERATE = 0
+    PREFILL_ONLY = 1  # finishes once its prompt is computed; pooled, never sampled, never chunked
+    ENCODER_DECODER = 2  # also runs an encoder of num_encoder_tokens at each admission (cross blocks)
+
 class PrefixCacheStats:
     @property
     def num_requests(self) -> int: ...
@@ -51,10 +56,12 @@ class BlockPool:
     def check_invariants(self) -> None: ...
 
 class SchedulerConfig:
+    """Plain fields, set by keyword; Scheduler(config) validates them (or call validate())."""
+
     def __init__(
         self,
         *,
-        num_blocks: int,
+        num_blocks: int = 0,
         block_size: int = 16,
         max_num_seqs: int = 256,
         max_num_batched_tokens: int = 2048,
@@ -62,7 +69,9 @@ class SchedulerConfig:
         enable_prefix_caching: bool = True,
         enable_chunked_prefill: bool = True,
         policy: SchedulingPolicy = SchedulingPolicy.FCFS,
+        max_num_encoder_input_tokens: int = 0,
     ) -> None: ...
+    def validate(self) -> None: ...
     num_blocks: int
     block_size: int
     max_num_seqs: int
@@ -71,6 +80,8 @@ class SchedulerConfig:
     enable_prefix_caching: bool
     enable_chunked_prefill: bool
     policy: SchedulingPolicy
+    # Encoder budget per step; 0 means max_num_batched_tokens (Scheduler.config reads the effective value).
+    max_num_encoder_input_tokens: int
 
 class RequestParams:
     def __init__(
@@ -85,6 +96,8 @@ class RequestParams:
         arrival_time: float = 0.0,
         cache_salt: str = "",
         skip_prefix_cache: bool = False,
+        task: TaskKind = TaskKind.GENERATE,
+        num_encoder_tokens: int = 0,
     ) -> None: ...
     max_tokens: int
     min_tokens: int
@@ -95,6 +108,8 @@ class RequestParams:
     arrival_time: float
     cache_salt: str
     skip_prefix_cache: bool
+    task: TaskKind
+    num_encoder_tokens: int  # encoder-decoder only (>= 1 there, 0 otherwise)
 
 class RequestState:
     handle: int
@@ -104,15 +119,35 @@ class RequestState:
     num_cached_tokens: int
     token_ids: list[int]
     block_ids: list[int]
+    cross_block_ids: list[int]  # encoder-decoder while running: ceil(num_encoder_tokens / block_size)
+    slot: int  # row in the runner's persistent batch, from add_request to finish or abort
+
+class StepStats:
+    """One step's counts: deltas, never cumulative (queue sizes and blocks as right after the schedule)."""
+
+    num_running: int
+    num_waiting: int
+    num_used_blocks: int
+    num_free_blocks: int
+    num_total_blocks: int
+    prefix_cache_queries: int  # tokens
+    prefix_cache_hits: int  # tokens
+    num_preemptions: int
+    num_scheduled_tokens: int
+    num_scheduled_reqs: int
+    num_encoder_tokens: int
 
 class SchedulerOutput:
-    """One step's batch: R requests, T tokens, S sampled rows, W block-table width (views, no copies)."""
+    """One step's batch (views, no copies): R requests, T tokens, S sampled rows, P pooled requests,
+    E encoder runs, W and Wc block-table widths."""
 
     num_reqs: int
     num_tokens: int
     max_query_len: int
     max_seq_len: int
+    stats: StepStats
     req_handles: npt.NDArray[np.int64]  # [R]
+    req_slots: npt.NDArray[np.int32]  # [R]
     input_ids: npt.NDArray[np.int32]  # [T]
     positions: npt.NDArray[np.int32]  # [T]
     slot_mapping: npt.NDArray[np.int64]  # [T]
@@ -121,10 +156,19 @@ class SchedulerOutput:
     seq_lens: npt.NDArray[np.int32]  # [R]
     logits_indices: npt.NDArray[np.int32]  # [S]
     sample_handles: npt.NDArray[np.int64]  # [S]
+    sample_slots: npt.NDArray[np.int32]  # [S]
+    pool_handles: npt.NDArray[np.int64]  # [P] prefill-only requests whose prompt completes this step
+    pool_req_indices: npt.NDArray[np.int32]  # [P] rows query_start_loc[i]..query_start_loc[i + 1]
+    pool_slots: npt.NDArray[np.int32]  # [P]
+    encoder_handles: npt.NDArray[np.int64]  # [E] encoder-decoder requests whose encoder runs this step
+    encoder_req_indices: npt.NDArray[np.int32]  # [E]
+    cross_block_tables: npt.NDArray[np.int32]  # [R, Wc], padded with 0
+    cross_seq_lens: npt.NDArray[np.int32]  # [R] num_encoder_tokens, 0 for other kinds
+    cross_slot_mapping: npt.NDArray[np.int64]  # [sum of E encoder lengths], in encoder_handles order
     preempted_handles: npt.NDArray[np.int64]
 
 class UpdateOutput:
-    """One entry per sampled row whose request still exists."""
+    """One entry per sampled row whose request still exists; pooled requests listed apart."""
 
     def __len__(self) -> int: ...
     handles: npt.NDArray[np.int64]
@@ -132,6 +176,7 @@ class UpdateOutput:
     finish_reasons: npt.NDArray[np.int8]
     stop_reasons: npt.NDArray[np.int32]
     num_cached_tokens: npt.NDArray[np.int32]
+    pooled_handles: npt.NDArray[np.int64]  # prefill-only requests finished by this update, pool order
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig) -> None: ...
@@ -153,6 +198,8 @@ class Scheduler:
     def has_unfinished(self) -> bool: ...
     @property
     def has_pending_update(self) -> bool: ...
+    @property
+    def num_slots(self) -> int: ...
     def request_state(self, request_id: str) -> RequestState: ...
     def reset_prefix_cache(self) -> bool: ...
     def check_invariants(self) -> None: ...

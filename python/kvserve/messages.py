@@ -128,7 +128,6 @@ class PooledOutputs:
 
     request_ids: list[str]
     values: tuple[np.ndarray, ...]
-    num_cached_tokens: list[int]
     time: float
 
 

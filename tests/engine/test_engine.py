@@ -10,6 +10,7 @@ import pytest
 
 from kvserve.config import EngineConfig
 from kvserve.errors import EngineDeadError, InvalidRequestError
+from kvserve.request import EngineRequest
 from kvserve.sampling_params import SamplingParams
 from tests.engine.test_greedy_exact import random_prompts
 from tests.engine_helpers import MiB, generate, hf_greedy, run_with_engine
@@ -37,7 +38,7 @@ def test_leaving_the_stream_aborts_and_frees_every_block(config):
     async def body(engine):
         params = SamplingParams(max_tokens=200, temperature=0.0, ignore_eos=True)
         received = []
-        async for output in engine.generate(list(range(10, 50)), params, "long"):
+        async for output in engine.generate(EngineRequest("long", list(range(10, 50)), sampling=params)):
             received.append(output)
             if len(received) == 3:
                 break
@@ -55,7 +56,7 @@ def test_leaving_the_stream_aborts_and_frees_every_block(config):
 def test_abort_by_id_ends_the_stream_with_abort(config):
     async def body(engine):
         params = SamplingParams(max_tokens=500, ignore_eos=True)
-        stream = engine.generate([10, 11, 12], params, "victim")
+        stream = engine.generate(EngineRequest("victim", [10, 11, 12], sampling=params))
         first = await anext(stream)
         engine.abort("victim")
         rest = [o async for o in stream]
@@ -103,7 +104,9 @@ def test_bad_requests_fail_alone(config):
         with pytest.raises(InvalidRequestError, match="empty"):
             await generate(engine, [], params, "empty")
         with pytest.raises(InvalidRequestError, match="already in use"):
-            stream = engine.generate([5], SamplingParams(max_tokens=100, ignore_eos=True), "dup")
+            stream = engine.generate(
+                EngineRequest("dup", [5], sampling=SamplingParams(max_tokens=100, ignore_eos=True))
+            )
             await anext(stream)
             await generate(engine, [5], params, "dup")
         await stream.aclose()
@@ -171,7 +174,7 @@ def test_stop_string_truncates_and_reports(config, tiny_model_dir):
 def test_logprobs_are_raw_log_softmax(config):
     async def body(engine):
         params = SamplingParams(max_tokens=5, temperature=0.0, logprobs=3, ignore_eos=True)
-        outputs = [o async for o in engine.generate([40, 41, 42], params, "lp")]
+        outputs = [o async for o in engine.generate(EngineRequest("lp", [40, 41, 42], sampling=params))]
         return [lp for o in outputs for lp in o.logprobs or []], [t for o in outputs for t in o.token_ids]
 
     positions, tokens = run_with_engine(config, body)

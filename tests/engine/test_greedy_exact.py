@@ -24,8 +24,12 @@ def random_prompts(count: int, min_len: int, max_len: int, seed: int = 0) -> lis
     return [[rng.randrange(3, VOCAB_SIZE) for _ in range(rng.randint(min_len, max_len))] for _ in range(count)]
 
 
-def run_concurrently(config: EngineConfig, prompts: list[list[int]], max_tokens: int, **engine_checks):
+def run_concurrently(config: EngineConfig, prompts: list[list[int]], max_tokens: int, stats: list | None = None):
+    """Greedy outputs of every prompt at once; each step's StepStats appended to `stats` when given."""
+
     async def body(engine):
+        if stats is not None:
+            engine.add_stats_listener(stats.append)
         params = SamplingParams(max_tokens=max_tokens, **GREEDY)
         results = await asyncio.gather(*(generate(engine, p, params, f"r{i}") for i, p in enumerate(prompts)))
         return results, engine
@@ -97,8 +101,9 @@ def test_preemption_under_a_tiny_kv_pool(tiny_model_dir):
     # 2 layers x 2 (K, V) x 4 tokens x 2 heads x 16 dims x 4 bytes = 2 KiB per block: 24 blocks = 96 tokens,
     # far less than six requests of up to 70 tokens need at once.
     config = EngineConfig(model=str(model_dir), kv_cache_memory=48 * 1024, block_size=4, max_model_len=96)
-    results, engine = run_concurrently(config, prompts, max_tokens=30)
-    assert engine.scheduler.num_preemptions > 0
+    stats = []
+    results, engine = run_concurrently(config, prompts, max_tokens=30, stats=stats)
+    assert sum(s.num_preemptions for s in stats) > 0
     for prompt, (tokens, _, _) in zip(prompts, results):
         assert tokens == hf_greedy(model_dir, prompt, 30)
     assert engine.scheduler.core.block_pool.num_free_blocks == engine.scheduler.core.block_pool.num_blocks

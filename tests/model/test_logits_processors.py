@@ -1,13 +1,16 @@
-"""Each logits processor against a hand computation on fixed logits."""
+"""Each logits stage (bias, penalties, constraints) against a hand computation on fixed logits."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from kvserve.model.logits_processors import LogitsProcessors
+from kvserve.model.input_batch import InputBatch
+from kvserve.model.logits_pipeline import apply_bias_and_penalties, apply_constraints
 from kvserve.sampling_params import SamplingParams
+from tests.model.batches import prepared
 
 INF = math.inf
 
@@ -16,13 +19,16 @@ def run(
     rows: list[tuple[SamplingParams, list[int], list[int]]], logits: list[list[float]], eos=(0,)
 ) -> list[list[float]]:
     """rows: (params, prompt ids, output ids so far); returns the processed logits."""
-    processors = LogitsProcessors(vocab_size=len(logits[0]), device=torch.device("cpu"))
-    for handle, (params, prompt, outputs) in enumerate(rows):
-        processors.add(handle, params, prompt, eos)
+    batch = InputBatch(vocab_size=len(logits[0]), device=torch.device("cpu"))
+    for slot, (params, prompt, outputs) in enumerate(rows):
+        batch.add(slot, prepared(f"r{slot}", prompt, params, eos))
         for token in outputs:
-            processors.record_sampled([handle], [token])
+            batch.record_sampled(np.array([slot]), np.array([token], dtype=np.int32))
     tensor = torch.tensor(logits, dtype=torch.float32)
-    processors.apply(tensor, list(range(len(rows))))
+    step = batch.step_sampling(np.arange(len(rows), dtype=np.int32))
+    if step.processors is not None:
+        apply_bias_and_penalties(tensor, step.processors)
+        apply_constraints(tensor, step.processors)
     return tensor.tolist()
 
 
@@ -72,9 +78,8 @@ def test_rows_without_processors_are_untouched_in_a_mixed_batch():
     assert out == [[1.0, 2.0], [1.0, 2.0], [1.0, 2.0]]
 
 
-def test_processors_hold_no_state_for_plain_requests():
-    processors = LogitsProcessors(vocab_size=4, device=torch.device("cpu"))
-    processors.add(0, SamplingParams(temperature=0.7, top_k=3), [1, 2], (0,))
-    assert processors.requests == {}
-    logits = torch.ones(1, 4)
-    assert processors.apply(logits, [0]) is False
+def test_plain_requests_skip_the_processor_stages():
+    batch = InputBatch(vocab_size=4, device=torch.device("cpu"))
+    batch.add(0, prepared("r", [1, 2], SamplingParams(temperature=0.7, top_k=3), (0,)))
+    assert batch.history.shape[1] == 0  # no token history kept without penalties or bad words
+    assert batch.step_sampling(np.array([0], dtype=np.int32)).processors is None

@@ -13,16 +13,18 @@ from kvserve import _core
 from kvserve.actors.base import Actor
 from kvserve.messages import (
     AbortRequest,
+    PooledOutputs,
     PromptLogprobs,
-    RegisterRequest,
     RequestAccepted,
     RequestFailed,
     RequestsAborted,
+    RequestsScheduled,
     SampleLogprobs,
     StreamOutputs,
     TokenDeltas,
 )
-from kvserve.outputs import PositionLogprobs, RequestOutput, TokenLogprob
+from kvserve.outputs import PositionLogprobs, RequestOutput, RequestTimes, TokenLogprob
+from kvserve.request import PreparedRequest
 from kvserve.sampling_params import SamplingParams
 from kvserve.text.incremental_detokenizer import IncrementalDetokenizer
 from kvserve.text.stop_strings import StopStringChecker
@@ -37,10 +39,11 @@ _FINISH_REASONS = {
 
 @dataclass(slots=True)
 class _RequestText:
-    params: SamplingParams
+    params: SamplingParams | None  # None for prefill-only requests, which produce no text
     prompt_token_ids: list[int]
-    detokenizer: IncrementalDetokenizer
+    detokenizer: IncrementalDetokenizer | None
     stops: StopStringChecker | None
+    times: RequestTimes
     num_output_tokens: int = 0
     num_sent_chars: int = 0
     num_cached_tokens: int = 0
@@ -57,31 +60,58 @@ class DetokenizerActor(Actor):
         self.scheduler = scheduler
         self.router = router
         self.requests: dict[str, _RequestText] = {}
-        self.handles(RegisterRequest, self.on_register)
+        self.handles(PreparedRequest, self.on_register)
         self.handles(RequestAccepted, self.on_accepted)
+        self.handles(RequestsScheduled, self.on_scheduled)
         self.handles(TokenDeltas, self.on_deltas)
+        self.handles(PooledOutputs, self.on_pooled)
         self.handles(RequestsAborted, self.on_aborted)
         self.handles(RequestFailed, self.on_failed)
         self.handles(PromptLogprobs, self.on_prompt_logprobs)
 
-    def on_register(self, request: RegisterRequest) -> None:
-        params = request.params
-        self.requests[request.request_id] = _RequestText(
+    def on_register(self, prepared: PreparedRequest) -> None:
+        params = prepared.request.sampling
+        self.requests[prepared.request_id] = _RequestText(
             params=params,
-            prompt_token_ids=request.prompt_token_ids,
-            detokenizer=IncrementalDetokenizer(
+            prompt_token_ids=prepared.prompt_token_ids,
+            detokenizer=None
+            if params is None
+            else IncrementalDetokenizer(
                 self.tokenizer.backend,
-                request.prompt_token_ids,
+                prepared.prompt_token_ids,
                 skip_special_tokens=params.skip_special_tokens,
                 spaces_between_special_tokens=params.spaces_between_special_tokens,
             ),
-            stops=StopStringChecker(params.stop, params.include_stop_str_in_output) if params.stop else None,
+            stops=StopStringChecker(params.stop, params.include_stop_str_in_output)
+            if params is not None and params.stop
+            else None,
+            times=RequestTimes(prepared.request.arrival_time),
         )
 
     def on_accepted(self, accepted: RequestAccepted) -> None:
         state = self.requests.get(accepted.request_id)
         if state is not None:
             self.router.send(StreamOutputs([self._output(accepted.request_id, state, "", [])]))
+
+    def on_scheduled(self, message: RequestsScheduled) -> None:
+        for request_id in message.request_ids:
+            state = self.requests.get(request_id)
+            if state is not None:
+                state.times = RequestTimes(state.times.arrival, message.time)
+
+    def on_pooled(self, message: PooledOutputs) -> None:
+        outputs = []
+        for request_id, value in zip(message.request_ids, message.values):
+            state = self.requests.pop(request_id, None)
+            if state is None:
+                continue
+            t = state.times
+            state.times = RequestTimes(t.arrival, t.first_scheduled, message.time, message.time)
+            output = self._output(request_id, state, "", [])
+            output.finished, output.finish_reason, output.pooled = True, "stop", value
+            outputs.append(output)
+        if outputs:
+            self.router.send(StreamOutputs(outputs))
 
     def on_prompt_logprobs(self, message: PromptLogprobs) -> None:
         state = self.requests.get(message.request_id)
@@ -115,11 +145,16 @@ class DetokenizerActor(Actor):
         finish_reasons = deltas.finish_reasons.tolist()
         stop_reasons = deltas.stop_reasons.tolist()
         num_cached = deltas.num_cached_tokens.tolist()
+        now = deltas.time
         for row, request_id in enumerate(deltas.request_ids):
             state = self.requests.get(request_id)
             if state is None:  # finished by a stop string while this step ran
                 continue
             state.num_cached_tokens = num_cached[row]
+            t = state.times
+            state.times = RequestTimes(
+                t.arrival, t.first_scheduled, now if t.first_token is None else t.first_token, now
+            )
             output = self._advance(request_id, state, token_ids[row], finish_reasons[row], stop_reasons[row])
             if deltas.logprobs is not None and state.params.logprobs is not None:
                 output.logprobs = [self._position_logprobs(deltas.logprobs, row, state.params.logprobs)]
@@ -170,6 +205,7 @@ class DetokenizerActor(Actor):
             num_output_tokens=state.num_output_tokens,
             num_cached_tokens=state.num_cached_tokens,
             prompt_token_ids=state.prompt_token_ids,
+            times=state.times,
         )
 
     def _position_logprobs(self, logprobs: SampleLogprobs, row: int, num_top: int) -> PositionLogprobs:

@@ -1,30 +1,43 @@
 """SchedulerActor: owns the C++ scheduler and keeps one batch in flight.
 
-A batch's result is applied and the next batch sent to the runner before the new tokens go to the
+A batch's result is applied and the next batch sent to the runner before the new outputs go to the
 detokenizer, so text work overlaps the next step instead of delaying it. Other messages (new requests,
 aborts) are applied in bursts, after which a step starts if none is in flight. Idle, it checks the core's
-invariants.
+invariants. Every executed step ends with a StepStats message to the router.
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from kvserve import _core
 from kvserve.actors.base import Actor
+from kvserve.actors.core_params import core_request_params
 from kvserve.errors import ErrorInfo, InvalidRequestError
 from kvserve.messages import (
     AbortRequest,
-    AddRequest,
     BatchResult,
     ExecuteBatch,
-    NewRequestData,
+    NewRequest,
+    PooledOutputs,
     PromptLogprobs,
     RequestAccepted,
     RequestFailed,
     RequestsAborted,
+    RequestsScheduled,
+    StepStats,
     TokenDeltas,
 )
+from kvserve.request import PreparedRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    request_id: str
+    slot: int
 
 
 class SchedulerActor(Actor):
@@ -35,92 +48,127 @@ class SchedulerActor(Actor):
         self.core = _core.Scheduler(config)
         self.runner: Actor | None = None
         self.detokenizer: Actor | None = None
-        self.request_ids: dict[int, str] = {}  # handle -> request id, for requests the core holds
-        self.new_requests: list[NewRequestData] = []
-        self.finished_handles: list[int] = []
+        self.router: Actor | None = None
+        self.requests: dict[int, _Admitted] = {}  # handle -> request, for requests the core holds
+        self.unscheduled: set[int] = set()  # handles admitted but never scheduled yet (their queue time runs)
+        self.new_requests: list[NewRequest] = []
+        self.finished_slots: list[int] = []
         self.in_flight: ExecuteBatch | None = None
+        self.in_flight_stats: _core.StepStats | None = None
         self.aborted_in_flight = False
         self.step = 0
-        self.num_preemptions = 0
         self.num_aborted = 0
-        self.handles(AddRequest, self.on_add)
+        self.handles(PreparedRequest, self.on_add)
         self.handles(AbortRequest, self.on_abort)
         self.handles(BatchResult, self.on_result)
 
-    def connect(self, runner: Actor, detokenizer: Actor) -> None:
+    def connect(self, runner: Actor, detokenizer: Actor, router: Actor) -> None:
         self.runner = runner
         self.detokenizer = detokenizer
+        self.router = router
 
-    def on_add(self, request: AddRequest) -> None:
-        params = _core.RequestParams(
-            max_tokens=request.max_tokens,
-            min_tokens=min(request.params.min_tokens, request.max_tokens),
-            eos_token_ids=list(request.eos_token_ids),
-            stop_token_ids=list(request.params.stop_token_ids),
-            ignore_eos=request.params.ignore_eos,
-            priority=request.priority,
-            arrival_time=request.arrival_time,
-            cache_salt=request.cache_salt,
-            # Prompt logprobs need every prompt position computed, so no cached prefix is read.
-            skip_prefix_cache=request.params.prompt_logprobs is not None,
-        )
+    def on_add(self, prepared: PreparedRequest) -> None:
+        request_id = prepared.request_id
         try:
-            handle = self.core.add_request(request.request_id, request.prompt_token_ids, params)
+            handle = self.core.add_request(request_id, prepared.prompt_token_ids, core_request_params(prepared))
         except ValueError as e:
-            self.detokenizer.send(RequestFailed(request.request_id, ErrorInfo.of(InvalidRequestError(str(e)))))
+            self.detokenizer.send(RequestFailed(request_id, ErrorInfo.of(InvalidRequestError(str(e)))))
             return
-        self.request_ids[handle] = request.request_id
-        self.new_requests.append(
-            NewRequestData(handle, request.params, request.prompt_token_ids, request.eos_token_ids)
-        )
-        self.detokenizer.send(RequestAccepted(request.request_id))
+        slot = self.core.request_state(request_id).slot
+        self.requests[handle] = _Admitted(request_id, slot)
+        self.unscheduled.add(handle)
+        self.new_requests.append(NewRequest(handle, slot, prepared))
+        self.detokenizer.send(RequestAccepted(request_id))
 
     def on_abort(self, abort: AbortRequest) -> None:
         try:
             handle = self.core.abort(abort.request_id)
         except _core.UnknownRequestError:
             return  # already finished, failed or aborted
-        del self.request_ids[handle]
-        self.finished_handles.append(handle)
+        self._forget(handle)
         self.num_aborted += 1
         self.aborted_in_flight |= self.in_flight is not None
         self.detokenizer.send(RequestsAborted([abort.request_id]))
 
-    def on_result(self, result: BatchResult) -> None:
-        deltas = self.apply_result(result)
-        self.start_step()
-        if deltas is not None:
-            self.detokenizer.send(deltas)
+    def _forget(self, handle: int) -> str:
+        admitted = self.requests.pop(handle)
+        self.unscheduled.discard(handle)
+        self.finished_slots.append(admitted.slot)
+        return admitted.request_id
 
-    def apply_result(self, result: BatchResult) -> TokenDeltas | None:
-        """Applies a step's sampled tokens; returns the deltas for the detokenizer (None if no row sampled)."""
-        batch = self.in_flight
-        self.in_flight = None
+    def on_result(self, result: BatchResult) -> None:
+        outputs = self.apply_result(result)
+        self.start_step()
+        for message in outputs:
+            self.detokenizer.send(message)
+
+    def apply_result(self, result: BatchResult) -> list[object]:
+        """Applies a step's output rows; returns the messages for the detokenizer."""
+        batch, core_stats = self.in_flight, self.in_flight_stats
+        self.in_flight = self.in_flight_stats = None
+        now = time.monotonic()
+        messages: list[object] = []
         for chunk in result.prompt_logprobs:
-            request_id = self.request_ids.get(chunk.handle)
-            if request_id is not None:
-                self.detokenizer.send(PromptLogprobs(request_id, chunk.first_position, chunk.logprobs))
+            admitted = self.requests.get(chunk.handle)
+            if admitted is not None:
+                messages.append(PromptLogprobs(admitted.request_id, chunk.first_position, chunk.logprobs))
         update = self.core.update(result.sampled_token_ids)
+        messages.extend(self._pooled_outputs(result, update.pooled_handles, now))
         handles = update.handles
         logprobs = result.logprobs
         if logprobs is not None and self.aborted_in_flight:
             # Aborts removed rows from the update: keep the logprob rows of the requests still there.
             logprobs = logprobs.take(np.flatnonzero(np.isin(batch.sample_handles, handles)))
         self.aborted_in_flight = False
-        request_ids = [self.request_ids[h] for h in handles.tolist()]
+        request_ids = [self.requests[h].request_id for h in handles.tolist()]
         finished = np.flatnonzero(update.finish_reasons)
         for h in handles[finished].tolist():
-            del self.request_ids[h]
-            self.finished_handles.append(h)
-        if not request_ids:
-            return None
-        return TokenDeltas(
-            request_ids=request_ids,
-            token_ids=update.token_ids,
-            finish_reasons=update.finish_reasons,
-            stop_reasons=update.stop_reasons,
-            num_cached_tokens=update.num_cached_tokens,
-            logprobs=logprobs,
+            self._forget(h)
+        if request_ids:
+            messages.append(
+                TokenDeltas(
+                    request_ids=request_ids,
+                    token_ids=update.token_ids,
+                    finish_reasons=update.finish_reasons,
+                    stop_reasons=update.stop_reasons,
+                    num_cached_tokens=update.num_cached_tokens,
+                    logprobs=logprobs,
+                    time=now,
+                )
+            )
+        self.router.send(self._step_stats(batch.step, now, core_stats, len(handles), len(finished), update))
+        return messages
+
+    def _pooled_outputs(self, result: BatchResult, pooled_handles: np.ndarray, now: float) -> list[PooledOutputs]:
+        if len(pooled_handles) == 0:
+            return []
+        values = dict(zip(result.pooled.handles.tolist(), result.pooled.values))
+        handles = pooled_handles.tolist()
+        request_ids = [self._forget(h) for h in handles]
+        return [PooledOutputs(request_ids, tuple(values[h] for h in handles), now)]
+
+    @staticmethod
+    def _step_stats(
+        step: int, now: float, core: _core.StepStats, num_sampled: int, num_finished: int, update: _core.UpdateOutput
+    ) -> StepStats:
+        num_pooled = len(update.pooled_handles)
+        return StepStats(
+            step=step,
+            time=now,
+            num_running=core.num_running,
+            num_waiting=core.num_waiting,
+            num_used_blocks=core.num_used_blocks,
+            num_free_blocks=core.num_free_blocks,
+            num_total_blocks=core.num_total_blocks,
+            prefix_cache_queries=core.prefix_cache_queries,
+            prefix_cache_hits=core.prefix_cache_hits,
+            num_preemptions=core.num_preemptions,
+            num_scheduled_tokens=core.num_scheduled_tokens,
+            num_scheduled_reqs=core.num_scheduled_reqs,
+            num_encoder_tokens=core.num_encoder_tokens,
+            num_generated_tokens=num_sampled,
+            num_finished=num_finished + num_pooled,
+            num_pooled=num_pooled,
         )
 
     async def after_burst(self) -> None:
@@ -137,10 +185,13 @@ class SchedulerActor(Actor):
             # Admission checks guarantee a lone request fits; an empty step here would hang every request.
             raise RuntimeError(f"no progress with {self.core.num_waiting} requests waiting and none running")
         self.step += 1
-        self.num_preemptions += len(out.preempted_handles)
+        if self.unscheduled:
+            self._report_first_scheduled(out.req_handles)
+        self.in_flight_stats = out.stats
         self.in_flight = ExecuteBatch(
             step=self.step,
             req_handles=out.req_handles,
+            req_slots=out.req_slots,
             input_ids=out.input_ids,
             positions=out.positions,
             slot_mapping=out.slot_mapping,
@@ -149,11 +200,27 @@ class SchedulerActor(Actor):
             seq_lens=out.seq_lens,
             logits_indices=out.logits_indices,
             sample_handles=out.sample_handles,
+            sample_slots=out.sample_slots,
+            pool_handles=out.pool_handles,
+            pool_req_indices=out.pool_req_indices,
+            pool_slots=out.pool_slots,
+            encoder_handles=out.encoder_handles,
+            encoder_req_indices=out.encoder_req_indices,
+            cross_block_tables=out.cross_block_tables,
+            cross_seq_lens=out.cross_seq_lens,
+            cross_slot_mapping=out.cross_slot_mapping,
             max_query_len=out.max_query_len,
             max_seq_len=out.max_seq_len,
             new_requests=tuple(self.new_requests),
-            finished_handles=tuple(self.finished_handles),
+            finished_slots=tuple(self.finished_slots),
         )
         self.new_requests.clear()
-        self.finished_handles.clear()
+        self.finished_slots.clear()
         self.runner.send(self.in_flight)
+
+    def _report_first_scheduled(self, req_handles: np.ndarray) -> None:
+        first = [h for h in req_handles[np.isin(req_handles, list(self.unscheduled))].tolist()]
+        if first:
+            self.unscheduled.difference_update(first)
+            ids = [self.requests[h].request_id for h in first]
+            self.detokenizer.send(RequestsScheduled(ids, time.monotonic()))

@@ -1,14 +1,23 @@
-"""TokenizerActor: text -> token ids, validation against the model's limits, then hand-off.
+"""TokenizerActor: an EngineRequest -> a PreparedRequest (token ids, validated against the model's limits).
 
 It also forwards aborts, so an abort always reaches the scheduler after the request it cancels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from kvserve.actors.base import Actor
 from kvserve.errors import ErrorInfo, InvalidRequestError
-from kvserve.messages import AbortRequest, AddRequest, RegisterRequest, RequestFailed, TokenizeRequest
+from kvserve.messages import AbortRequest, RequestFailed
+from kvserve.request import EngineRequest, PreparedRequest, TaskKind
 from kvserve.tokenizer import Tokenizer
+
+_TASK_NAMES = {
+    TaskKind.GENERATE: "generation",
+    TaskKind.PREFILL_ONLY: "pooling (prefill-only) requests",
+    TaskKind.ENCODER_DECODER: "encoder-decoder requests",
+}
 
 
 class TokenizerActor(Actor):
@@ -20,6 +29,7 @@ class TokenizerActor(Actor):
         max_model_len: int,
         vocab_size: int,
         eos_token_ids: tuple[int, ...],
+        supported_tasks: Collection[TaskKind],
         scheduler: Actor,
         detokenizer: Actor,
     ) -> None:
@@ -28,51 +38,56 @@ class TokenizerActor(Actor):
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self.eos_token_ids = eos_token_ids
+        self.supported_tasks = frozenset(supported_tasks)
         self.scheduler = scheduler
         self.detokenizer = detokenizer
-        self.handles(TokenizeRequest, self.on_tokenize)
+        self.handles(EngineRequest, self.on_request)
         self.handles(AbortRequest, self.scheduler.send)
 
-    def on_tokenize(self, request: TokenizeRequest) -> None:
+    def on_request(self, request: EngineRequest) -> None:
         try:
-            token_ids = self._prompt_token_ids(request)
-            max_tokens = self._max_tokens(request, len(token_ids))
+            prepared = self.prepare(request)
         except InvalidRequestError as e:
             self.detokenizer.send(RequestFailed(request.request_id, ErrorInfo.of(e)))
             return
-        self.detokenizer.send(RegisterRequest(request.request_id, token_ids, request.params))
-        self.scheduler.send(
-            AddRequest(
-                request_id=request.request_id,
-                prompt_token_ids=token_ids,
-                params=request.params,
-                max_tokens=max_tokens,
-                eos_token_ids=self.eos_token_ids,
-                arrival_time=request.arrival_time,
-                priority=request.priority,
-                cache_salt=request.cache_salt or "",
-            )
-        )
+        self.detokenizer.send(prepared)  # registers the request's text state before its first token
+        self.scheduler.send(prepared)
 
-    def _prompt_token_ids(self, request: TokenizeRequest) -> list[int]:
-        if request.prompt_token_ids is not None:
-            token_ids = list(request.prompt_token_ids)
+    def prepare(self, request: EngineRequest) -> PreparedRequest:
+        if request.task not in self.supported_tasks:
+            raise InvalidRequestError(f"This model does not support {_TASK_NAMES[request.task]}.", "model")
+        token_ids = self._prompt_token_ids(request)
+        if request.sampling is None:
+            if len(token_ids) > self.max_model_len:
+                raise InvalidRequestError(
+                    f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                    f"{len(token_ids)} tokens in the input. Please reduce the length of the input.",
+                    "input",
+                )
+            max_tokens = 0
+        else:
+            max_tokens = self._max_tokens(request, len(token_ids))
+        return PreparedRequest(request, token_ids, max_tokens, self.eos_token_ids)
+
+    def _prompt_token_ids(self, request: EngineRequest) -> list[int]:
+        if isinstance(request.prompt, str):
+            token_ids = self.tokenizer.encode(request.prompt, request.add_special_tokens)
+        else:
+            token_ids = list(request.prompt)
             bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
             if bad:
                 raise InvalidRequestError(
                     f"Token id(s) {bad[:10]} out of vocabulary (vocabulary size {self.vocab_size})", "prompt"
                 )
-        else:
-            token_ids = self.tokenizer.encode(request.prompt or "", request.add_special_tokens)
         if not token_ids:
             raise InvalidRequestError("The prompt is empty: it must contain at least one token.", "prompt")
         return self._truncate(request, token_ids)
 
-    def _truncate(self, request: TokenizeRequest, token_ids: list[int]) -> list[int]:
-        keep = request.truncate_prompt_tokens
-        if keep is None:
+    def _truncate(self, request: EngineRequest, token_ids: list[int]) -> list[int]:
+        if request.truncation is None:
             return token_ids
-        max_input = self.max_model_len - (request.params.max_tokens or 1)
+        keep = request.truncation.keep
+        max_input = self.max_model_len - ((request.sampling.max_tokens or 1) if request.sampling else 0)
         if keep < 0:
             keep = max_input
         elif keep > max_input:
@@ -85,11 +100,11 @@ class TokenizerActor(Actor):
             return token_ids
         if keep == 0:
             raise InvalidRequestError("truncate_prompt_tokens=0 leaves an empty prompt.", "truncate_prompt_tokens")
-        return token_ids[-keep:] if request.truncation_side == "left" else token_ids[:keep]
+        return token_ids[-keep:] if request.truncation.side == "left" else token_ids[:keep]
 
-    def _max_tokens(self, request: TokenizeRequest, num_prompt_tokens: int) -> int:
+    def _max_tokens(self, request: EngineRequest, num_prompt_tokens: int) -> int:
         """vLLM's checks: the prompt plus the requested output must fit the context."""
-        asked = request.params.max_tokens
+        asked = request.sampling.max_tokens
         limit = self.max_model_len
         if asked is not None and asked > limit:
             raise InvalidRequestError(

@@ -21,14 +21,14 @@ from kvserve.actors.runner import RunnerActor, runner_thread
 from kvserve.actors.scheduler import SchedulerActor
 from kvserve.actors.tokenizer import TokenizerActor
 from kvserve.config import EngineConfig
-from kvserve.engine.output_router import OutputRouter
+from kvserve.engine.output_router import OutputRouter, StatsListener
 from kvserve.errors import EngineDeadError, ErrorInfo
-from kvserve.messages import AbortRequest, TokenizeRequest
+from kvserve.messages import AbortRequest
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
 from kvserve.model.runner import ModelRunner
 from kvserve.outputs import RequestOutput
-from kvserve.sampling_params import SamplingParams
+from kvserve.request import EngineRequest
 from kvserve.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,16 @@ class AsyncEngine:
         self.scheduler = SchedulerActor(scheduler_config)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
         self.runner = RunnerActor(runner, thread, self.scheduler)
-        self.scheduler.connect(self.runner, self.detokenizer)
+        self.scheduler.connect(self.runner, self.detokenizer, self.router)
+        self.supported_tasks = runner.supported_tasks
         self.tokenizer_actor = TokenizerActor(
-            tokenizer, max_model_len, model_config.vocab_size, self.eos_token_ids, self.scheduler, self.detokenizer
+            tokenizer,
+            max_model_len,
+            model_config.vocab_size,
+            self.eos_token_ids,
+            self.supported_tasks,
+            self.scheduler,
+            self.detokenizer,
         )
         self.actors: list[Actor] = [self.tokenizer_actor, self.scheduler, self.runner, self.detokenizer, self.router]
         self.dead: EngineDeadError | None = None
@@ -137,45 +144,29 @@ class AsyncEngine:
         return engine
 
     # -- requests -------------------------------------------------------------------------------------
-    async def generate(
-        self,
-        prompt: str | list[int],
-        params: SamplingParams,
-        request_id: str,
-        *,
-        priority: int = 0,
-        cache_salt: str | None = None,
-        add_special_tokens: bool = True,
-        truncate_prompt_tokens: int | None = None,
-        truncation_side: str = "left",
-    ) -> AsyncIterator[RequestOutput]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[RequestOutput]:
         """Streams the request's outputs (deltas). The first output carries no tokens: it says the request
         passed validation and was admitted (errors before that are raised instead). Leaving the iteration
-        early aborts the request."""
+        early aborts the request. A prefill-only request's last output carries its pooled row."""
         self._check_alive()
-        stream = self.router.open(request_id)
-        text, token_ids = (prompt, None) if isinstance(prompt, str) else (None, list(prompt))
-        self.tokenizer_actor.send(
-            TokenizeRequest(
-                request_id=request_id,
-                prompt=text,
-                prompt_token_ids=token_ids,
-                params=params,
-                arrival_time=time.time(),
-                priority=priority,
-                cache_salt=cache_salt,
-                add_special_tokens=add_special_tokens,
-                truncate_prompt_tokens=truncate_prompt_tokens,
-                truncation_side=truncation_side,
-            )
-        )
+        stream = self.router.open(request.request_id)
+        self.tokenizer_actor.send(request)
         try:
             async for output in stream:
                 yield output
         finally:
-            self.router.close(request_id)
+            self.router.close(request.request_id)
             if not stream.finished:
-                self.abort(request_id)
+                self.abort(request.request_id)
+
+    async def encode(self, request: EngineRequest) -> RequestOutput:
+        """A prefill-only request's whole output (with its pooled row)."""
+        if request.pooling is None:
+            raise ValueError("encode() takes a request with pooling parameters")
+        accepted, *later = [output async for output in self.generate(request)]
+        for output in later:
+            accepted.merge(output)
+        return accepted
 
     def abort(self, request_id: str) -> None:
         """Stops a request and frees its KV blocks; unknown or finished ids are ignored."""
@@ -186,6 +177,10 @@ class AsyncEngine:
     def _check_alive(self) -> None:
         if self.dead is not None:
             raise self.dead
+
+    def add_stats_listener(self, listener: StatsListener) -> None:
+        """Calls `listener` with each executed step's StepStats, on the event loop."""
+        self.router.stats_listeners.append(listener)
 
     @property
     def is_healthy(self) -> bool:

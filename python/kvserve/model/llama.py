@@ -8,6 +8,7 @@ layer runs four matmuls; attention reads and writes the paged KV cache through k
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ from kvserve.model.forward_context import ForwardContext
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.rope import RotaryEmbedding
 from kvserve.model.weights import WeightAssembler
+from kvserve.request import PoolingType, TaskKind
 
 
 def _param(*shape: int) -> nn.Parameter:
@@ -91,6 +93,12 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaForCausalLM(nn.Module):
+    # Generation, and prefill-only rows: embeddings from the final hidden states, or the next-token
+    # distribution (generative scoring). A decoder's last position is the one that has seen the whole prompt.
+    supported_tasks: ClassVar[frozenset[TaskKind]] = frozenset({TaskKind.GENERATE, TaskKind.PREFILL_ONLY})
+    pooling_kinds: ClassVar[frozenset[str]] = frozenset({"embed", "next_token"})
+    default_pooling: ClassVar[PoolingType] = "last"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from kvserve.messages import ExecuteBatch, PromptLogprobsChunk, SampleLogprobs
+from kvserve.messages import ExecuteBatch, PromptLogprobsChunk
+from kvserve.model.logprobs import LogprobsTensors, rank_logprobs
 
 # Rows of logits materialised at once: bounds memory to ROWS x vocab floats for long prompts.
 _ROWS_PER_PASS = 256
@@ -27,14 +27,16 @@ class _Request:
 
 
 class PromptLogprobsTracker:
+    """Keyed by persistent-batch slot."""
+
     def __init__(self) -> None:
         self.requests: dict[int, _Request] = {}
 
-    def add(self, handle: int, num_top: int, prompt_token_ids: list[int]) -> None:
-        self.requests[handle] = _Request(num_top, prompt_token_ids)
+    def add(self, slot: int, num_top: int, prompt_token_ids: list[int]) -> None:
+        self.requests[slot] = _Request(num_top, prompt_token_ids)
 
-    def remove(self, handle: int) -> None:
-        self.requests.pop(handle, None)
+    def remove(self, slot: int) -> None:
+        self.requests.pop(slot, None)
 
     def compute(
         self, batch: ExecuteBatch, hidden: torch.Tensor, compute_logits: Callable[[torch.Tensor], torch.Tensor]
@@ -43,8 +45,9 @@ class PromptLogprobsTracker:
             return ()
         chunks = []
         starts = batch.query_start_loc
-        for r, handle in enumerate(batch.req_handles.tolist()):
-            request = self.requests.get(handle)
+        # A loop over the scheduled requests, run only while some request wants prompt logprobs (see above).
+        for r, slot in enumerate(batch.req_slots.tolist()):
+            request = self.requests.get(slot)
             if request is None:
                 continue
             num_prompt = len(request.prompt_token_ids)
@@ -56,14 +59,11 @@ class PromptLogprobsTracker:
                 continue
             rows = torch.arange(int(starts[r]) + first - context, int(starts[r]) + end - context, device=hidden.device)
             targets = torch.tensor(request.prompt_token_ids[first + 1 : end + 1], device=hidden.device)
-            chunks.append(
-                PromptLogprobsChunk(
-                    handle, first + 1, _logprobs(hidden, rows, targets, request.num_top, compute_logits)
-                )
-            )
+            logprobs = _logprobs(hidden, rows, targets, request.num_top, compute_logits)
+            chunks.append(PromptLogprobsChunk(int(batch.req_handles[r]), first + 1, logprobs.to_numpy()))
             request.num_done = end
             if end == num_prompt - 1:
-                del self.requests[handle]
+                del self.requests[slot]
         return tuple(chunks)
 
 
@@ -73,19 +73,9 @@ def _logprobs(
     targets: torch.Tensor,
     num_top: int,
     compute_logits: Callable[[torch.Tensor], torch.Tensor],
-) -> SampleLogprobs:
-    token_ids, values, ranks = [], [], []
-    for start in range(0, len(rows), _ROWS_PER_PASS):
-        part = slice(start, start + _ROWS_PER_PASS)
-        logprobs = torch.log_softmax(compute_logits(hidden[rows[part]]), dim=-1)
-        target = targets[part].unsqueeze(1)
-        target_logprob = logprobs.gather(1, target)
-        top_values, top_ids = logprobs.topk(num_top, dim=-1)
-        token_ids.append(torch.cat([target, top_ids], dim=1))
-        values.append(torch.cat([target_logprob, top_values], dim=1))
-        ranks.append((logprobs > target_logprob).sum(dim=1) + 1)
-    return SampleLogprobs(
-        torch.cat(token_ids).cpu().numpy().astype(np.int64),
-        torch.cat(values).cpu().numpy(),
-        torch.cat(ranks).cpu().numpy(),
-    )
+) -> LogprobsTensors:
+    parts = [
+        rank_logprobs(compute_logits(hidden[rows[part]]), targets[part], num_top)
+        for part in (slice(start, start + _ROWS_PER_PASS) for start in range(0, len(rows), _ROWS_PER_PASS))
+    ]
+    return LogprobsTensors.cat(parts)

@@ -16,7 +16,7 @@ results by an ulp, which can flip a greedy token.
 
 Cost model: every type except `dynamic` depends only on the position, so cos/sin come from a table built once
 (grown when a larger position appears) and `cos_sin` is a gather. Call it once per step and hand its result to
-`apply` in every layer.
+`ops.rotary_embedding` (the rotation itself lives in ops, which never imports the model) in every layer.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from kvserve.ops import reference
 
 SUPPORTED_ROPE_TYPES: tuple[str, ...] = ("default", "linear", "dynamic", "yarn", "llama3")
 
@@ -283,28 +285,6 @@ def _cos_sin_rows(
     return angles.cos() * attention_scaling, angles.sin() * attention_scaling
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, num_heads, head_dim]; cos, sin: [T, 1, rotary_dim // 2] in x's dtype."""
-    half = cos.shape[-1]
-    rotary_dim = 2 * half
-    if x.shape[-1] < rotary_dim:
-        raise ValueError(f"head_dim {x.shape[-1]} is smaller than rotary_dim {rotary_dim}")
-    x1 = x[..., :half]
-    x2 = x[..., half:rotary_dim]
-    out = torch.empty_like(x)
-    out1 = out[..., :half]
-    out2 = out[..., half:rotary_dim]
-    # Separate roundings in x's dtype, as transformers' `x * cos + rotate_half(x) * sin`: its rotate_half negates
-    # x2 (exact), and a + (-b) rounds like a - b. addcmul could fuse the multiply-add and round differently.
-    torch.mul(x1, cos, out=out1)
-    out1.sub_(x2 * sin)
-    torch.mul(x2, cos, out=out2)
-    out2.add_(x1 * sin)
-    if rotary_dim < x.shape[-1]:
-        out[..., rotary_dim:] = x[..., rotary_dim:]
-    return out
-
-
 class RotaryEmbedding:
     """Rotates query and key of a flattened batch; tokens of different requests may be mixed in any order."""
 
@@ -325,7 +305,7 @@ class RotaryEmbedding:
     def cos_sin(
         self, positions: torch.Tensor, seq_lens: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin [T, rotary_dim // 2] in dtype, attention scaling included, for `apply`.
+        """cos and sin [T, rotary_dim // 2] in dtype, attention scaling included, for `ops.rotary_embedding`.
 
         positions: [T] int32/int64, each token's absolute position. seq_lens: [T], the length of each token's
         request up to and including this step's last token of it (its largest position + 1); only `dynamic`
@@ -381,16 +361,6 @@ class RotaryEmbedding:
             inv_freq = _dynamic_ntk_inv_freq(self.params, seq_len_tensor, self.device)
             cos[rows], sin[rows] = _cos_sin_rows(positions[rows], inv_freq, self._attention_scaling)
 
-    @staticmethod
-    def apply(
-        query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated copies of query [T, num_heads, head_dim] and key [T, num_kv_heads, head_dim], in their dtype,
-        by cos and sin from `cos_sin`."""
-        cos = cos.to(query.dtype).unsqueeze(-2)
-        sin = sin.to(query.dtype).unsqueeze(-2)
-        return _rotate(query, cos, sin), _rotate(key, cos, sin)
-
     def __call__(
         self,
         positions: torch.Tensor,
@@ -398,6 +368,7 @@ class RotaryEmbedding:
         key: torch.Tensor,
         seq_lens: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotated (query, key); see `cos_sin` for positions and seq_lens, `apply` for the shapes."""
+        """Rotated (query, key); see `cos_sin` for positions and seq_lens, `ops.reference.rotary_embedding`
+        for the shapes."""
         cos, sin = self.cos_sin(positions, seq_lens)
-        return self.apply(query, key, cos, sin)
+        return reference.rotary_embedding(query, key, cos, sin)

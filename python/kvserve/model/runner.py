@@ -1,7 +1,9 @@
-"""The model runner: owns the model, the paged KV cache and the sampler, and executes one step at a time.
+"""The model runner: owns the model, the paged KV cache, the persistent batch and the logits pipeline, and
+executes one step at a time.
 
 It runs on the runner actor's dedicated thread. Inputs arrive as the scheduler's numpy arrays and go to
-the model's device with one copy each; outputs go back as numpy arrays.
+the model's device with one copy each; outputs go back as numpy arrays. All per-request state is keyed by
+the request's persistent batch slot (`NewRequest.slot`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import numpy as np
 import torch
 
 from kvserve.config import EngineConfig, GiB
-from kvserve.messages import BatchResult, ExecuteBatch, NewRequestData, SampleLogprobs
+from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
 from kvserve.model.forward_context import ForwardContext
+from kvserve.model.input_batch import InputBatch
 from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
-from kvserve.model.logits_processors import LogitsProcessors
+from kvserve.model.logits_pipeline import LogitsPipeline
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
+from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
-from kvserve.model.sampler import Sampler, SamplingMetadata
-from kvserve.sampling_params import SamplingParams
+from kvserve.model.registry import ModelTasks, model_tasks
+from kvserve.request import EngineRequest, TaskKind
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +66,6 @@ class StepInputs:
     ctx: ForwardContext
 
 
-@dataclass(slots=True)
-class _RequestState:
-    params: SamplingParams
-    generator: torch.Generator | None
-
-
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
     """Bytes of one block across all layers: keys and values of block_size tokens."""
     element = torch.tensor([], dtype=dtype).element_size()
@@ -102,10 +100,10 @@ class ModelRunner:
                 for _ in range(c.num_hidden_layers)
             ]
         )
-        self.sampler = Sampler()
-        self.processors = LogitsProcessors(model_config.vocab_size, self.device)
+        self.tasks: ModelTasks = model_tasks(model_config.architecture)
+        self.input_batch = InputBatch(model_config.vocab_size, self.device)
+        self.logits_pipeline = LogitsPipeline()
         self.prompt_logprobs = PromptLogprobsTracker()
-        self.requests: dict[int, _RequestState] = {}
         logger.info(
             "model on %s in %s; KV cache: %d blocks of %d tokens",
             self.device,
@@ -135,20 +133,41 @@ class ModelRunner:
             raise ValueError(f"no room for the KV cache: one block takes {block_bytes} bytes, {int(budget)} available")
         return num_blocks
 
-    # -- per-request state -----------------------------------------------------------------------------
-    def _add_request(self, new: NewRequestData) -> None:
-        generator = None
-        if new.params.seed is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(new.params.seed)
-        self.requests[new.handle] = _RequestState(new.params, generator)
-        self.processors.add(new.handle, new.params, new.prompt_token_ids, new.eos_token_ids)
-        if new.params.prompt_logprobs is not None:
-            self.prompt_logprobs.add(new.handle, new.params.prompt_logprobs, new.prompt_token_ids)
+    # -- what this model serves -------------------------------------------------------------------------
+    @property
+    def supported_tasks(self) -> frozenset[TaskKind]:
+        return self.tasks.tasks
+
+    def check_request(self, request: EngineRequest) -> None:
+        """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
+        reason = self.tasks.unsupported(request)
+        pooling = request.pooling
+        if reason is None and pooling is not None:
+            if pooling.dimensions is not None and pooling.dimensions > self.model_config.hidden_size:
+                reason = (
+                    f"dimensions {pooling.dimensions} exceeds the model's hidden size {self.model_config.hidden_size}"
+                )
+            elif pooling.token_ids is not None and not all(
+                0 <= t < self.model_config.vocab_size for t in pooling.token_ids
+            ):
+                reason = f"token_ids must be in [0, {self.model_config.vocab_size})"
+        if reason is not None:
+            raise ValueError(reason)
+
+    # -- per-request state, by slot ---------------------------------------------------------------------
+    def _add_request(self, new: NewRequest) -> None:
+        prepared = new.prepared
+        self.check_request(prepared.request)
+        self.input_batch.add(new.slot, prepared)
+        params = prepared.request.sampling
+        if params is not None and params.prompt_logprobs is not None:
+            self.prompt_logprobs.add(new.slot, params.prompt_logprobs, prepared.prompt_token_ids)
 
     # -- one step --------------------------------------------------------------------------------------
     # Hot path: execute() is the step; its phases are separate methods so bench_host_overhead.py can time
-    # each. _sampling_metadata is the one per-row Python loop of a step.
+    # each. No per-request Python loop runs over the whole batch: sampling state is a gather from the
+    # persistent batch (InputBatch.step_sampling), and the loops that remain visit only the rows that use a
+    # feature (new and finished requests, seeded rows, processors, prompt logprobs, pooled rows).
     @torch.inference_mode()
     def execute(self, batch: ExecuteBatch) -> BatchResult:
         self.apply_request_changes(batch)
@@ -157,10 +176,10 @@ class ModelRunner:
         return self.sample(batch, hidden)
 
     def apply_request_changes(self, batch: ExecuteBatch) -> None:
-        for handle in batch.finished_handles:
-            self.requests.pop(handle, None)
-            self.processors.remove(handle)
-            self.prompt_logprobs.remove(handle)
+        # Finished first: a new request may take the slot of one that finished since the previous step.
+        for slot in batch.finished_slots:
+            self.input_batch.remove(slot)
+            self.prompt_logprobs.remove(slot)
         for new in batch.new_requests:
             self._add_request(new)
 
@@ -184,46 +203,21 @@ class ModelRunner:
 
     @torch.inference_mode()
     def sample(self, batch: ExecuteBatch, hidden: torch.Tensor) -> BatchResult:
+        """The step's output rows: sampled tokens (with logprobs), prompt-logprob chunks and pooled rows."""
         prompt_chunks = self.prompt_logprobs.compute(batch, hidden, self.model.compute_logits)
-        if len(batch.sample_handles) == 0:
-            return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks)
-        handles = batch.sample_handles.tolist()
+        pooled = None
+        if len(batch.pool_handles):
+            pooled = pool_rows(
+                batch, hidden, self.input_batch.requests, self.tasks.default_pooling, self.model.compute_logits
+            )
+        if len(batch.sample_slots) == 0:
+            return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks, pooled)
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])
-        metadata = self._sampling_metadata(handles, self.device)
-        raw_logits = logits.clone() if metadata.max_num_logprobs >= 0 and self.processors.requests else None
-        if not self.processors.apply(logits, handles):
-            raw_logits = None
-        out = self.sampler(logits, metadata, raw_logits)
-        logprobs = None
-        if out.logprobs is not None:
-            lp = out.logprobs
-            logprobs = SampleLogprobs(lp.token_ids.cpu().numpy(), lp.logprobs.cpu().numpy(), lp.ranks.cpu().numpy())
+        out = self.logits_pipeline(logits, self.input_batch.step_sampling(batch.sample_slots))
         sampled = out.sampled_token_ids.to(torch.int32).cpu().numpy()
-        self.processors.record_sampled(handles, sampled.tolist())
-        return BatchResult(batch.step, sampled, logprobs, prompt_chunks)
+        self.input_batch.record_sampled(batch.sample_slots, sampled)
+        logprobs = None if out.logprobs is None else out.logprobs.to_numpy()
+        return BatchResult(batch.step, sampled, logprobs, prompt_chunks, pooled)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)
-
-    def _sampling_metadata(self, handles: list[int], device: torch.device) -> SamplingMetadata:
-        params = [self.requests[h].params for h in handles]
-        temperature = [p.temperature for p in params]
-        top_k = [p.top_k for p in params]
-        top_p = [p.top_p for p in params]
-        min_p = [p.min_p for p in params]
-        greedy = [p.greedy for p in params]
-        generators = {row: self.requests[h].generator for row, h in enumerate(handles) if self.requests[h].generator}
-        wanted = [p.logprobs for p in params if p.logprobs is not None]
-        return SamplingMetadata(
-            temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
-            top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-            top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
-            min_p=torch.tensor(min_p, dtype=torch.float32, device=device),
-            generators=generators,
-            max_num_logprobs=max(wanted) if wanted else -1,
-            all_greedy=all(greedy),
-            all_random=not any(greedy),
-            no_top_k=all(k <= 0 for k in top_k),
-            no_top_p=all(p >= 1.0 for p in top_p),
-            no_min_p=all(p <= 0.0 for p in min_p),
-        )

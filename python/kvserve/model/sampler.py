@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kvserve.model.logprobs import LogprobsTensors, rank_logprobs
+
 # Shared with SamplingParams.greedy, so the runner's host flags and the per-row test here agree.
 from kvserve.sampling_params import GREEDY_TEMPERATURE
 
@@ -61,13 +63,6 @@ class SamplingMetadata:
 
 
 @dataclass(frozen=True, slots=True)
-class LogprobsTensors:
-    token_ids: torch.Tensor  # [S, 1 + k] int64: column 0 the sampled token, then the top k by logprob
-    logprobs: torch.Tensor  # [S, 1 + k] float32
-    ranks: torch.Tensor  # [S] int64: 1 + number of tokens with a strictly greater logprob than the sampled one
-
-
-@dataclass(frozen=True, slots=True)
 class SamplerOutput:
     sampled_token_ids: torch.Tensor  # [S] int64
     logprobs: LogprobsTensors | None  # None when max_num_logprobs == -1
@@ -100,7 +95,7 @@ class Sampler:
         logprobs = None
         if metadata.max_num_logprobs >= 0:
             source = raw_logits if raw_logits is not None else logits
-            logprobs = _gather_logprobs(source, sampled_token_ids, metadata.max_num_logprobs)
+            logprobs = rank_logprobs(source, sampled_token_ids, metadata.max_num_logprobs)
         return SamplerOutput(sampled_token_ids=sampled_token_ids, logprobs=logprobs)
 
 
@@ -180,16 +175,3 @@ def _exponential_noise(probs: torch.Tensor, generators: dict[int, torch.Generato
         noise[row].exponential_(generator=generator)
     # An exact 0 draw would make a masked token's 0 / 0 = nan, and argmax takes nan as the maximum.
     return noise.clamp_(min=torch.finfo(noise.dtype).tiny)
-
-
-def _gather_logprobs(logits: torch.Tensor, sampled_token_ids: torch.Tensor, num_logprobs: int) -> LogprobsTensors:
-    logprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
-    sampled = sampled_token_ids.unsqueeze(1)
-    sampled_logprobs = logprobs.gather(1, sampled)
-    ranks = (logprobs > sampled_logprobs).sum(dim=-1).add_(1)
-    top_logprobs, top_token_ids = logprobs.topk(num_logprobs, dim=-1)
-    return LogprobsTensors(
-        token_ids=torch.cat((sampled, top_token_ids), dim=1),
-        logprobs=torch.cat((sampled_logprobs, top_logprobs), dim=1),
-        ranks=ranks,
-    )

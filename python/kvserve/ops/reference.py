@@ -36,10 +36,33 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 def rotary_embedding(
     query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT-NeoX-style rotation of query [T, H, D] and key [T, KVH, D] by cos/sin [T, rot_dim / 2]."""
-    from kvserve.model.rope import RotaryEmbedding
+    """GPT-NeoX-style rotation of query [T, H, D] and key [T, KVH, D] by cos/sin [T, rot_dim / 2] (from
+    `RotaryEmbedding.cos_sin`); returns rotated copies in the inputs' dtype."""
+    cos = cos.to(query.dtype).unsqueeze(-2)
+    sin = sin.to(query.dtype).unsqueeze(-2)
+    return _rotate(query, cos, sin), _rotate(key, cos, sin)
 
-    return RotaryEmbedding.apply(query, key, cos, sin)
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [T, num_heads, head_dim]; cos, sin: [T, 1, rotary_dim // 2] in x's dtype."""
+    half = cos.shape[-1]
+    rotary_dim = 2 * half
+    if x.shape[-1] < rotary_dim:
+        raise ValueError(f"head_dim {x.shape[-1]} is smaller than rotary_dim {rotary_dim}")
+    x1 = x[..., :half]
+    x2 = x[..., half:rotary_dim]
+    out = torch.empty_like(x)
+    out1 = out[..., :half]
+    out2 = out[..., half:rotary_dim]
+    # Separate roundings in x's dtype, as transformers' `x * cos + rotate_half(x) * sin`: its rotate_half negates
+    # x2 (exact), and a + (-b) rounds like a - b. addcmul could fuse the multiply-add and round differently.
+    torch.mul(x1, cos, out=out1)
+    out1.sub_(x2 * sin)
+    torch.mul(x2, cos, out=out2)
+    out2.add_(x1 * sin)
+    if rotary_dim < x.shape[-1]:
+        out[..., rotary_dim:] = x[..., rotary_dim:]
+    return out
 
 
 def reshape_and_cache(

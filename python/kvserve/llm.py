@@ -1,0 +1,246 @@
+"""`kvserve.LLM`: offline batch inference in one process, in the shape vLLM users know.
+
+    llm = LLM("path/to/model", max_model_len=2048)
+    for out in llm.generate(["Hello, my name is"], SamplingParams(max_tokens=32, temperature=0)):
+        print(out.outputs[0].text)
+
+The engine runs on its own event loop in a background thread; each call submits every prompt at once (so
+they batch) and returns the results in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from kvserve.config import EngineConfig
+from kvserve.engine import AsyncEngine
+from kvserve.outputs import PositionLogprobs, RequestOutput
+from kvserve.request import EngineRequest, PoolingParams
+from kvserve.sampling_params import SamplingParams
+from kvserve.text.chat_template import ChatTemplate, load_chat_template
+
+T = TypeVar("T")
+Prompt = str | list[int]
+Conversation = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None
+    stop_reason: str | int | None
+    logprobs: list[PositionLogprobs] | None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOutput:
+    """One prompt's result (vLLM's RequestOutput): `outputs[0].text` is the generated text."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    num_cached_tokens: int
+    finished: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingData:
+    embedding: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingOutput:
+    """One prompt's embedding (vLLM's EmbeddingRequestOutput): `outputs.embedding`."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: EmbeddingData
+
+
+class LLM:
+    def __init__(self, model: str | None = None, *, chat_template: str | None = None, **engine_args: Any) -> None:
+        """`model`: a directory, a .gguf file or a Hugging Face repo id (default: the embedded SmolLM2).
+        `engine_args`: EngineConfig's fields (max_model_len, dtype, kv_cache_memory, max_num_seqs, ...)."""
+        if model is None:
+            from kvserve.cli import embedded_model_path
+
+            model = str(embedded_model_path())
+        config = EngineConfig(model=model, **engine_args)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kvserve-llm", daemon=True)
+        self._thread.start()
+        self._engine: AsyncEngine | None = None
+        self._engine = self._run(AsyncEngine.start(config))
+        source = load_chat_template(chat_template) if chat_template else self._engine.tokenizer.chat_template
+        special = self._engine.tokenizer.special_tokens
+        self._chat_template = None if source is None else ChatTemplate(source, special_tokens=special)
+        self._next_id = 0
+
+    # -- the public calls -------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        use_tqdm: bool = True,
+    ) -> list[GenerationOutput]:
+        """Text or token-id prompts; one SamplingParams for all, or one per prompt."""
+        return self._generate(_as_prompt_list(prompts), sampling_params, add_special_tokens=True, use_tqdm=use_tqdm)
+
+    def chat(
+        self,
+        messages: Conversation | Sequence[Conversation],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        chat_template_kwargs: Mapping[str, Any] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[GenerationOutput]:
+        """One conversation (a list of OpenAI-style messages) or several, rendered by the chat template."""
+        conversations = [messages] if messages and isinstance(messages[0], Mapping) else list(messages)
+        template = self._template(chat_template)
+        prompts: list[Prompt] = [
+            template.render(
+                conversation,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                tools=tools,
+                chat_template_kwargs=chat_template_kwargs,
+            )
+            for conversation in conversations
+        ]
+        # The template writes the special tokens itself (as the chat API does).
+        return self._generate(prompts, sampling_params, add_special_tokens=False, use_tqdm=use_tqdm)
+
+    def embed(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        pooling_params: PoolingParams | None = None,
+        *,
+        use_tqdm: bool = True,
+    ) -> list[EmbeddingOutput]:
+        """Pooled hidden states, for models that serve prefill-only requests."""
+        params = pooling_params or PoolingParams(kind="embed")
+        requests = [EngineRequest(self._request_id(), p, pooling=params) for p in _as_prompt_list(prompts)]
+        results = self._run_all([self._engine.encode(r) for r in requests], use_tqdm)
+        return [
+            EmbeddingOutput(r.request_id, r.prompt_token_ids, EmbeddingData(np.asarray(r.pooled).tolist()))
+            for r in results
+        ]
+
+    def shutdown(self) -> None:
+        if self._engine is not None:
+            self._run(self._engine.shutdown())
+            self._engine = None
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def _template(self, override: str | None) -> ChatTemplate:
+        if override is not None:
+            return ChatTemplate(load_chat_template(override), special_tokens=self._engine.tokenizer.special_tokens)
+        if self._chat_template is None:
+            raise ValueError("this model has no chat template; pass chat_template=")
+        return self._chat_template
+
+    def _request_id(self) -> str:
+        self._next_id += 1
+        return f"llm-{self._next_id}"
+
+    def _generate(
+        self,
+        prompts: list[Prompt],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None,
+        *,
+        add_special_tokens: bool,
+        use_tqdm: bool,
+    ) -> list[GenerationOutput]:
+        if sampling_params is None or isinstance(sampling_params, SamplingParams):
+            params = [sampling_params or SamplingParams()] * len(prompts)
+        else:
+            params = list(sampling_params)
+            if len(params) != len(prompts):
+                raise ValueError(f"got {len(params)} sampling params for {len(prompts)} prompts")
+        requests = [
+            EngineRequest(self._request_id(), prompt, sampling=p, add_special_tokens=add_special_tokens)
+            for prompt, p in zip(prompts, params)
+        ]
+        results = self._run_all([self._collect(r) for r in requests], use_tqdm)
+        return [_generation_output(prompt, result) for prompt, result in zip(prompts, results)]
+
+    async def _collect(self, request: EngineRequest) -> RequestOutput:
+        accepted, *later = [output async for output in self._engine.generate(request)]
+        for output in later:
+            accepted.merge(output)
+        return accepted
+
+    def _run_all(self, calls: list[Awaitable[T]], use_tqdm: bool) -> list[T]:
+        """Runs every call at once on the engine's loop; results in input order, a progress bar as they end."""
+        progress = _progress_bar(len(calls)) if use_tqdm else None
+
+        async def tracked(call: Awaitable[T]) -> T:
+            result = await call
+            if progress is not None:
+                progress.update(1)
+            return result
+
+        async def all_calls() -> list[T]:
+            return list(await asyncio.gather(*(tracked(c) for c in calls)))
+
+        try:
+            return self._run(all_calls())
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def _run(self, coroutine: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+
+def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
+    if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+        return [prompts]  # type: ignore[list-item]
+    return list(prompts)  # type: ignore[arg-type]
+
+
+def _generation_output(prompt: Prompt, result: RequestOutput) -> GenerationOutput:
+    completion = CompletionOutput(
+        index=0,
+        text=result.text,
+        token_ids=result.token_ids,
+        finish_reason=result.finish_reason,
+        stop_reason=result.stop_reason,
+        logprobs=result.logprobs,
+    )
+    return GenerationOutput(
+        request_id=result.request_id,
+        prompt=prompt if isinstance(prompt, str) else None,
+        prompt_token_ids=result.prompt_token_ids,
+        outputs=[completion],
+        num_cached_tokens=result.num_cached_tokens,
+    )
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Processed prompts", unit="prompt", dynamic_ncols=True)

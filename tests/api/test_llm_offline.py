@@ -1,0 +1,52 @@
+"""kvserve.LLM (offline, in-process) against the HTTP path and transformers: the same greedy outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvserve import LLM, SamplingParams
+from tests.engine_helpers import hf_greedy
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model_dir):
+    with LLM(str(tiny_model_dir("llama")), kv_cache_memory=64 << 20, max_model_len=256, block_size=8) as offline:
+        yield offline
+
+
+def test_generate_matches_transformers_in_input_order(llm, tiny_model_dir):
+    prompts = [[5, 6, 7, 8], [40, 41], [100, 3, 9, 27, 81]]
+    outputs = llm.generate(prompts, GREEDY, use_tqdm=False)
+    assert [o.prompt_token_ids for o in outputs] == prompts
+    for prompt, output in zip(prompts, outputs):
+        assert output.outputs[0].token_ids == hf_greedy(tiny_model_dir("llama"), prompt, 12)
+        assert output.outputs[0].finish_reason == "length" and output.finished
+
+
+def test_per_prompt_params_and_text_prompts(llm, client):
+    short = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    outputs = llm.generate(["def main():", "import os"], [short, GREEDY], use_tqdm=False)
+    assert [len(o.outputs[0].token_ids) for o in outputs] == [3, 12]
+    assert outputs[0].prompt == "def main():"
+    http = client.completions.create(
+        model="tiny-llama", prompt="import os", max_tokens=12, temperature=0.0, extra_body={"ignore_eos": True}
+    )
+    assert outputs[1].outputs[0].text == http.choices[0].text
+
+
+def test_chat_matches_the_chat_completions_route(llm, client):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    offline = llm.chat(messages, GREEDY, use_tqdm=False)[0].outputs[0]
+    http = client.chat.completions.create(
+        model="tiny-llama", messages=messages, max_tokens=12, temperature=0.0, extra_body={"ignore_eos": True}
+    )
+    assert offline.text == http.choices[0].message.content
+
+
+def test_several_conversations_and_a_bad_count_of_params(llm):
+    conversations = [[{"role": "user", "content": f"Count to {i}"}] for i in range(3)]
+    assert len(llm.chat(conversations, GREEDY, use_tqdm=False)) == 3
+    with pytest.raises(ValueError, match="2 sampling params for 3 prompts"):
+        llm.generate(["a", "b", "c"], [GREEDY, GREEDY], use_tqdm=False)
