@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from quart import current_app
 
 from kvserve.api.settings import ServerSettings
-from kvserve.engine import AsyncEngine
 from kvserve.errors import NotFoundError
+
+if TYPE_CHECKING:  # annotations only: the API modules import (and are tested with fakes) without the engine
+    from kvserve.engine import AsyncEngine
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,31 +6,44 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
+from kvserve.api.openai.protocol_base import (
+    ConversationFields,
+    GenerationRequest,
+    ResponseModel,
+    UsageInfo,
+    random_id,
+)
 
 
-class ChatCompletionRequest(GenerationRequest):
+class ChatCompletionRequest(GenerationRequest, ConversationFields):
     messages: list[dict[str, Any]]
     logprobs: bool | None = False
     top_logprobs: int | None = 0
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
     n: int | None = 1
-    tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = "none"
     echo: bool = False
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
-    add_special_tokens: bool = False
-    documents: list[dict[str, str]] | None = None
-    chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
+    add_special_tokens: bool = False  # the chat template writes the special tokens
+
+
+class FunctionCall(ResponseModel):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(ResponseModel):
+    id: str = Field(default_factory=lambda: f"chatcmpl-tool-{random_id()}")
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class ChatMessage(ResponseModel):
     role: str
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    reasoning: str | None = None
 
 
 class ChatCompletionLogProb(ResponseModel):
@@ -71,9 +84,25 @@ class ChatCompletionResponse(ResponseModel):
     prompt_token_ids: list[int] | None = None
 
 
+class DeltaFunctionCall(ResponseModel):
+    name: str | None = None  # in the first delta of a call
+    arguments: str | None = None  # the next piece of the JSON text
+
+
+class DeltaToolCall(ResponseModel):
+    index: int  # which call of the message this piece belongs to
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class DeltaMessage(ResponseModel):
+    """Streamed with exclude_unset: a delta shows only the fields set on it."""
+
     role: str | None = None
     content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] = Field(default_factory=list)
 
 
 class ChatCompletionResponseStreamChoice(ResponseModel):

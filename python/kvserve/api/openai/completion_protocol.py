@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
+from kvserve.sampling_params import DEFAULT_MAX_TOKENS
 
 TokenId = Annotated[int, Field(ge=0)]
 
@@ -15,10 +16,9 @@ class CompletionRequest(GenerationRequest):
     prompt: list[TokenId] | list[list[TokenId]] | str | list[str] | None = None
     echo: bool | None = False
     logprobs: int | None = None
-    max_tokens: int | None = 16
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
     n: int = 1
     suffix: str | None = None
-    add_special_tokens: bool = True
 
 
 class CompletionLogProbs(ResponseModel):

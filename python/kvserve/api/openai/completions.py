@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
+from kvserve.api.frontend.generations import open_all
+from kvserve.api.frontend.sampling import per_choice_params, sampling_params
+from kvserve.api.frontend.validation import require
 from kvserve.api.json_body import parse_json_body
 from kvserve.api.openai.completion_protocol import (
+    CompletionLogProbs,
     CompletionRequest,
     CompletionResponse,
     CompletionResponseChoice,
@@ -16,14 +20,16 @@ from kvserve.api.openai.completion_protocol import (
     CompletionStreamResponse,
 )
 from kvserve.api.openai.logprobs import completion_logprobs
-from kvserve.api.openai.request_options import RequestOptions, request_options
-from kvserve.api.openai.sampling import CommonFields, per_choice_params, require, sampling_params
+from kvserve.api.openai.protocol_base import UsageInfo
+from kvserve.api.openai.request_options import RequestOptions, engine_requests, request_options
+from kvserve.api.openai.sampling import sampling_fields
+from kvserve.api.openai.shaper import ShaperBase
 from kvserve.api.openai.stream_chunks import completion_text_event
-from kvserve.api.openai.streams import Generation, ShaperBase, merge, open_all, respond, start_generations
 from kvserve.api.openai.usage import usage
-from kvserve.api.sse import DONE, sse_event
+from kvserve.api.sse import sse_event
 from kvserve.errors import InvalidRequestError
 from kvserve.outputs import RequestOutput
+from kvserve.sampling_params import DEFAULT_MAX_TOKENS
 
 MAX_PROMPTS = 128
 
@@ -49,32 +55,33 @@ def prompts_of(prompt: object) -> list[str | list[int]]:
 async def create_completion() -> Response:
     body = await parse_json_body(CompletionRequest)
     ctx = ServingContext.current()
-    engine = ctx.engine
     model = ctx.model_name(body.model)
     require(body.suffix is None, "suffix is not currently supported", "suffix")
     prompts = prompts_of(body.prompt)
     options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="cmpl")
-    max_tokens = 16 if body.max_tokens is None else body.max_tokens
+    max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
     echo_only = bool(body.echo) and max_tokens == 0
     require(max_tokens >= 1 or echo_only, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
     logprobs = body.logprobs
-    fields = CommonFields(
+    fields = sampling_fields(
+        body,
         n=body.n,
         max_tokens=1 if echo_only else max_tokens,
         logprobs=logprobs,
         # Echo with logprobs reports the prompt's logprobs too.
         prompt_logprobs=body.prompt_logprobs if body.prompt_logprobs is not None else (logprobs if body.echo else None),
-        seed=body.seed,
     )
-    params = sampling_params(body, fields, ctx)
-    generations = start_generations(engine, body, prompts, per_choice_params(params, body.n), options.request_id)
-    accepted = await open_all(generations)
+    params = sampling_params(fields, ctx)
+    requests = engine_requests(body, options, prompts, per_choice_params(params, body.n))
+    generations, accepted = await open_all(ctx.engine, requests)
     shaper = _Completion(body, options, model, prompts, accepted, echo_only, ctx)
-    return await respond(shaper, generations, accepted, bool(body.stream))
+    return await shaper.respond(generations, bool(body.stream))
 
 
 class _Completion(ShaperBase):
     """Shapes one completion request's outputs: choice index = prompt index * n + sample index."""
+
+    body: CompletionRequest
 
     def __init__(
         self,
@@ -94,10 +101,16 @@ class _Completion(ShaperBase):
             for i, p in enumerate(prompts)
         ]
 
+    @property
+    def logprobs_requested(self) -> bool:
+        return self.body.logprobs is not None
+
     def _prompt_text(self, index: int) -> str:
         return self.prompt_texts[index // self.body.n]
 
-    def _logprobs(self, index: int, output: RequestOutput, text_offset: int, with_prompt: bool):
+    def _logprobs(
+        self, index: int, output: RequestOutput, text_offset: int, with_prompt: bool
+    ) -> CompletionLogProbs | None:
         if self.body.logprobs is None:
             return None
         positions = list(output.prompt_logprobs or []) if with_prompt else []
@@ -105,11 +118,15 @@ class _Completion(ShaperBase):
             positions += output.logprobs or []
         return completion_logprobs(positions, self.body.logprobs, text_offset, self.as_token_ids)
 
-    def _text(self, index: int, output: RequestOutput, first: bool) -> str:
+    def delta_text(self, index: int, output: RequestOutput, first: bool) -> str:
         prefix = self._prompt_text(index) if self.body.echo and first else ""
         return prefix + ("" if self.echo_only else output.text)
 
-    def _usage(self, results: list[RequestOutput]):
+    def worth_sending(self, text: str, output: RequestOutput, first: bool) -> bool:
+        # A choice's first chunk is always sent: it carries the echoed prompt and prompt_token_ids.
+        return first or super().worth_sending(text, output, first)
+
+    def usage_of(self, results: list[RequestOutput]) -> UsageInfo:
         prompt_tokens = sum(r.num_prompt_tokens for r in results[:: self.body.n])
         completion_tokens = sum(0 if self.echo_only else r.num_output_tokens for r in results)
         cached = sum(r.num_cached_tokens for r in results[:: self.body.n])
@@ -121,7 +138,7 @@ class _Completion(ShaperBase):
             choices.append(
                 CompletionResponseChoice(
                     index=index,
-                    text=self._text(index, result, first=True),
+                    text=self.delta_text(index, result, first=True),
                     logprobs=self._logprobs(index, result, 0, with_prompt=bool(self.body.echo)),
                     finish_reason="length" if self.echo_only else result.finish_reason,
                     stop_reason=None if self.echo_only else result.stop_reason,
@@ -135,54 +152,29 @@ class _Completion(ShaperBase):
             created=self.created,
             model=self.model,
             choices=choices,
-            usage=self._usage(results),
+            usage=self.usage_of(results),
             system_fingerprint=self.fingerprint,
         )
 
-    async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
-        sent_text = [0] * len(generations)
-        num_tokens = [0] * len(generations)
-        started = [False] * len(generations)
-        results = self.accepted
-        async for index, output in merge(generations):
-            results[index].merge(output)
-            first = not started[index]
-            started[index] = True
-            text = self._text(index, output, first)
-            if not text and not output.token_ids and not output.finished and not first:
-                continue
-            num_tokens[index] = output.num_output_tokens
-            plain = self.body.logprobs is None and not self.body.return_token_ids and not self.options.continuous_usage
-            if plain and not first and not output.finished:
-                sent_text[index] += len(text)
-                yield completion_text_event(self.options.request_id, self.created, self.model, index, text)
-                continue
-            choice = CompletionResponseStreamChoice(
-                index=index,
-                text=text,
-                logprobs=self._logprobs(index, output, sent_text[index], with_prompt=first and bool(self.body.echo)),
-                finish_reason=("length" if self.echo_only else output.finish_reason) if output.finished else None,
-                stop_reason=output.stop_reason if output.finished and not self.echo_only else None,
-                prompt_token_ids=output.prompt_token_ids if first and self.body.return_token_ids else None,
-                token_ids=output.token_ids if self.body.return_token_ids else None,
-            )
-            sent_text[index] += len(text)
-            chunk = CompletionStreamResponse(
-                id=self.options.request_id, created=self.created, model=self.model, choices=[choice]
-            )
-            if self.options.continuous_usage:
-                chunk.usage = usage(output.num_prompt_tokens, num_tokens[index], None)
-            if output.finished and not self.options.include_usage:
-                chunk.system_fingerprint = self.fingerprint
-            yield sse_event(chunk.model_dump())
-        if self.options.include_usage:
-            final = CompletionStreamResponse(
-                id=self.options.request_id,
-                created=self.created,
-                model=self.model,
-                choices=[],
-                usage=self._usage(results),
-                system_fingerprint=self.fingerprint,
-            )
-            yield sse_event(final.model_dump())
-        yield DONE
+    def chunk(self, choices: list[CompletionResponseStreamChoice], **extra: Any) -> bytes:
+        chunk = CompletionStreamResponse(
+            id=self.options.request_id, created=self.created, model=self.model, choices=choices, **extra
+        )
+        return sse_event(chunk.model_dump())
+
+    def plain_chunk(self, index: int, text: str) -> bytes:
+        return completion_text_event(self.options.request_id, self.created, self.model, index, text)
+
+    def delta_choice(
+        self, index: int, output: RequestOutput, text: str, first: bool, text_offset: int
+    ) -> CompletionResponseStreamChoice:
+        finished = output.finished
+        return CompletionResponseStreamChoice(
+            index=index,
+            text=text,
+            logprobs=self._logprobs(index, output, text_offset, with_prompt=first and bool(self.body.echo)),
+            finish_reason=("length" if self.echo_only else output.finish_reason) if finished else None,
+            stop_reason=output.stop_reason if finished and not self.echo_only else None,
+            prompt_token_ids=output.prompt_token_ids if first and self.body.return_token_ids else None,
+            token_ids=output.token_ids if self.body.return_token_ids else None,
+        )

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kvserve.api.frontend.conversation import Conversation
+
 logger = logging.getLogger(__name__)
 
 INT64_MIN = -(2**63)
@@ -62,6 +64,29 @@ class UnsupportedFields(RequestModel):
         return [name for name in UnsupportedFields.model_fields if getattr(self, name) not in (None, False)]
 
 
+class ConversationFields(RequestModel):
+    """The chat-template fields of chat completions and /tokenize (vLLM's names and defaults)."""
+
+    messages: list[dict[str, Any]] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    tools: list[dict[str, Any]] | None = None
+    documents: list[dict[str, str]] | None = None
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def conversation(self) -> Conversation:
+        return Conversation(
+            messages=self.messages or [],
+            add_generation_prompt=self.add_generation_prompt,
+            continue_final_message=self.continue_final_message,
+            tools=self.tools,
+            documents=self.documents,
+            chat_template=self.chat_template,
+            chat_template_kwargs=self.chat_template_kwargs,
+        )
+
+
 class GenerationRequest(UnsupportedFields):
     """The fields completions and chat completions share, with vLLM's names and defaults."""
 
@@ -92,6 +117,7 @@ class GenerationRequest(UnsupportedFields):
     allowed_token_ids: list[int] | None = None
     prompt_logprobs: int | None = None
     bad_words: list[str] = Field(default_factory=list)
+    add_special_tokens: bool = True
     # vLLM's other extras
     priority: Int64 = 0
     request_id: str | None = None

@@ -1,16 +1,20 @@
-"""Request-level options completions and chat share: ids, usage reporting, priority, cache salt."""
+"""Request-level options completions and chat share (ids, usage reporting, priority, cache salt), and their
+engine requests."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from quart import request
 
 from kvserve.api.context import ServingContext
-from kvserve.api.openai.protocol_base import random_id
-from kvserve.api.openai.sampling import NotImplementedFeature, check_response_format, require
+from kvserve.api.frontend.engine_requests import fan_out, truncation
+from kvserve.api.frontend.validation import NotImplementedFeature, require
+from kvserve.api.openai.protocol_base import GenerationRequest, ResponseFormat, random_id
 from kvserve.outputs import RequestOutput
+from kvserve.request import EngineRequest
+from kvserve.sampling_params import SamplingParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,17 @@ class RequestOptions:
         return payload
 
 
-def request_options(body: Any, ctx: ServingContext, *, stream: bool, request_id_prefix: str) -> RequestOptions:
+def check_response_format(response_format: ResponseFormat | None) -> None:
+    if response_format is not None and response_format.type != "text":
+        raise NotImplementedFeature(
+            f"response_format type {response_format.type!r} (structured output) is not supported yet; only 'text' is.",
+            "response_format",
+        )
+
+
+def request_options(
+    body: GenerationRequest, ctx: ServingContext, *, stream: bool, request_id_prefix: str
+) -> RequestOptions:
     """Checks the options that do not depend on the prompt; the base id honours X-Request-Id."""
     settings = ctx.settings
     require(
@@ -78,3 +92,21 @@ def request_options(body: Any, ctx: ServingContext, *, stream: bool, request_id_
         continuous_usage=stream and include_usage and bool(stream_options and stream_options.continuous_usage_stats),
         prompt_tokens_details=settings.enable_prompt_tokens_details,
     )
+
+
+def engine_requests(
+    body: GenerationRequest,
+    options: RequestOptions,
+    prompts: Sequence[str | list[int]],
+    choice_params: Sequence[SamplingParams],
+) -> list[EngineRequest]:
+    base = EngineRequest(
+        request_id=options.request_id,
+        prompt=prompts[0],
+        sampling=choice_params[0],
+        priority=body.priority,
+        cache_salt=body.cache_salt,
+        add_special_tokens=body.add_special_tokens,
+        truncation=truncation(body.truncate_prompt_tokens, body.truncation_side),
+    )
+    return fan_out(base, prompts, choice_params)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
+from kvserve.api.frontend.conversation import render_conversation
+from kvserve.api.frontend.validation import require
 from kvserve.api.json_body import parse_json_body
-from kvserve.api.openai.chat import render_messages
-from kvserve.api.openai.sampling import require
 from kvserve.api.responses import json_response
 from kvserve.api.tokenize.protocol import DetokenizeRequest, TokenizeRequest
 
@@ -24,7 +24,7 @@ async def tokenize() -> Response:
         (body.prompt is None) != (body.messages is None), "Provide exactly one of `prompt` or `messages`.", "prompt"
     )
     if body.messages is not None:
-        text = render_messages(body, ctx)
+        text = render_conversation(body.conversation(), ctx)
         add_special = bool(body.add_special_tokens)
     else:
         text = body.prompt

@@ -1,0 +1,34 @@
+"""Engine requests for one API request: one per prompt and choice, each otherwise alike."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal
+
+from kvserve.errors import InvalidRequestError
+from kvserve.request import EngineRequest, Truncation
+from kvserve.sampling_params import SamplingParams
+
+
+def truncation(keep: int | None, side: Literal["left", "right"] | None) -> Truncation | None:
+    """truncate_prompt_tokens / truncation_side; whether `keep` fits the context is the engine's check (it
+    knows the prompt's length and max_tokens)."""
+    if keep is None:
+        return None
+    try:
+        return Truncation(keep, side or "left")
+    except ValueError as e:
+        raise InvalidRequestError(str(e), "truncate_prompt_tokens") from None
+
+
+def fan_out(
+    base: EngineRequest, prompts: Sequence[str | list[int]], choice_params: Sequence[SamplingParams]
+) -> list[EngineRequest]:
+    """One engine request per prompt and choice (id `<base id>-<prompt>-<choice>`), in choice order; all keep
+    the rest of `base` (priority, cache salt, truncation, arrival time)."""
+    return [
+        dataclasses.replace(base, request_id=f"{base.request_id}-{i}-{j}", prompt=prompt, sampling=params)
+        for i, prompt in enumerate(prompts)
+        for j, params in enumerate(choice_params)
+    ]
