@@ -147,6 +147,8 @@ class LLM:
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
+        if not self._loop.is_closed():
+            self._loop.close()
 
     def __enter__(self) -> LLM:
         return self
