@@ -1,7 +1,9 @@
 """Random traces through the C++ scheduler and the pure-Python reference must agree on every decision.
 
-Small vocabularies and pools make prefix hits, chunking, preemption and evictions frequent; after every
-operation both sides are compared block by block and request by request, and both check their invariants.
+Small vocabularies and pools make prefix hits, chunking, preemption and evictions frequent; the three task
+kinds are mixed in one trace, with encoder lengths and budgets small enough that the encoder budget and the
+cross blocks gate admission. After every operation both sides are compared block by block and request by
+request (slots and cross blocks included), and both check their invariants.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from kvserve import _core
-from kvserve.reference import scheduler as ref
+from tests import reference_scheduler as ref
 
 TOKENS = st.integers(min_value=0, max_value=5)
 PREFIXES = [[], [1, 2, 3, 4], [1, 2, 3, 4, 5, 0, 1, 2]]
@@ -23,11 +25,16 @@ PREFIXES = [[], [1, 2, 3, 4], [1, 2, 3, 4, 5, 0, 1, 2]]
 REQUEST = st.fixed_dictionaries(
     {
         "prefix": st.sampled_from(PREFIXES),
-        "suffix": st.lists(TOKENS, max_size=12),
-        "max_tokens": st.integers(1, 12),
+        "suffix": st.lists(TOKENS, max_size=8),
+        "task": st.sampled_from(list(ref.TaskKind)),
+        # Mostly an encoder length that fits the kind (0 unless encoder-decoder), sometimes a wrong one.
+        "num_encoder_tokens": st.sampled_from([1, 2, 3, 5, 9]),
+        "wrong_num_encoder_tokens": st.integers(0, 9).map(lambda n: n == 0),
+        "max_tokens": st.integers(0, 8),
         "min_tokens": st.integers(0, 3),
-        "eos": st.sampled_from([[], [0], [0, 5]]),
-        "stop": st.sampled_from([[], [4]]),
+        # Mostly none, so that requests live long enough to fill the pool and be preempted.
+        "eos": st.sampled_from([[], [], [], [0], [0, 5]]),
+        "stop": st.sampled_from([[], [], [4]]),
         "ignore_eos": st.booleans(),
         "priority": st.integers(-1, 1),
         "arrival_time": st.sampled_from([0.0, 1.0, 2.0]),
@@ -47,8 +54,10 @@ class SchedulerComparison(RuleBasedStateMachine):
         enable_prefix_caching=st.booleans(),
         enable_chunked_prefill=st.booleans(),
         priority=st.booleans(),
+        max_num_encoder_input_tokens=st.sampled_from([0, 0, 2, 4, 6, 9, 16]),
+        requests=st.lists(REQUEST, max_size=8),
     )
-    def setup(self, priority: bool, **kw) -> None:
+    def setup(self, priority: bool, requests: list[dict], **kw) -> None:
         self.core = _core.Scheduler(
             _core.SchedulerConfig(
                 **kw, policy=_core.SchedulingPolicy.PRIORITY if priority else _core.SchedulingPolicy.FCFS
@@ -59,8 +68,15 @@ class SchedulerComparison(RuleBasedStateMachine):
         )
         self.num_added = 0
         self.live: list[str] = []
+        self.add_requests(requests)
 
-    @rule(request=REQUEST)
+    # Several requests per rule and several steps per rule: otherwise the aborts (as likely as an add) empty
+    # the scheduler before it runs long enough to fill its pool.
+    @rule(requests=st.lists(REQUEST, min_size=1, max_size=6))
+    def add_requests(self, requests: list[dict]) -> None:
+        for request in requests:
+            self.add_request(request)
+
     def add_request(self, request: dict) -> None:
         request_id = f"r{self.num_added}"
         self.num_added += 1
@@ -76,13 +92,17 @@ class SchedulerComparison(RuleBasedStateMachine):
             cache_salt=request["cache_salt"],
             skip_prefix_cache=request["skip_prefix_cache"],
         )
+        task = request["task"]
+        fits = (task == ref.TaskKind.ENCODER_DECODER) != request["wrong_num_encoder_tokens"]
+        kw["num_encoder_tokens"] = request["num_encoder_tokens"] if fits else 0
         ref_error = core_error = None
         try:
-            ref_handle = self.ref.add_request(request_id, prompt, ref.RequestParams(**kw))
+            ref_handle = self.ref.add_request(request_id, prompt, ref.RequestParams(**kw, task=task))
         except ValueError as e:
             ref_error = e
         try:
-            core_handle = self.core.add_request(request_id, prompt, _core.RequestParams(**kw))
+            core_params = _core.RequestParams(**kw, task=_core.TaskKind(int(task)))
+            core_handle = self.core.add_request(request_id, prompt, core_params)
         except ValueError as e:
             core_error = e
         assert (ref_error is None) == (core_error is None), (ref_error, core_error)
@@ -90,14 +110,28 @@ class SchedulerComparison(RuleBasedStateMachine):
             assert core_handle == ref_handle
             self.live.append(request_id)
 
-    @rule(data=st.data(), abort_in_flight=st.booleans())
+    @rule(data=st.data(), num_steps=st.integers(1, 16))
+    def steps(self, data: st.DataObject, num_steps: int) -> None:
+        for _ in range(num_steps):
+            if not self.core.has_unfinished:
+                break
+            self.step(data, abort_in_flight=data.draw(st.integers(0, 9)) == 0)
+
     def step(self, data: st.DataObject, abort_in_flight: bool) -> None:
         core_out = self.core.schedule()
-        ref_out = ref.as_arrays(self.ref.schedule())
+        ref_step = self.ref.schedule()
+        ref_out = ref.as_arrays(ref_step)
         for name, expected in ref_out.items():
             actual = getattr(core_out, name)
             assert actual.dtype == expected.dtype, name
+            assert actual.shape == expected.shape, name
             np.testing.assert_array_equal(actual, expected, err_msg=name)
+        assert {name: getattr(core_out.stats, name) for name in ref_step.stats} == ref_step.stats
+        for name in ("preempted_handles", "pool_handles", "encoder_handles"):
+            if len(ref_out[name]):
+                event(name)
+        if ref_step.stats["prefix_cache_hits"]:
+            event("prefix hit")
         if core_out.num_reqs == 0:
             assert not self.core.has_pending_update
             return
@@ -107,7 +141,10 @@ class SchedulerComparison(RuleBasedStateMachine):
             st.lists(TOKENS, min_size=len(ref_out["sample_handles"]), max_size=len(ref_out["sample_handles"]))
         )
         core_update = self.core.update(np.asarray(sampled, dtype=np.int32))
-        ref_deltas = self.ref.update(sampled)
+        ref_update = self.ref.update(sampled)
+        ref_deltas = ref_update.deltas
+        assert core_update.pooled_handles.dtype == np.int64
+        assert core_update.pooled_handles.tolist() == ref_update.pooled_handles
         assert core_update.handles.tolist() == [d.handle for d in ref_deltas]
         assert core_update.token_ids.tolist() == [d.token_id for d in ref_deltas]
         assert core_update.finish_reasons.tolist() == [int(d.finish_reason) for d in ref_deltas]
@@ -115,10 +152,12 @@ class SchedulerComparison(RuleBasedStateMachine):
         assert core_update.num_cached_tokens.tolist() == [d.num_cached_tokens for d in ref_deltas]
         self.live = [rid for rid in self.live if rid in self.ref.requests]
 
+    # As likely as an add, an abort would keep the pool nearly empty: only one draw in three aborts.
     @precondition(lambda self: self.live)
-    @rule(data=st.data())
-    def abort_one(self, data: st.DataObject) -> None:
-        self.abort(data.draw(st.sampled_from(self.live)))
+    @rule(data=st.data(), abort=st.integers(0, 2).map(lambda n: n == 0))
+    def abort_one(self, data: st.DataObject, abort: bool) -> None:
+        if abort:
+            self.abort(data.draw(st.sampled_from(self.live)))
 
     def abort(self, request_id: str) -> None:
         assert self.core.abort(request_id) == self.ref.abort(request_id)
@@ -148,6 +187,7 @@ class SchedulerComparison(RuleBasedStateMachine):
             self.ref.kv.num_hit_tokens,
         )
         assert (self.core.num_waiting, self.core.num_running) == (self.ref.num_waiting, self.ref.num_running)
+        assert self.core.num_slots == self.ref.num_slots
         for request_id in self.live:
             core_state = self.core.request_state(request_id)
             ref_state = self.ref.requests[request_id]
@@ -155,6 +195,8 @@ class SchedulerComparison(RuleBasedStateMachine):
             assert core_state.num_computed_tokens == ref_state.num_computed_tokens
             assert core_state.token_ids == ref_state.token_ids
             assert core_state.num_cached_tokens == ref_state.num_cached_tokens
+            assert core_state.cross_block_ids == ref_state.cross_block_ids
+            assert core_state.slot == ref_state.slot
 
 
 SchedulerComparison.TestCase.settings = settings(

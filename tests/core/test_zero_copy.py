@@ -43,3 +43,20 @@ def test_update_output_views():
     update = scheduler.update(np.array([7], dtype=np.int32))
     assert update.token_ids.base is update
     assert (update.handles.dtype, update.finish_reasons.dtype) == (np.int64, np.int8)
+
+
+def test_new_arrays_are_views_too():
+    scheduler = make_scheduler()
+    params = _core.RequestParams(max_tokens=2, task=_core.TaskKind.ENCODER_DECODER, num_encoder_tokens=5)
+    scheduler.add_request("a", [1, 2], params)
+    scheduler.add_request("b", [3], _core.RequestParams(task=_core.TaskKind.PREFILL_ONLY))
+    out = scheduler.schedule()
+    names = ["req_slots", "sample_slots", "pool_handles", "pool_req_indices", "pool_slots", "encoder_handles"]
+    names += ["encoder_req_indices", "cross_block_tables", "cross_seq_lens", "cross_slot_mapping"]
+    for name in names:
+        array = getattr(out, name)
+        assert array.base is out and not array.flags.owndata, name
+    assert out.cross_block_tables.shape == (2, 2) and out.cross_block_tables.flags.c_contiguous
+    assert (out.pool_handles.dtype, out.cross_slot_mapping.dtype, out.req_slots.dtype) == (np.int64, np.int64, np.int32)
+    update = scheduler.update(np.array([7], dtype=np.int32))
+    assert update.pooled_handles.base is update and update.pooled_handles.tolist() == [1]

@@ -3,6 +3,7 @@
 It is the executable specification of the core: the hypothesis traces in `tests/core` drive it and the C++
 scheduler side by side and require identical decisions, and `benchmarks/bench_scheduler.py` uses it as the
 baseline. It favours plain, obviously-correct code over speed; the C++ core must agree with it exactly.
+It lives with the tests, not in the package: nothing at run time uses it.
 
 Token regions of one request (the scheduler never has an `is_prefill` flag; a counter catches up):
 
@@ -11,6 +12,16 @@ Token regions of one request (the scheduler never has an `is_prefill` flag; a co
 
 Block table of a request after a step: ceil((num_computed + n) / block_size) blocks; the first
 (num_computed + n) // block_size of them are full and, with prefix caching, registered by chained hash.
+
+Task kinds:
+- generate: the rules above; a request whose tokens are all computed samples one token per step.
+- prefill only: admitted only when its whole (non-cached) prompt fits the step's token budget, never
+  chunked; listed in pool_handles in that step, never sampled, finished (STOP) by the next update.
+- encoder-decoder: a generate request that, at each admission from waiting, runs its encoder: it costs
+  num_encoder_tokens of the step's encoder budget and takes ceil(num_encoder_tokens / block_size) fresh
+  cross blocks (never cached), held while running and given back on finish, abort and preemption. It
+  neither reads nor registers prefix-cache blocks (the hashes do not cover the encoder input).
+Every request holds the lowest free batch slot from add_request until it finishes or is aborted.
 """
 
 from __future__ import annotations
@@ -35,6 +46,12 @@ class Policy(enum.IntEnum):
     PRIORITY = 1
 
 
+class TaskKind(enum.IntEnum):
+    GENERATE = 0
+    PREFILL_ONLY = 1
+    ENCODER_DECODER = 2
+
+
 @dataclass(slots=True)
 class SchedulerConfig:
     num_blocks: int
@@ -45,6 +62,7 @@ class SchedulerConfig:
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
     policy: Policy = Policy.FCFS
+    max_num_encoder_input_tokens: int = 0  # 0: max_num_batched_tokens
 
 
 @dataclass(slots=True)
@@ -58,6 +76,8 @@ class RequestParams:
     arrival_time: float = 0.0
     cache_salt: str = ""
     skip_prefix_cache: bool = False  # compute every prompt token (prompt logprobs); blocks still registered
+    task: TaskKind = TaskKind.GENERATE
+    num_encoder_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -180,10 +200,20 @@ class ReferenceRequest:
     block_keys: list[tuple] = field(default_factory=list)
     num_registered_blocks: int = 0
     status: str = "waiting"
+    cross_block_ids: list[int] = field(default_factory=list)
+    slot: int = -1
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def task(self) -> TaskKind:
+        return self.params.task
+
+    @property
+    def reads_prefix_cache(self) -> bool:
+        return not self.params.skip_prefix_cache and self.task != TaskKind.ENCODER_DECODER
 
     @property
     def num_output_tokens(self) -> int:
@@ -209,6 +239,23 @@ class ReferenceOutput:
     logits_indices: list[int]
     sample_handles: list[int]
     preempted_handles: list[int]
+    req_slots: list[int] = field(default_factory=list)
+    sample_slots: list[int] = field(default_factory=list)
+    pool_handles: list[int] = field(default_factory=list)
+    pool_req_indices: list[int] = field(default_factory=list)
+    pool_slots: list[int] = field(default_factory=list)
+    encoder_handles: list[int] = field(default_factory=list)
+    encoder_req_indices: list[int] = field(default_factory=list)
+    cross_block_tables: list[list[int]] = field(default_factory=list)
+    cross_seq_lens: list[int] = field(default_factory=list)
+    cross_slot_mapping: list[int] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ReferenceUpdate:
+    deltas: list[ReferenceDelta]
+    pooled_handles: list[int]
 
 
 @dataclass(slots=True)
@@ -225,16 +272,23 @@ def kv_tokens_needed(num_prompt_tokens: int, max_tokens: int, max_model_len: int
     return max(num_prompt_tokens, min(num_prompt_tokens + max_tokens, max_model_len) - 1)
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 class ReferenceScheduler:
     def __init__(self, config: SchedulerConfig) -> None:
         self.config = config
+        self.encoder_budget = config.max_num_encoder_input_tokens or config.max_num_batched_tokens
         self.kv = ReferenceBlockManager(config.num_blocks, config.block_size, config.enable_prefix_caching)
         self.requests: dict[str, ReferenceRequest] = {}
         self.by_handle: dict[int, ReferenceRequest] = {}
         self.waiting: list[tuple[tuple, int]] = []  # sorted (policy key, handle)
         self.running: list[ReferenceRequest] = []  # sorted by policy key
         self.next_handle = 0
+        self.num_slots = 0  # high-water mark of slots in use
         self.pending_samples: list[int] | None = None
+        self.pending_pools: list[int] = []
 
     def _key(self, req: ReferenceRequest) -> tuple:
         if self.config.policy == Policy.PRIORITY:
@@ -242,26 +296,46 @@ class ReferenceScheduler:
         return (req.seq,)
 
     # -- requests ---------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: RequestParams) -> int:
+    def _validate(self, prompt_token_ids: list[int], params: RequestParams) -> None:
         cfg = self.config
-        if request_id in self.requests:
-            raise ValueError(f"duplicate request id {request_id!r}")
+        num_prompt = len(prompt_token_ids)
         if not prompt_token_ids:
             raise ValueError("prompt must contain at least one token")
-        if len(prompt_token_ids) > cfg.max_model_len:
+        if num_prompt > cfg.max_model_len:
             raise ValueError("prompt too long")
         if any(t < 0 for t in prompt_token_ids):
             raise ValueError("token id must be non-negative")
-        if params.max_tokens < 1 or params.min_tokens < 0 or params.min_tokens > params.max_tokens:
-            raise ValueError("bad max_tokens/min_tokens")
-        needed = -(-kv_tokens_needed(len(prompt_token_ids), params.max_tokens, cfg.max_model_len) // cfg.block_size)
+        if params.task == TaskKind.PREFILL_ONLY:
+            if params.max_tokens < 0:
+                raise ValueError("bad max_tokens")
+            if num_prompt > cfg.max_num_batched_tokens:
+                raise ValueError("a prefill-only prompt longer than max_num_batched_tokens")
+            kv_tokens = num_prompt
+        else:
+            if params.max_tokens < 1 or params.min_tokens < 0 or params.min_tokens > params.max_tokens:
+                raise ValueError("bad max_tokens/min_tokens")
+            kv_tokens = kv_tokens_needed(num_prompt, params.max_tokens, cfg.max_model_len)
+        if params.task == TaskKind.ENCODER_DECODER:
+            if not 1 <= params.num_encoder_tokens <= self.encoder_budget:
+                raise ValueError("bad num_encoder_tokens")
+        elif params.num_encoder_tokens != 0:
+            raise ValueError("num_encoder_tokens on a request that is not encoder-decoder")
+        needed = ceil_div(kv_tokens, cfg.block_size) + ceil_div(params.num_encoder_tokens, cfg.block_size)
         if needed > cfg.num_blocks:
             raise ValueError("request needs more KV blocks than the cache has")
-        if not cfg.enable_chunked_prefill and len(prompt_token_ids) > cfg.max_num_batched_tokens:
+        if not cfg.enable_chunked_prefill and num_prompt > cfg.max_num_batched_tokens:
             raise ValueError("prompt longer than max_num_batched_tokens without chunked prefill")
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: RequestParams) -> int:
+        if request_id in self.requests:
+            raise ValueError(f"duplicate request id {request_id!r}")
+        self._validate(prompt_token_ids, params)
         handle = self.next_handle
         self.next_handle += 1
         req = ReferenceRequest(request_id, handle, handle, list(prompt_token_ids), len(prompt_token_ids), params)
+        used_slots = {r.slot for r in self.requests.values()}
+        req.slot = min(s for s in range(self.num_slots + 1) if s not in used_slots)
+        self.num_slots = max(self.num_slots, req.slot + 1)
         self.requests[request_id] = req
         self.by_handle[handle] = req
         bisect.insort(self.waiting, (self._key(req), handle))
@@ -278,33 +352,38 @@ class ReferenceScheduler:
         self._release(req)
         return req.handle
 
-    def _release(self, req: ReferenceRequest) -> None:
+    def _free_blocks(self, req: ReferenceRequest) -> None:
+        self.kv.free(req.cross_block_ids)
+        req.cross_block_ids = []
         self.kv.free(req.block_ids)
         req.block_ids = []
+
+    def _release(self, req: ReferenceRequest) -> None:
+        self._free_blocks(req)
         del self.requests[req.request_id]
         del self.by_handle[req.handle]
 
     def _preempt(self, req: ReferenceRequest) -> None:
-        self.kv.free(req.block_ids)
-        req.block_ids = []
+        self._free_blocks(req)
         req.num_computed_tokens = 0
         req.num_registered_blocks = 0
         req.status = "waiting"
         bisect.insort(self.waiting, (self._key(req), req.handle))
 
     # -- scheduling -------------------------------------------------------------------------------
-    def _try_allocate(self, req: ReferenceRequest, hits: list[int], num_new: int) -> bool:
+    def _try_allocate(self, req: ReferenceRequest, hits: list[int], num_new: int, num_cross: int = 0) -> bool:
         bs = self.config.block_size
         total = req.num_computed_tokens + num_new
-        num_new_blocks = -(-total // bs) - len(req.block_ids) - len(hits)
-        if self.kv.num_blocks_to_take(hits, max(num_new_blocks, 0)) > self.kv.num_free_blocks:
+        num_new_blocks = max(ceil_div(total, bs) - len(req.block_ids) - len(hits), 0)
+        if self.kv.num_blocks_to_take(hits, num_new_blocks + num_cross) > self.kv.num_free_blocks:
             return False
         self.kv.touch(hits)
         req.block_ids += hits
         req.num_registered_blocks = max(req.num_registered_blocks, len(req.block_ids))
-        req.block_ids += self.kv.take_free(max(num_new_blocks, 0))
+        req.block_ids += self.kv.take_free(num_new_blocks)
+        req.cross_block_ids += self.kv.take_free(num_cross)
         num_full = total // bs
-        if self.config.enable_prefix_caching:
+        if self.config.enable_prefix_caching and req.task != TaskKind.ENCODER_DECODER:
             keys = req.full_block_keys(num_full, bs)
             for i in range(req.num_registered_blocks, num_full):
                 self.kv.register(req.block_ids[i], keys[i])
@@ -316,8 +395,11 @@ class ReferenceScheduler:
             raise RuntimeError("schedule() called before update() of the previous step")
         cfg = self.config
         budget = cfg.max_num_batched_tokens
+        encoder_budget = self.encoder_budget
         scheduled: list[tuple[ReferenceRequest, int]] = []
+        encoder_runs: list[ReferenceRequest] = []
         preempted: list[int] = []
+        queries = hits_tokens = 0
 
         i = 0
         while i < len(self.running) and budget > 0:
@@ -338,52 +420,95 @@ class ReferenceScheduler:
         if not preempted:
             while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
                 req = self.by_handle[self.waiting[0][1]]
+                if req.params.num_encoder_tokens > encoder_budget:
+                    break
                 hits: list[int] = []
-                if cfg.enable_prefix_caching and not req.params.skip_prefix_cache:
+                if cfg.enable_prefix_caching and req.reads_prefix_cache:
                     keys = req.full_block_keys((req.num_tokens - 1) // cfg.block_size, cfg.block_size)
                     hits = self.kv.find_cached_blocks(keys)
                 num_new = req.num_tokens - len(hits) * cfg.block_size
-                if not cfg.enable_chunked_prefill and num_new > budget:
+                may_chunk = cfg.enable_chunked_prefill and req.task != TaskKind.PREFILL_ONLY
+                if not may_chunk and num_new > budget:
                     break
                 num_new = min(num_new, budget)
                 req.num_computed_tokens = len(hits) * cfg.block_size
-                if not self._try_allocate(req, hits, num_new):
+                num_cross = ceil_div(req.params.num_encoder_tokens, cfg.block_size)
+                if not self._try_allocate(req, hits, num_new, num_cross):
                     req.num_computed_tokens = 0
                     break
-                if cfg.enable_prefix_caching and not req.params.skip_prefix_cache:
+                if cfg.enable_prefix_caching and req.reads_prefix_cache:
                     self.kv.record_query(req.num_tokens, len(hits) * cfg.block_size)
+                    queries += req.num_tokens
+                    hits_tokens += len(hits) * cfg.block_size
                 if req.num_cached_tokens < 0:
                     req.num_cached_tokens = len(hits) * cfg.block_size
                 self.waiting.pop(0)
                 req.status = "running"
                 bisect.insort(self.running, req, key=self._key)
                 scheduled.append((req, num_new))
+                if req.task == TaskKind.ENCODER_DECODER:
+                    encoder_runs.append(req)
+                    encoder_budget -= req.params.num_encoder_tokens
                 budget -= num_new
 
-        return self._build_output(scheduled, preempted)
+        out = self._build_output(scheduled, encoder_runs, preempted)
+        num_free = self.kv.num_free_blocks
+        out.stats = {
+            "num_running": len(self.running),
+            "num_waiting": len(self.waiting),
+            "num_used_blocks": sum(1 for b in self.kv.blocks if b.ref_count > 0),
+            "num_free_blocks": num_free,
+            "num_total_blocks": cfg.num_blocks,
+            "prefix_cache_queries": queries,
+            "prefix_cache_hits": hits_tokens,
+            "num_preemptions": len(preempted),
+            "num_scheduled_tokens": len(out.input_ids),
+            "num_scheduled_reqs": len(out.req_handles),
+            "num_encoder_tokens": sum(r.params.num_encoder_tokens for r in encoder_runs),
+        }
+        return out
 
-    def _build_output(self, scheduled: list[tuple[ReferenceRequest, int]], preempted: list[int]) -> ReferenceOutput:
+    def _build_output(
+        self, scheduled: list[tuple[ReferenceRequest, int]], encoder_runs: list[ReferenceRequest], preempted: list[int]
+    ) -> ReferenceOutput:
         bs = self.config.block_size
         out = ReferenceOutput([], [], [], [], [], [0], [], [], [], preempted)
         width = max((len(r.block_ids) for r, _ in scheduled), default=0)
-        for req, num_new in scheduled:
+        cross_width = max((len(r.cross_block_ids) for r, _ in scheduled), default=0)
+        encoder_handles = {r.handle for r in encoder_runs}
+        for index, (req, num_new) in enumerate(scheduled):
             start = req.num_computed_tokens
             out.req_handles.append(req.handle)
+            out.req_slots.append(req.slot)
             for pos in range(start, start + num_new):
                 out.input_ids.append(req.token_ids[pos])
                 out.positions.append(pos)
                 out.slot_mapping.append(req.block_ids[pos // bs] * bs + pos % bs)
             out.block_tables.append(req.block_ids + [0] * (width - len(req.block_ids)))
+            out.cross_block_tables.append(req.cross_block_ids + [0] * (cross_width - len(req.cross_block_ids)))
+            out.cross_seq_lens.append(req.params.num_encoder_tokens)
+            if req.handle in encoder_handles:
+                out.encoder_handles.append(req.handle)
+                out.encoder_req_indices.append(index)
+                for pos in range(req.params.num_encoder_tokens):
+                    out.cross_slot_mapping.append(req.cross_block_ids[pos // bs] * bs + pos % bs)
             out.query_start_loc.append(out.query_start_loc[-1] + num_new)
             out.seq_lens.append(start + num_new)
             req.num_computed_tokens = start + num_new
             if req.num_computed_tokens == req.num_tokens:
-                out.logits_indices.append(out.query_start_loc[-1] - 1)
-                out.sample_handles.append(req.handle)
+                if req.task == TaskKind.PREFILL_ONLY:
+                    out.pool_handles.append(req.handle)
+                    out.pool_req_indices.append(index)
+                    out.pool_slots.append(req.slot)
+                else:
+                    out.logits_indices.append(out.query_start_loc[-1] - 1)
+                    out.sample_handles.append(req.handle)
+                    out.sample_slots.append(req.slot)
         self.pending_samples = list(out.sample_handles) if scheduled else None
+        self.pending_pools = list(out.pool_handles)
         return out
 
-    def update(self, sampled_token_ids: list[int]) -> list[ReferenceDelta]:
+    def update(self, sampled_token_ids: list[int]) -> ReferenceUpdate:
         if self.pending_samples is None:
             raise RuntimeError("update() without a scheduled batch")
         if len(sampled_token_ids) != len(self.pending_samples):
@@ -401,11 +526,14 @@ class ReferenceScheduler:
             deltas.append(ReferenceDelta(handle, int(token), reason, stop_reason, req.num_cached_tokens))
             if reason != FinishReason.NONE:
                 finished.append(req)
-        for req in finished:
+        # Prefill-only requests are done once their prompt is computed; aborted ones are gone already.
+        pooled = [self.by_handle[h] for h in self.pending_pools if h in self.by_handle]
+        for req in finished + pooled:
             self.running.remove(req)
             self._release(req)
         self.pending_samples = None
-        return deltas
+        self.pending_pools = []
+        return ReferenceUpdate(deltas, [req.handle for req in pooled])
 
     def _check_stop(self, req: ReferenceRequest, token: int) -> tuple[FinishReason, int]:
         p = req.params
@@ -430,14 +558,25 @@ class ReferenceScheduler:
 
     def check_invariants(self) -> None:
         self.kv.check_invariants()
+        bs = self.config.block_size
         refs = [0] * self.config.num_blocks
         for req in self.running:
-            assert len(req.block_ids) == -(-req.num_computed_tokens // self.config.block_size)
-            for b in req.block_ids:
+            assert len(req.block_ids) == ceil_div(req.num_computed_tokens, bs)
+            assert len(req.cross_block_ids) == ceil_div(req.params.num_encoder_tokens, bs)
+            for b in req.block_ids + req.cross_block_ids:
                 refs[b] += 1
         for _, handle in self.waiting:
             assert not self.by_handle[handle].block_ids
+            assert not self.by_handle[handle].cross_block_ids
         assert refs == [b.ref_count for b in self.kv.blocks]
+        slots = [req.slot for req in self.requests.values()]
+        assert len(set(slots)) == len(slots)
+        assert all(0 <= slot < self.num_slots for slot in slots)
+
+
+def table(rows: list[list[int]]) -> np.ndarray:
+    """[R, W] int32, W from the (equal-length) rows, so that R > 0 with W == 0 keeps its shape."""
+    return np.asarray(rows, dtype=np.int32).reshape(len(rows), len(rows[0]) if rows else 0)
 
 
 def as_arrays(out: ReferenceOutput) -> dict[str, np.ndarray]:
@@ -447,12 +586,20 @@ def as_arrays(out: ReferenceOutput) -> dict[str, np.ndarray]:
         "input_ids": np.asarray(out.input_ids, dtype=np.int32),
         "positions": np.asarray(out.positions, dtype=np.int32),
         "slot_mapping": np.asarray(out.slot_mapping, dtype=np.int64),
-        "block_tables": np.asarray(out.block_tables, dtype=np.int32).reshape(
-            len(out.block_tables), len(out.block_tables[0]) if out.block_tables else 0
-        ),
+        "block_tables": table(out.block_tables),
         "query_start_loc": np.asarray(out.query_start_loc, dtype=np.int32),
         "seq_lens": np.asarray(out.seq_lens, dtype=np.int32),
         "logits_indices": np.asarray(out.logits_indices, dtype=np.int32),
         "sample_handles": np.asarray(out.sample_handles, dtype=np.int64),
         "preempted_handles": np.asarray(out.preempted_handles, dtype=np.int64),
+        "req_slots": np.asarray(out.req_slots, dtype=np.int32),
+        "sample_slots": np.asarray(out.sample_slots, dtype=np.int32),
+        "pool_handles": np.asarray(out.pool_handles, dtype=np.int64),
+        "pool_req_indices": np.asarray(out.pool_req_indices, dtype=np.int32),
+        "pool_slots": np.asarray(out.pool_slots, dtype=np.int32),
+        "encoder_handles": np.asarray(out.encoder_handles, dtype=np.int64),
+        "encoder_req_indices": np.asarray(out.encoder_req_indices, dtype=np.int32),
+        "cross_block_tables": table(out.cross_block_tables),
+        "cross_seq_lens": np.asarray(out.cross_seq_lens, dtype=np.int32),
+        "cross_slot_mapping": np.asarray(out.cross_slot_mapping, dtype=np.int64),
     }
