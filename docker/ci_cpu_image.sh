@@ -102,8 +102,8 @@ build_image() {
   [[ -f $HOST_CA ]] || die "no CA bundle at $HOST_CA (set SSL_CERT_FILE)"
   step "buildah bud --target $target docker/Dockerfile.cpu"
   # --layers: steps whose inputs did not change come from the local store (torch and the dependencies);
-  # --format docker: OCI image configs have no HEALTHCHECK.
-  buildah bud --isolation chroot --network host --layers --format docker \
+  # --format docker: OCI image configs have no HEALTHCHECK; --force-rm: a failed step leaves no container.
+  buildah bud --isolation chroot --network host --layers --format docker --force-rm \
     -v "$HOST_CA:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt \
     -v "$WHEEL_DIR:/run/torch-wheels:ro" --build-arg TORCH_FIND_LINKS=/run/torch-wheels \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg REVISION="$REVISION" \
