@@ -77,7 +77,7 @@ base_image() {
     rootfs=$(mktemp -d)
     step "debootstrap --variant=minbase $SUITE from $mirror"
     debootstrap --variant=minbase "$SUITE" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
-      || { tail -n 30 "$rootfs.log"; die "debootstrap"; }
+      || { tail -n 30 "$rootfs.log"; die "debootstrap (its partial root file system is left in $rootfs)"; }
     chroot "$rootfs" apt-get clean
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs.log"
     mkdir -p "$CACHE_DIR"
