@@ -456,7 +456,7 @@ class ReferenceScheduler:
         out.stats = {
             "num_running": len(self.running),
             "num_waiting": len(self.waiting),
-            "num_used_blocks": sum(1 for b in self.kv.blocks if b.ref_count > 0),
+            "num_used_blocks": cfg.num_blocks - num_free,  # free iff unreferenced (check_invariants)
             "num_free_blocks": num_free,
             "num_total_blocks": cfg.num_blocks,
             "prefix_cache_queries": queries,
