@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import kvserve
@@ -65,6 +66,13 @@ def metrics_prefix(text: str) -> str:
     if not _METRIC_PREFIX.match(text):
         raise argparse.ArgumentTypeError(f"not a Prometheus name prefix: {text!r} (e.g. kvserve, vllm)")
     return text
+
+
+def resolve_api_keys(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """--api-key (repeatable), else KVSERVE_API_KEY, else none."""
+    if args.api_keys:
+        return tuple(args.api_keys)
+    return (environ["KVSERVE_API_KEY"],) if environ.get("KVSERVE_API_KEY") else ()
 
 
 def embedded_model_path() -> Path:
@@ -237,8 +245,7 @@ def serve(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None
     template_override = load_chat_template(args.chat_template) if args.chat_template else None
-    env_key = os.environ.get("KVSERVE_API_KEY")
-    api_keys = tuple(args.api_keys or ([env_key] if env_key else []))
+    api_keys = resolve_api_keys(args, os.environ)
     if args.enable_offline_docs and not args.disable_docs:
         from kvserve.api.docs.routes import offline_assets_dir
 
