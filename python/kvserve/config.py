@@ -26,6 +26,7 @@ class EngineConfig:
     seed: int = 0
     generation_config: str = "auto"  # auto (the model's) | vllm (none) | a directory
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
+    enable_sleep_mode: bool = False  # the engine may be put to sleep (its KV cache and weights released)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):

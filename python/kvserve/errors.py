@@ -27,6 +27,20 @@ class NotFoundError(KvserveError):
     error_type = "NotFoundError"
 
 
+class AuthenticationError(KvserveError):
+    """No valid API key (HTTP 401)."""
+
+    status_code = 401
+    error_type = "AuthenticationError"
+
+
+class ServiceUnavailableError(KvserveError):
+    """The engine cannot serve requests right now, e.g. while it sleeps (HTTP 503)."""
+
+    status_code = 503
+    error_type = "ServiceUnavailableError"
+
+
 class EngineDeadError(KvserveError):
     """The engine failed and serves nothing more (HTTP 500, /health answers 503)."""
 
@@ -34,7 +48,17 @@ class EngineDeadError(KvserveError):
     error_type = "EngineDeadError"
 
 
-_BY_TYPE = {cls.__name__: cls for cls in (KvserveError, InvalidRequestError, NotFoundError, EngineDeadError)}
+_BY_TYPE = {
+    cls.__name__: cls
+    for cls in (
+        KvserveError,
+        InvalidRequestError,
+        NotFoundError,
+        AuthenticationError,
+        ServiceUnavailableError,
+        EngineDeadError,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
