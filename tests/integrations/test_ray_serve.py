@@ -83,16 +83,22 @@ def ray_app() -> Iterator[RayApp]:
         ray.shutdown()
 
 
-def open_stream(base_url: str, body: dict) -> tuple[socket.socket, bytes]:
-    """A streamed chat request on a raw socket, read until its first token arrived."""
+def send_chat(base_url: str, body: dict) -> socket.socket:
+    """A chat request on a raw socket (a client that can go away mid-answer)."""
     host, port = base_url.removeprefix("http://").split(":")
-    payload = json.dumps({"model": DEFAULT_MODEL_NAME, "messages": FRANCE, "stream": True, **body}).encode()
+    payload = json.dumps({"model": DEFAULT_MODEL_NAME, "messages": FRANCE, **body}).encode()
     sock = socket.create_connection((host, int(port)), timeout=60)
     sock.sendall(
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(payload)}\r\n\r\n".encode()
         + payload
     )
+    return sock
+
+
+def open_stream(base_url: str, body: dict) -> tuple[socket.socket, bytes]:
+    """A streamed chat request, read until its first token arrived."""
+    sock = send_chat(base_url, {**body, "stream": True})
     received = b""
     while received.count(b"data:") < 2:  # the role chunk, then a token
         received += sock.recv(65536)
@@ -146,6 +152,17 @@ def test_a_client_disconnect_aborts_the_request_in_the_engine(ray_app):
     with sock:
         assert received.startswith(b"HTTP/1.1 200")
         assert sum(s.num_running for s in ray_app.stats()) == 1
+    stats = wait_until_idle(ray_app, timeout=10)
+    assert sum(s.num_aborted for s in stats) == aborted_before + 1
+
+
+def test_a_client_that_leaves_before_a_whole_answer_aborts_it(ray_app):
+    aborted_before = sum(s.num_aborted for s in ray_app.stats())
+    with send_chat(ray_app.base_url, ENDLESS):
+        deadline = time.monotonic() + 30
+        while sum(s.num_running for s in ray_app.stats()) != 1:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.05)
     stats = wait_until_idle(ray_app, timeout=10)
     assert sum(s.num_aborted for s in stats) == aborted_before + 1
 
