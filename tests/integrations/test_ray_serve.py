@@ -3,6 +3,7 @@ official openai SDK through Ray's HTTP proxy, and the Python API through Ray han
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -32,6 +33,7 @@ from ray import serve  # noqa: E402
 from kvserve.cli import DEFAULT_MODEL_NAME  # noqa: E402
 from kvserve.errors import EngineDeadError  # noqa: E402
 from kvserve.integrations.ray_serve import KvserveDeployment, build_app, serve_namespace  # noqa: E402
+from kvserve.integrations.ray_serve.disconnect_on_cancel import DisconnectOnCancel  # noqa: E402
 from kvserve.sampling_params import SamplingParams  # noqa: E402
 from tests.api.server_process import free_port  # noqa: E402
 
@@ -280,6 +282,27 @@ def test_the_example_config_is_a_serve_config_of_kvserve_flags():
     (deployment,) = application.deployments
     assert deployment.name == KvserveDeployment.name
     assert deployment.autoscaling_config["max_replicas"] > deployment.autoscaling_config["min_replicas"]
+
+
+def test_a_cancelled_call_reaches_the_app_as_a_disconnect():
+    """Ray may cancel a request's ASGI call instead of sending http.disconnect: the app must hear of it."""
+    heard: list[dict] = []
+
+    async def app(scope, receive, send):  # as Quart: the request's body, then waits for a disconnect
+        heard.append(await receive())
+        heard.append(await receive())
+
+    async def main() -> None:
+        messages: asyncio.Queue = asyncio.Queue()
+        messages.put_nowait({"type": "http.request", "body": b"{}", "more_body": False})
+        call = asyncio.ensure_future(DisconnectOnCancel(app)({"type": "http"}, messages.get, None))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(main())
+    assert heard == [{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}]
 
 
 def test_check_health_fails_once_the_engine_is_dead():

@@ -9,7 +9,7 @@ Needs `pip install 'kvserve[ray]'`. The names load on first use, so that Ray's p
 
 from __future__ import annotations
 
-from typing import Any
+from kvserve.lazy_names import lazy_getattr
 
 _LAZY = {
     "build_app": "kvserve.integrations.ray_serve.app_builder",
@@ -18,13 +18,7 @@ _LAZY = {
     "proxy_middlewares": "kvserve.integrations.ray_serve.proxy_errors",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["KvserveDeployment", "build_app", "proxy_middlewares", "serve_namespace"]

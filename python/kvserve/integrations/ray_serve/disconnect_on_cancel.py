@@ -12,30 +12,29 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from kvserve.integrations.ray_serve.http_middleware import HttpMiddleware
 
 # How long a cancelled call waits for the app to unwind (abort its request) before leaving it behind.
 UNWIND_TIMEOUT_S = 5.0
 
 
-class DisconnectOnCancel:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class DisconnectOnCancel(HttpMiddleware):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         disconnected = asyncio.Event()
 
         async def receive_or_disconnect() -> Message:
             message = asyncio.ensure_future(receive())
             gone = asyncio.ensure_future(disconnected.wait())
-            await asyncio.wait({message, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if message.done():
+            try:
+                await asyncio.wait({message, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the app stops listening (it cancels its receiver once a response is sent)
                 gone.cancel()
+                if not message.done():
+                    message.cancel()
+            if message.done() and not message.cancelled():
                 return message.result()
-            message.cancel()
             return {"type": "http.disconnect"}
 
         call = asyncio.ensure_future(self.app(scope, receive_or_disconnect, send))

@@ -17,10 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from kvserve.api.app import API_FAMILIES
 from kvserve.api.envelopes import ErrorReport
+from kvserve.integrations.ray_serve.http_middleware import HttpMiddleware
 
 _BODY_HEADERS = (b"content-type", b"content-length")  # rewritten with the body; the rest (Retry-After) stay
 _ERROR_TYPES = {
@@ -36,14 +37,8 @@ def proxy_middlewares() -> list[Middleware]:
     return [Middleware(ProxyErrorEnvelope)]
 
 
-class ProxyErrorEnvelope:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class ProxyErrorEnvelope(HttpMiddleware):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         held: dict[str, Any] | None = None  # a plain-text error's start, sent once its body is complete
         body = b""
 
