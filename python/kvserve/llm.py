@@ -51,6 +51,26 @@ class GenerationOutput:
     num_cached_tokens: int
     finished: bool = True
 
+    @classmethod
+    def of(cls, prompt: Prompt, result: RequestOutput) -> GenerationOutput:
+        """A whole result, or one delta of a stream (`finished` says which)."""
+        completion = CompletionOutput(
+            index=0,
+            text=result.text,
+            token_ids=result.token_ids,
+            finish_reason=result.finish_reason,
+            stop_reason=result.stop_reason,
+            logprobs=result.logprobs,
+        )
+        return cls(
+            request_id=result.request_id,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=result.prompt_token_ids,
+            outputs=[completion],
+            num_cached_tokens=result.num_cached_tokens,
+            finished=result.finished,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingData:
@@ -64,6 +84,10 @@ class EmbeddingOutput:
     request_id: str
     prompt_token_ids: list[int]
     outputs: EmbeddingData
+
+    @classmethod
+    def of(cls, result: RequestOutput) -> EmbeddingOutput:
+        return cls(result.request_id, result.prompt_token_ids, EmbeddingData(np.asarray(result.pooled).tolist()))
 
 
 class LLM:
@@ -135,10 +159,7 @@ class LLM:
         params = pooling_params or PoolingParams(kind="embed")
         requests = [EngineRequest(self._request_id(), p, pooling=params) for p in _as_prompt_list(prompts)]
         results = self._run_all([self._engine.encode(r) for r in requests], use_tqdm)
-        return [
-            EmbeddingOutput(r.request_id, r.prompt_token_ids, EmbeddingData(np.asarray(r.pooled).tolist()))
-            for r in results
-        ]
+        return [EmbeddingOutput.of(r) for r in results]
 
     def shutdown(self) -> None:
         if self._engine is not None:
@@ -186,14 +207,8 @@ class LLM:
             EngineRequest(self._request_id(), prompt, sampling=p, add_special_tokens=add_special_tokens)
             for prompt, p in zip(prompts, params)
         ]
-        results = self._run_all([self._collect(r) for r in requests], use_tqdm)
-        return [_generation_output(prompt, result) for prompt, result in zip(prompts, results)]
-
-    async def _collect(self, request: EngineRequest) -> RequestOutput:
-        accepted, *later = [output async for output in self._engine.generate(request)]
-        for output in later:
-            accepted.merge(output)
-        return accepted
+        results = self._run_all([collect(self._engine, r) for r in requests], use_tqdm)
+        return [GenerationOutput.of(prompt, result) for prompt, result in zip(prompts, results)]
 
     def _run_all(self, calls: list[Awaitable[T]], use_tqdm: bool) -> list[T]:
         """Runs every call at once on the engine's loop; results in input order, a progress bar as they end."""
@@ -218,28 +233,18 @@ class LLM:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
+async def collect(engine: AsyncEngine, request: EngineRequest) -> RequestOutput:
+    """A generate request's whole output: its deltas merged."""
+    accepted, *later = [output async for output in engine.generate(request)]
+    for output in later:
+        accepted.merge(output)
+    return accepted
+
+
 def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
     if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
         return [prompts]  # type: ignore[list-item]
     return list(prompts)  # type: ignore[arg-type]
-
-
-def _generation_output(prompt: Prompt, result: RequestOutput) -> GenerationOutput:
-    completion = CompletionOutput(
-        index=0,
-        text=result.text,
-        token_ids=result.token_ids,
-        finish_reason=result.finish_reason,
-        stop_reason=result.stop_reason,
-        logprobs=result.logprobs,
-    )
-    return GenerationOutput(
-        request_id=result.request_id,
-        prompt=prompt if isinstance(prompt, str) else None,
-        prompt_token_ids=result.prompt_token_ids,
-        outputs=[completion],
-        num_cached_tokens=result.num_cached_tokens,
-    )
 
 
 def _progress_bar(total: int) -> Any:

@@ -1,0 +1,1 @@
+"""kvserve inside other serving frameworks, each behind its own optional extra (ray_serve: `kvserve[ray]`)."""
