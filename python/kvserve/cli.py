@@ -109,6 +109,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="'auto' (the model's generation_config.json), 'vllm' (none) or a directory",
     )
     engine.add_argument(
+        "--runner",
+        default="auto",
+        choices=["auto", "generate", "pooling"],
+        help="generate: text generation APIs; pooling: embeddings, classification, score and rerank APIs; "
+        "auto: pooling for encoders and models with sentence-transformers files, generate otherwise",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -162,6 +169,7 @@ def serve(args: argparse.Namespace) -> None:
             seed=args.seed,
             generation_config=args.generation_config,
             load_format=args.load_format,
+            runner=args.runner,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

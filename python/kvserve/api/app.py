@@ -8,13 +8,20 @@ from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
 from kvserve.api.admin.health import bp as health_bp
+from kvserve.api.cohere.embed import bp as cohere_embed_bp
 from kvserve.api.context import ServingContext
 from kvserve.api.envelopes import OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
+from kvserve.api.openai.embeddings import bp as embeddings_bp
 from kvserve.api.openai.models import bp as models_bp
+from kvserve.api.pooling.capabilities import refuse_unserved_routes
+from kvserve.api.pooling.classify import bp as classify_bp
+from kvserve.api.pooling.pool import bp as pooling_bp
+from kvserve.api.pooling.score import bp as score_bp
+from kvserve.api.sagemaker.invocations import bp as invocations_bp
 from kvserve.api.settings import ServerSettings
 from kvserve.api.tokenize.routes import bp as tokenize_bp
 from kvserve.errors import KvserveError
@@ -25,8 +32,12 @@ if TYPE_CHECKING:  # annotations only: the app is built in tests around a fake e
 # The one place a family joins the server. vLLM answers its own extras (tokenize, health) in OpenAI's
 # envelope, which is also the envelope of any path no family claims. Anthropic's and Cohere's families will
 # add themselves here, e.g. ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)).
+# vLLM answers its pooling routes in this envelope too, Cohere's /v2/embed and the rerank routes included.
+POOLING_BLUEPRINTS = (embeddings_bp, cohere_embed_bp, pooling_bp, classify_bp, score_bp, invocations_bp)
 API_FAMILIES = ApiFamilies(
-    default=ApiFamily("openai", OPENAI, (completions_bp, chat_bp, models_bp, health_bp, tokenize_bp)),
+    default=ApiFamily(
+        "openai", OPENAI, (completions_bp, chat_bp, models_bp, health_bp, tokenize_bp, *POOLING_BLUEPRINTS)
+    ),
 )
 
 
@@ -37,6 +48,7 @@ def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamil
     app.config["BODY_TIMEOUT"] = 300
     app.config["MAX_CONTENT_LENGTH"] = 64 << 20
     families.install(app)
+    app.before_request(refuse_unserved_routes)  # a generative route on a pooling model, or the reverse: 501
 
     @app.errorhandler(KvserveError)
     async def on_kvserve_error(error: KvserveError) -> Response:

@@ -1,0 +1,167 @@
+"""Request and response models of the pooling APIs, with vLLM's field names, defaults and shapes.
+
+Every pooling request shares PoolingRequestBase (model, truncation, priority, request id) and takes its
+input as `input` (a string, strings, token ids, or lists of token ids) or as chat `messages` rendered by
+the chat template.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from kvserve.api.frontend.conversation import Conversation
+from kvserve.api.openai.protocol_base import Int64, RequestModel, ResponseModel, UsageInfo, now, random_id
+
+PromptInput = str | list[str] | list[int] | list[list[int]]
+EncodingFormat = Literal["float", "base64"]
+
+
+class PoolingRequestBase(RequestModel):
+    model: str | None = None
+    user: str | None = None
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
+    truncation_side: Literal["left", "right"] | None = None
+    request_id: str | None = None
+    priority: Int64 = 0
+
+
+class InputFields(PoolingRequestBase):
+    """`input`, or chat `messages` (vLLM's chat form of the pooling requests: no generation prompt, the
+    template adds the special tokens)."""
+
+    input: PromptInput | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_special_tokens: bool | None = None  # default: True for `input`, False for `messages` (vLLM's)
+    add_generation_prompt: bool = False
+    continue_final_message: bool = False
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+
+    def conversation(self) -> Conversation:
+        return Conversation(
+            messages=self.messages or [],
+            add_generation_prompt=self.add_generation_prompt,
+            continue_final_message=self.continue_final_message,
+            chat_template=self.chat_template,
+            chat_template_kwargs=self.chat_template_kwargs,
+        )
+
+
+class PoolingRequest(InputFields):
+    task: Literal["embed", "token_embed", "classify"] | None = None  # default: what the model does
+    encoding_format: EncodingFormat = "float"
+    dimensions: int | None = None
+    normalize: bool | None = None
+    use_activation: bool | None = None
+
+
+class ClassificationRequest(InputFields):
+    use_activation: bool | None = None
+
+
+ScoreInputs = str | list[str]
+
+
+class ScoreRequest(PoolingRequestBase):
+    """vLLM accepts the two sides under three pairs of names; they mean the same."""
+
+    text_1: ScoreInputs | None = None
+    text_2: ScoreInputs | None = None
+    data_1: ScoreInputs | None = None
+    data_2: ScoreInputs | None = None
+    queries: ScoreInputs | None = None
+    documents: ScoreInputs | None = None
+    use_activation: bool | None = None
+
+    def sides(self) -> tuple[ScoreInputs | None, ScoreInputs | None]:
+        for first, second in ((self.text_1, self.text_2), (self.data_1, self.data_2), (self.queries, self.documents)):
+            if first is not None or second is not None:
+                return first, second
+        return None, None
+
+
+class RerankDocumentInput(RequestModel):
+    text: str
+
+
+class RerankRequest(PoolingRequestBase):
+    """Jina's and Cohere's rerank body (vLLM serves both shapes at /rerank, /v1/rerank and /v2/rerank)."""
+
+    query: str
+    documents: list[str | RerankDocumentInput]
+    top_n: int | None = None  # None or 0: every document
+    return_documents: bool = True
+    use_activation: bool | None = None
+
+    def document_texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class PoolingResponseData(ResponseModel):
+    index: int
+    object: str = "pooling"
+    data: list[float] | list[list[float]] | str
+
+
+class PoolingResponse(ResponseModel):
+    id: str = Field(default_factory=lambda: f"pool-{random_id()}")
+    object: str = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[PoolingResponseData]
+    usage: UsageInfo
+
+
+class ClassificationData(ResponseModel):
+    index: int
+    label: str | None
+    probs: list[float]
+    num_classes: int
+
+
+class ClassificationResponse(ResponseModel):
+    id: str = Field(default_factory=lambda: f"classify-{random_id()}")
+    object: str = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[ClassificationData]
+    usage: UsageInfo
+
+
+class ScoreResponseData(ResponseModel):
+    index: int
+    object: str = "score"
+    score: float
+
+
+class ScoreResponse(ResponseModel):
+    id: str = Field(default_factory=lambda: f"score-{random_id()}")
+    object: str = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[ScoreResponseData]
+    usage: UsageInfo
+
+
+class RerankDocument(ResponseModel):
+    text: str
+
+
+class RerankResult(ResponseModel):
+    index: int
+    document: RerankDocument | None = None
+    relevance_score: float
+
+
+class RerankUsage(ResponseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(ResponseModel):
+    id: str = Field(default_factory=lambda: f"rerank-{random_id()}")
+    model: str
+    usage: RerankUsage
+    results: list[RerankResult]
