@@ -1,5 +1,6 @@
-"""A cross-encoder (a tiny random BertForSequenceClassification with one label) over HTTP: /score, /rerank,
-/classify and /invocations against transformers on the same weights; embeddings refused (501)."""
+"""Scoring models over HTTP against transformers on the same weights: a cross-encoder (a tiny random
+BertForSequenceClassification with one label: /score, /rerank, /classify, /invocations) and a tiny ColBERT
+(late interaction: MaxSim over token embeddings); the routes they do not serve are refused (501)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,32 @@ def test_invocations_and_refused_routes(cross_encoder_server, expected):
     assert (status, error["error"]["message"]) == (501, "The model does not support Embeddings API")
     status, error = post(url, "/v1/completions", {"prompt": "x"})
     assert (status, error["error"]["message"]) == (501, "The model does not support Completions API")
+
+
+@pytest.fixture(scope="module")
+def colbert_server(colbert_dir):
+    from tests.api.server_process import ServerProcess
+
+    process = ServerProcess(str(colbert_dir), "--served-model-name", "colbert")
+    yield process
+    assert process.stop() == 0, process.log()
+
+
+def test_late_interaction_scores_are_maxsim_of_token_embeddings(colbert_server, colbert_dir):
+    from safetensors.torch import load_file
+
+    linear = load_file(colbert_dir / "model.safetensors")["linear.weight"]
+
+    def tokens(text: str) -> torch.Tensor:
+        return torch.nn.functional.normalize(encoder_models.hf_token_states(colbert_dir, text) @ linear.T, dim=-1)
+
+    expected = [float((tokens(QUERY) @ tokens(d).T).max(dim=1).values.sum()) for d in DOCUMENTS]
+    status, body = post(colbert_server.base_url, "/score", {"text_1": QUERY, "text_2": DOCUMENTS})
+    assert status == 200
+    assert [d["score"] for d in body["data"]] == pytest.approx(expected, abs=1e-3)
+    status, body = post(colbert_server.base_url, "/rerank", {"query": QUERY, "documents": DOCUMENTS, "top_n": 1})
+    assert body["results"][0]["index"] == int(np.argmax(expected))
+    status, body = post(colbert_server.base_url, "/pooling", {"input": DOCUMENTS[0]})
+    np.testing.assert_allclose(body["data"][0]["data"], tokens(DOCUMENTS[0]).numpy(), atol=1e-4)
+    status, error = post(colbert_server.base_url, "/v1/embeddings", {"input": "x"})
+    assert (status, error["error"]["message"]) == (501, "The model does not support Embeddings API")
