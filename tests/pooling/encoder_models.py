@@ -30,7 +30,19 @@ def build_bert_classifier(
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
+    config = _tiny_bert_config(
+        num_labels=num_labels,
+        id2label={i: f"class_{i}" for i in range(num_labels)},
+        label2id={f"class_{i}": i for i in range(num_labels)},
+    )
+    transformers.BertForSequenceClassification(config).eval().save_pretrained(directory)
+    return _with_minilm_tokenizer(directory)
+
+
+def _tiny_bert_config(**extra):
+    import transformers
+
+    return transformers.BertConfig(
         vocab_size=30522,
         hidden_size=64,
         intermediate_size=128,
@@ -38,12 +50,11 @@ def build_bert_classifier(
         num_attention_heads=4,
         max_position_embeddings=128,
         initializer_range=0.2,
-        num_labels=num_labels,
-        id2label={i: f"class_{i}" for i in range(num_labels)},
-        label2id={f"class_{i}": i for i in range(num_labels)},
+        **extra,
     )
-    model = transformers.BertForSequenceClassification(config).eval()
-    model.save_pretrained(directory)
+
+
+def _with_minilm_tokenizer(directory: Path) -> Path:
     for name in _TOKENIZER_FILES:
         if (minilm_dir() / name).is_file():
             shutil.copy(minilm_dir() / name, directory / name)
@@ -57,15 +68,7 @@ def build_colbert(directory: Path) -> Path:
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-    )
+    config = _tiny_bert_config()
     bert = transformers.BertModel(config, add_pooling_layer=False).eval()
     tensors = {f"bert.{name}": t.contiguous() for name, t in bert.state_dict().items()}
     tensors["linear.weight"] = torch.randn(32, 64) * 0.2
@@ -74,10 +77,7 @@ def build_colbert(directory: Path) -> Path:
     hf = json.loads(config.to_json_string())
     hf.update(architectures=["HF_ColBERT"], dim=32)
     (directory / "config.json").write_text(json.dumps(hf))
-    for name in _TOKENIZER_FILES:
-        if (minilm_dir() / name).is_file():
-            shutil.copy(minilm_dir() / name, directory / name)
-    return directory
+    return _with_minilm_tokenizer(directory)
 
 
 @functools.cache

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import ResponseModel, UsageInfo, now, random_id
-from kvserve.api.pooling.protocol import EncodingFormat, InputFields
+from kvserve.api.openai.protocol_base import ResponseModel, random_id
+from kvserve.api.pooling.protocol import EncodingFormat, InputFields, ListResponse
 
 
 class EmbeddingRequest(InputFields):
@@ -20,10 +20,6 @@ class EmbeddingResponseData(ResponseModel):
     embedding: list[float] | list[list[float]] | str
 
 
-class EmbeddingResponse(ResponseModel):
+class EmbeddingResponse(ListResponse):
     id: str = Field(default_factory=lambda: f"embd-{random_id()}")
-    object: str = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[EmbeddingResponseData]
-    usage: UsageInfo

@@ -7,12 +7,19 @@ the chat template.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kvserve.api.frontend.conversation import Conversation
-from kvserve.api.openai.protocol_base import Int64, RequestModel, ResponseModel, UsageInfo, now, random_id
+from kvserve.api.openai.protocol_base import (
+    ConversationFields,
+    Int64,
+    RequestModel,
+    ResponseModel,
+    UsageInfo,
+    now,
+    random_id,
+)
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
 EncodingFormat = Literal["float", "base64"]
@@ -27,26 +34,13 @@ class PoolingRequestBase(RequestModel):
     priority: Int64 = 0
 
 
-class InputFields(PoolingRequestBase):
-    """`input`, or chat `messages` (vLLM's chat form of the pooling requests: no generation prompt, the
+class InputFields(PoolingRequestBase, ConversationFields):
+    """`input`, or chat `messages` (vLLM's chat form of the pooling requests: no generation prompt, and the
     template adds the special tokens)."""
 
     input: PromptInput | None = None
-    messages: list[dict[str, Any]] | None = None
-    add_special_tokens: bool | None = None  # default: True for `input`, False for `messages` (vLLM's)
     add_generation_prompt: bool = False
-    continue_final_message: bool = False
-    chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-
-    def conversation(self) -> Conversation:
-        return Conversation(
-            messages=self.messages or [],
-            add_generation_prompt=self.add_generation_prompt,
-            continue_final_message=self.continue_final_message,
-            chat_template=self.chat_template,
-            chat_template_kwargs=self.chat_template_kwargs,
-        )
+    add_special_tokens: bool | None = None  # default: True for `input`, False for `messages` (vLLM's)
 
 
 class PoolingRequest(InputFields):
@@ -105,13 +99,18 @@ class PoolingResponseData(ResponseModel):
     data: list[float] | list[list[float]] | str
 
 
-class PoolingResponse(ResponseModel):
-    id: str = Field(default_factory=lambda: f"pool-{random_id()}")
+class ListResponse(ResponseModel):
+    """The envelope of vLLM's pooling responses; each subclass names its `id` prefix and its `data` rows."""
+
     object: str = "list"
     created: int = Field(default_factory=now)
     model: str
-    data: list[PoolingResponseData]
     usage: UsageInfo
+
+
+class PoolingResponse(ListResponse):
+    id: str = Field(default_factory=lambda: f"pool-{random_id()}")
+    data: list[PoolingResponseData]
 
 
 class ClassificationData(ResponseModel):
@@ -121,13 +120,9 @@ class ClassificationData(ResponseModel):
     num_classes: int
 
 
-class ClassificationResponse(ResponseModel):
+class ClassificationResponse(ListResponse):
     id: str = Field(default_factory=lambda: f"classify-{random_id()}")
-    object: str = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[ClassificationData]
-    usage: UsageInfo
 
 
 class ScoreResponseData(ResponseModel):
@@ -136,13 +131,9 @@ class ScoreResponseData(ResponseModel):
     score: float
 
 
-class ScoreResponse(ResponseModel):
+class ScoreResponse(ListResponse):
     id: str = Field(default_factory=lambda: f"score-{random_id()}")
-    object: str = "list"
-    created: int = Field(default_factory=now)
-    model: str
     data: list[ScoreResponseData]
-    usage: UsageInfo
 
 
 class RerankDocument(ResponseModel):

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from quart import Blueprint, Response, current_app, request
 
 from kvserve.api.context import ServingContext
+from kvserve.api.json_body import json_object
 from kvserve.api.pooling.capabilities import CLASSIFY, EMBED, GENERATE, POOLING, SCORE, served_apis
 from kvserve.errors import InvalidRequestError
 
@@ -60,13 +60,7 @@ _CANDIDATES = (
 
 @bp.post("/invocations")
 async def invocations() -> Response:
-    raw = await request.get_data(cache=True)  # kept: the chosen route reads the body again
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise InvalidRequestError(f"JSON decode error: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
+    body = json_object(await request.get_data(cache=True))  # cached: the chosen route reads the body again
     apis = served_apis(ServingContext.current().engine)
     candidates = [c for c in _CANDIDATES if c.api in apis]
     for candidate in candidates:
