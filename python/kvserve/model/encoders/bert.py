@@ -14,7 +14,6 @@ requests are packed back to back ([T, hidden], spans from query_start_loc); atte
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -56,26 +55,34 @@ def _param(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape), requires_grad=False)
 
 
-@dataclass(frozen=True, slots=True)
 class _Padding:
-    """Where each packed token sits in the padded [R, L] attention batch."""
+    """Moves the step's packed rows [T, W] into the padded attention batch [R, L, W] and back.
 
-    seq_ids: torch.Tensor  # [T] int64: the token's request
-    offsets: torch.Tensor  # [T] int64: its position inside the request
-    key_mask: torch.Tensor  # [R, 1, 1, L] bool: real (not padding) keys
-    num_seqs: int
-    max_len: int
+    Built once per forward: each token's flat padded index (request * L + position in it), the key mask, and
+    one zeroed buffer that every layer reuses. Layers overwrite only the real rows, so padding rows stay
+    zero (finite: a masked key's value row is still multiplied by its zero weight).
+    """
 
-    @staticmethod
-    def of(ctx: ForwardContext, num_tokens: int) -> _Padding:
+    def __init__(self, ctx: ForwardContext, num_tokens: int) -> None:
         starts = ctx.query_start_loc.long()
         lens = starts[1:] - starts[:-1]
-        num_seqs, max_len = lens.shape[0], ctx.max_query_len
+        self.num_seqs, self.max_len = lens.shape[0], ctx.max_query_len
         device = starts.device
-        seq_ids = torch.repeat_interleave(torch.arange(num_seqs, device=device), lens, output_size=num_tokens)
+        seq_ids = torch.repeat_interleave(torch.arange(self.num_seqs, device=device), lens, output_size=num_tokens)
         offsets = torch.arange(num_tokens, device=device) - starts[seq_ids]
-        key_mask = torch.arange(max_len, device=device)[None, :] < lens[:, None]
-        return _Padding(seq_ids, offsets, key_mask.view(num_seqs, 1, 1, max_len), num_seqs, max_len)
+        self.flat_index = seq_ids * self.max_len + offsets  # [T]
+        key_mask = torch.arange(self.max_len, device=device)[None, :] < lens[:, None]
+        self.key_mask = key_mask.view(self.num_seqs, 1, 1, self.max_len)  # [R, 1, 1, L]: real keys
+        self._buffer: torch.Tensor | None = None
+
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._buffer is None:
+            self._buffer = rows.new_zeros(self.num_seqs * self.max_len, rows.shape[-1])
+        self._buffer.index_copy_(0, self.flat_index, rows)
+        return self._buffer.view(self.num_seqs, self.max_len, rows.shape[-1])
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded.reshape(self.num_seqs * self.max_len, -1).index_select(0, self.flat_index)
 
 
 class EncoderLayer(nn.Module):
@@ -97,12 +104,10 @@ class EncoderLayer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, padding: _Padding) -> torch.Tensor:
         num_seqs, max_len, width = padding.num_seqs, padding.max_len, hidden.shape[-1]
-        qkv = F.linear(hidden, self.qkv_proj, self.qkv_bias)
-        padded = qkv.new_zeros(num_seqs, max_len, 3 * width)
-        padded[padding.seq_ids, padding.offsets] = qkv
+        padded = padding.pad(F.linear(hidden, self.qkv_proj, self.qkv_bias))  # [R, L, 3 * hidden]
         q, k, v = padded.view(num_seqs, max_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=padding.key_mask)  # [R, heads, L, head_dim]
-        attn = attn.transpose(1, 2).reshape(num_seqs, max_len, width)[padding.seq_ids, padding.offsets]
+        attn = padding.unpad(attn.transpose(1, 2))
         hidden = F.layer_norm(
             hidden + F.linear(attn, self.o_proj, self.o_bias),
             (width,),
@@ -154,7 +159,7 @@ class BertModel(nn.Module):
             + F.embedding(token_types, self.token_type_embeddings)
         )
         hidden = F.layer_norm(hidden, (hidden.shape[-1],), self.embed_norm_weight, self.embed_norm_bias, self.eps)
-        padding = _Padding.of(ctx, input_ids.shape[0])
+        padding = _Padding(ctx, input_ids.shape[0])
         for layer in self.layers:
             hidden = layer(hidden, padding)
         return hidden
