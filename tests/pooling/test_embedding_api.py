@@ -75,6 +75,25 @@ def test_token_ids_and_chat_messages_inputs(minilm_server, openai_client, refere
     np.testing.assert_allclose(chat["data"][0]["embedding"], plain["data"][0]["embedding"], atol=1e-6)
 
 
+def test_base64_dtypes_and_byte_orders(minilm_server, reference):
+    import base64
+
+    def fetch(**fields) -> bytes:
+        body = {"input": TEXTS[0], "encoding_format": "base64", **fields}
+        status, response = post(minilm_server.base_url, "/v1/embeddings", body)
+        assert status == 200, response
+        return base64.b64decode(response["data"][0]["embedding"])
+
+    np.testing.assert_array_equal(np.frombuffer(fetch(), "<f4"), np.frombuffer(fetch(endianness="big"), ">f4"))
+    np.testing.assert_allclose(
+        np.frombuffer(fetch(embed_dtype="float16", endianness="big"), ">f2"), reference[0], atol=1e-3
+    )
+    bf16 = np.frombuffer(fetch(embed_dtype="bfloat16", endianness="little"), "<u2").astype(np.uint32) << 16
+    np.testing.assert_allclose(bf16.view(np.float32), reference[0], atol=4e-3)
+    status, error = post(minilm_server.base_url, "/v1/embeddings", {"input": "x", "embed_dtype": "fp8_e4m3"})
+    assert status == 400 and "embed_dtype" in error["error"]["message"]
+
+
 def test_truncate_prompt_tokens(minilm_server):
     status, body = post(
         minilm_server.base_url, "/v1/embeddings", {"input": "word " * 300, "truncate_prompt_tokens": 10}

@@ -23,10 +23,10 @@ async def embeddings(body: EmbeddingRequest) -> EmbeddingResponse:
     ctx = ServingContext.current()
     model = ctx.model_name(body.model)
     prompts, add_special_tokens = request_prompts(body, ctx)
-    params = embed_params(ctx, body.dimensions, body.normalize)
+    params = embed_params(ctx, body.dimensions, body.normalize_or_default())
     pooled = await encode(ctx, prompts, params, EncodeOptions.of(body, add_special_tokens))
     data = [
-        EmbeddingResponseData(index=i, embedding=encode_vector(vector, body.encoding_format))
+        EmbeddingResponseData(index=i, embedding=encode_vector(vector, body.encoding()))
         for i, vector in enumerate(pooled.values)
     ]
     return EmbeddingResponse(model=model, data=data, usage=pooled.usage)

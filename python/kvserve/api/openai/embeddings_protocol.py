@@ -5,13 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from kvserve.api.openai.protocol_base import ResponseModel, random_id
-from kvserve.api.pooling.protocol import EncodingFormat, InputFields, ListResponse
+from kvserve.api.pooling.protocol import EmbedFields, InputFields, ListResponse
 
 
-class EmbeddingRequest(InputFields):
-    encoding_format: EncodingFormat = "float"
-    dimensions: int | None = None
-    normalize: bool | None = None  # vLLM's extra: None is the model's default (sentence-transformers' Normalize)
+class EmbeddingRequest(InputFields, EmbedFields):
+    pass
 
 
 class EmbeddingResponseData(ResponseModel):

@@ -33,7 +33,7 @@ def _params(body: PoolingRequest, ctx: ServingContext) -> PoolingParams:
     )
     if task == CLASSIFY:
         return PoolingParams(kind="classify", activation=body.use_activation is not False)
-    params = embed_params(ctx, body.dimensions, body.normalize)
+    params = embed_params(ctx, body.dimensions, body.normalize_or_default())
     return PoolingParams(kind="embed", pooling="all", normalize=params.normalize) if task == TOKEN_EMBED else params
 
 
@@ -43,7 +43,7 @@ async def pool(body: PoolingRequest) -> PoolingResponse:
     prompts, add_special_tokens = request_prompts(body, ctx)
     pooled = await encode(ctx, prompts, _params(body, ctx), EncodeOptions.of(body, add_special_tokens))
     data = [
-        PoolingResponseData(index=i, data=encode_vector(vector, body.encoding_format))
+        PoolingResponseData(index=i, data=encode_vector(vector, body.encoding()))
         for i, vector in enumerate(pooled.values)
     ]
     return PoolingResponse(model=model, data=data, usage=pooled.usage)

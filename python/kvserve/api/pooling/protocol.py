@@ -20,6 +20,7 @@ from kvserve.api.openai.protocol_base import (
     now,
     random_id,
 )
+from kvserve.api.pooling.vectors import EmbedDType, Encoding, Endianness
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
 EncodingFormat = Literal["float", "base64"]
@@ -43,12 +44,28 @@ class InputFields(PoolingRequestBase, ConversationFields):
     add_special_tokens: bool | None = None  # default: True for `input`, False for `messages` (vLLM's)
 
 
-class PoolingRequest(InputFields):
-    task: Literal["embed", "token_embed", "classify"] | None = None  # default: what the model does
+class EncodingFields(RequestModel):
+    """How vectors are written (vLLM's names): embed_dtype and endianness apply to base64 only."""
+
     encoding_format: EncodingFormat = "float"
+    embed_dtype: EmbedDType = "float32"
+    endianness: Endianness = "native"
+
+    def encoding(self) -> Encoding:
+        return Encoding(self.encoding_format, self.embed_dtype, self.endianness)
+
+
+class EmbedFields(EncodingFields):
     dimensions: int | None = None
-    normalize: bool | None = None
-    use_activation: bool | None = None
+    normalize: bool | None = None  # None: the model's default (sentence-transformers' Normalize module)
+    use_activation: bool | None = None  # vLLM's newer name for normalize on embeddings
+
+    def normalize_or_default(self) -> bool | None:
+        return self.normalize if self.normalize is not None else self.use_activation
+
+
+class PoolingRequest(InputFields, EmbedFields):
+    task: Literal["embed", "token_embed", "classify"] | None = None  # default: what the model does
 
 
 class ClassificationRequest(InputFields):

@@ -1,7 +1,9 @@
 """Pooled vectors as JSON values: OpenAI's float lists and base64, and Cohere's embedding types.
 
 float     the values (float32 widened to JSON numbers)
-base64    the float32 values, little-endian, base64-encoded (what the openai SDK asks for and decodes)
+base64    the values' bytes, base64-encoded: float32 in the machine's byte order by default (what the
+          openai SDK asks for and decodes); vLLM's `embed_dtype` (float16, bfloat16) and `endianness`
+          (little, big) choose others
 int8      round(x * 127) of values clipped to [-1, 1]      (Cohere does not publish its quantiser; for
 uint8     round((x + 1) * 127.5) of the same                 L2-normalised vectors this keeps the order)
 binary    one sign bit per value (x >= 0 -> 1), 8 per byte, first value in the high bit, as int8
@@ -11,20 +13,46 @@ ubinary   the same bytes as uint8
 from __future__ import annotations
 
 import base64
+import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+import torch
 
 from kvserve.api.frontend.validation import require
 
-COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
+EmbedDType = Literal["float32", "float16", "bfloat16"]
+Endianness = Literal["native", "little", "big"]
+# Each dtype's torch type and the integer type of the same width its bits are written as.
+_DTYPES: dict[str, tuple[torch.dtype, torch.dtype]] = {
+    "float32": (torch.float32, torch.int32),
+    "float16": (torch.float16, torch.int16),
+    "bfloat16": (torch.bfloat16, torch.int16),
+}
 
 
-def as_base64(vector: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How a response writes its vectors."""
+
+    format: Literal["float", "base64"] = "float"
+    dtype: EmbedDType = "float32"  # base64 only
+    endianness: Endianness = "native"  # base64 only
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | list[list[float]] | str:
-    return as_base64(vector) if encoding_format == "base64" else vector.tolist()
+def as_base64(vector: np.ndarray, dtype: EmbedDType = "float32", endianness: Endianness = "little") -> str:
+    torch_dtype, bits = _DTYPES[dtype]
+    raw = torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32)).to(torch_dtype).view(bits).numpy()
+    if (sys.byteorder if endianness == "native" else endianness) != sys.byteorder:
+        raw = raw.byteswap()
+    return base64.b64encode(raw.tobytes()).decode("ascii")
+
+
+def encode_vector(vector: np.ndarray, encoding: Encoding) -> list[float] | list[list[float]] | str:
+    if encoding.format == "base64":
+        return as_base64(vector, encoding.dtype, encoding.endianness)
+    return vector.tolist()
 
 
 def _quantize(vectors: np.ndarray, embedding_type: str) -> np.ndarray:
