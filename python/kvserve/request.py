@@ -5,6 +5,7 @@ kind decides how the core schedules it and what its output rows are:
 
     GENERATE         prompt -> sampled tokens (one row per step)                  sampling
     PREFILL_ONLY     prompt -> one pooled row once the prompt is computed         pooling
+                     (a prompt may be a TextPair: cross-encoders read query and document as one sequence)
     ENCODER_DECODER  encoder input + decoder prompt -> sampled tokens (Whisper)   sampling + encoder_input
 """
 
@@ -38,17 +39,20 @@ class PoolingParams:
     kind "embed": the prompt's final hidden states pooled by `pooling` (None: the model's own default),
     optionally L2-normalised and cut to `dimensions`. kind "next_token": the log-probabilities of the token
     that would follow the prompt, over `token_ids` only when given (generative scoring's label tokens).
+    kind "classify": the model's classification head over its pooled state: class probabilities (softmax,
+    or sigmoid for a single label, as vLLM's default activation), or the raw logits when `activation` is off.
     """
 
-    kind: Literal["embed", "next_token"] = "embed"
+    kind: Literal["embed", "next_token", "classify"] = "embed"
     pooling: PoolingType | None = None
     normalize: bool = True
     dimensions: int | None = None
     token_ids: tuple[int, ...] | None = None
+    activation: bool = True
 
     def __post_init__(self) -> None:
-        if self.kind not in ("embed", "next_token"):
-            raise ValueError(f"pooling kind must be 'embed' or 'next_token', got {self.kind!r}.")
+        if self.kind not in ("embed", "next_token", "classify"):
+            raise ValueError(f"pooling kind must be 'embed', 'next_token' or 'classify', got {self.kind!r}.")
         if self.pooling not in (None, "last", "mean", "cls", "all"):
             raise ValueError(f"pooling must be one of last, mean, cls, all, got {self.pooling!r}.")
         if self.dimensions is not None and self.dimensions < 1:
@@ -59,7 +63,15 @@ class PoolingParams:
     @property
     def needs_every_position(self) -> bool:
         """Pooling over all prompt positions needs each one computed, so no cached prefix may be read."""
-        return self.kind == "embed" and self.pooling in ("mean", "cls", "all")
+        return self.kind == "classify" or (self.kind == "embed" and self.pooling in ("mean", "cls", "all"))
+
+
+@dataclass(frozen=True, slots=True)
+class TextPair:
+    """Two texts encoded as one sequence, the second with token type 1 (a cross-encoder's query and document)."""
+
+    first: str
+    second: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +104,7 @@ class Truncation:
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
     request_id: str
-    prompt: str | list[int]  # text to tokenize, or token ids (the decoder prompt of an encoder-decoder request)
+    prompt: str | list[int] | TextPair  # text, token ids (an encoder-decoder's decoder prompt), or a text pair
     sampling: SamplingParams | None = None  # generate and encoder-decoder requests
     pooling: PoolingParams | None = None  # prefill-only requests
     encoder_input: EncoderInput | None = None  # encoder-decoder requests
@@ -126,6 +138,7 @@ class PreparedRequest:
     prompt_token_ids: list[int]
     max_tokens: int  # resolved against the context length; 0 for prefill-only requests
     eos_token_ids: tuple[int, ...]
+    token_type_ids: list[int] | None = None  # a TextPair prompt's segment ids (None: all 0)
 
     @property
     def request_id(self) -> str:

@@ -82,10 +82,21 @@ class Tokenizer:
             pad=special_token("pad_token"),
             unk=special_token("unk_token"),
         )
-        return cls(tokenizers.Tokenizer.from_file(str(tokenizer_file)), special, read_chat_template(directory, config))
+        backend = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+        # Some tokenizer.json files carry a truncation or padding setting (sentence-transformers exports do);
+        # transformers ignores them unless asked, and so do we: the engine truncates, on request, and says so.
+        backend.no_truncation()
+        backend.no_padding()
+        return cls(backend, special, read_chat_template(directory, config))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def encode_pair(self, first: str, second: str) -> tuple[list[int], list[int]]:
+        """Two texts as one sequence with the tokenizer's pair template ([CLS] a [SEP] b [SEP] for BERT);
+        returns the token ids and the token type ids."""
+        encoding = self.backend.encode(first, second, add_special_tokens=True)
+        return encoding.ids, encoding.type_ids
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.backend.decode(token_ids, skip_special_tokens=skip_special_tokens)

@@ -221,5 +221,6 @@ def test_an_unsupported_model_fails_at_start_with_a_clear_message(tiny_model_dir
         timeout=120,
     )
     assert done.returncode == 1
-    assert "'GPT2LMHeadModel' is not supported; supported: LlamaForCausalLM" in done.stderr
+    assert "'GPT2LMHeadModel' is not supported; supported: " in done.stderr
+    assert "LlamaForCausalLM, MistralForCausalLM" in done.stderr
     assert "Traceback" not in done.stderr

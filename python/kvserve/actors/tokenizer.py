@@ -10,7 +10,7 @@ from collections.abc import Callable
 from kvserve.actors.base import Actor
 from kvserve.errors import ErrorInfo, InvalidRequestError
 from kvserve.messages import AbortRequest, RequestFailed
-from kvserve.request import EngineRequest, PreparedRequest
+from kvserve.request import EngineRequest, PreparedRequest, TextPair
 from kvserve.tokenizer import Tokenizer
 
 # Raises ValueError when the model cannot serve the request (its task, pooling kind or options); a pure
@@ -56,7 +56,7 @@ class TokenizerActor(Actor):
             self.check_request(request)
         except ValueError as e:
             raise InvalidRequestError(str(e), "model") from None
-        token_ids = self._prompt_token_ids(request)
+        token_ids, token_type_ids = self._prompt_tokens(request)
         if request.sampling is None:
             if len(token_ids) > self.max_model_len:
                 raise InvalidRequestError(
@@ -67,7 +67,17 @@ class TokenizerActor(Actor):
             max_tokens = 0
         else:
             max_tokens = self._max_tokens(request, len(token_ids))
-        return PreparedRequest(request, token_ids, max_tokens, self.eos_token_ids)
+        return PreparedRequest(request, token_ids, max_tokens, self.eos_token_ids, token_type_ids)
+
+    def _prompt_tokens(self, request: EngineRequest) -> tuple[list[int], list[int] | None]:
+        """The prompt's token ids, truncated as asked, and a text pair's token type ids (cut alike)."""
+        if isinstance(request.prompt, TextPair):
+            token_ids, type_ids = self.tokenizer.encode_pair(request.prompt.first, request.prompt.second)
+            token_ids = self._truncate(request, token_ids)
+            if request.truncation is not None and request.truncation.side == "left":
+                return token_ids, type_ids[len(type_ids) - len(token_ids) :]
+            return token_ids, type_ids[: len(token_ids)]
+        return self._prompt_token_ids(request), None
 
     def _prompt_token_ids(self, request: EngineRequest) -> list[int]:
         if isinstance(request.prompt, str):

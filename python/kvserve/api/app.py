@@ -14,6 +14,7 @@ from kvserve.api.admin.load import install_load_tracking
 from kvserve.api.admin.metrics import bp as metrics_bp
 from kvserve.api.admin.metrics import install_metrics
 from kvserve.api.admin.sleep import bp as sleep_bp
+from kvserve.api.cohere.embed import bp as cohere_embed_bp
 from kvserve.api.context import ServingContext
 from kvserve.api.docs.routes import install_docs
 from kvserve.api.envelopes import OPENAI, ErrorReport
@@ -21,8 +22,14 @@ from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
+from kvserve.api.openai.embeddings import bp as embeddings_bp
 from kvserve.api.openai.models import bp as models_bp
+from kvserve.api.pooling.capabilities import refuse_unserved_routes
+from kvserve.api.pooling.classify import bp as classify_bp
+from kvserve.api.pooling.pool import bp as pooling_bp
+from kvserve.api.pooling.score import bp as score_bp
 from kvserve.api.render.routes import bp as render_bp
+from kvserve.api.sagemaker.invocations import bp as invocations_bp
 from kvserve.api.scoring.generative import bp as generative_scoring_bp
 from kvserve.api.security.api_keys import install_api_keys
 from kvserve.api.security.cors import install_cors
@@ -38,6 +45,8 @@ if TYPE_CHECKING:  # annotations only: the app is built in tests around a fake e
 # The one place a family joins the server. vLLM answers its own extras (tokenize, health) in OpenAI's
 # envelope, which is also the envelope of any path no family claims. Anthropic's and Cohere's families will
 # add themselves here, e.g. ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)).
+# vLLM answers its pooling routes in this envelope too, Cohere's /v2/embed and the rerank routes included.
+POOLING_BLUEPRINTS = (embeddings_bp, cohere_embed_bp, pooling_bp, classify_bp, score_bp, invocations_bp)
 API_FAMILIES = ApiFamilies(
     default=ApiFamily(
         "openai",
@@ -52,6 +61,7 @@ API_FAMILIES = ApiFamilies(
             generative_scoring_bp,
             load_bp,
             metrics_bp,
+            *POOLING_BLUEPRINTS,
         ),
     ),
 )
@@ -72,9 +82,10 @@ def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamil
     install_docs(app, settings)
     if engine is not None:  # an app built around no engine (envelope tests) has no metrics to read
         install_metrics(app, engine, settings)
-    # CORS first: preflights are answered before the API-key check.
+    # CORS first: preflights are answered before the API-key check, and the key before anything else.
     install_cors(app, settings)
     install_api_keys(app, settings.api_keys, settings.protect_metrics)
+    app.before_request(refuse_unserved_routes)  # a generative route on a pooling model, or the reverse: 501
     if settings.enable_request_id_headers:
         install_request_ids(app)
     if settings.enable_server_load_tracking:

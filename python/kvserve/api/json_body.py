@@ -21,14 +21,19 @@ async def parse_json_body(model: type[M]) -> M:
             f"Unsupported Content-Type {content_type or '(none)'!r}: the request body must be JSON "
             "(Content-Type: application/json)."
         )
-    raw = await request.get_data(cache=False)
+    data = json_object(await request.get_data(cache=False))
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as e:
+        raise validation_error(e) from None
+
+
+def json_object(raw: bytes) -> dict:
+    """A request body that must be one JSON object."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise InvalidRequestError(f"The request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as e:
-        raise validation_error(e) from None
+    return data

@@ -97,7 +97,8 @@ class AsyncEngine:
             max_num_seqs=config.max_num_seqs,
             max_num_batched_tokens=config.max_num_batched_tokens or (8192 if runner.device.type == "cuda" else 2048),
             max_model_len=max_model_len,
-            enable_prefix_caching=config.enable_prefix_caching,
+            # A model without a KV cache (an encoder) has nothing to reuse: its blocks only book tokens.
+            enable_prefix_caching=config.enable_prefix_caching and runner.tasks.uses_kv_cache,
             enable_chunked_prefill=config.enable_chunked_prefill,
             policy=_core.SchedulingPolicy.PRIORITY
             if config.scheduling_policy == "priority"
@@ -109,6 +110,7 @@ class AsyncEngine:
         self.runner = RunnerActor(runner, thread, self.scheduler, self.router)
         self.scheduler.connect(self.runner, self.detokenizer, self.router)
         self.supported_tasks = runner.supported_tasks
+        self.model_tasks = runner.tasks  # what the served model produces (--runner, pooling defaults)
         self.tokenizer_actor = TokenizerActor(
             tokenizer,
             max_model_len,

@@ -17,3 +17,4 @@ class ForwardContext:
     max_query_len: int
     max_seq_len: int
     kv_caches: list[torch.Tensor]  # per layer [2, NB, BS, KVH, D]
+    token_type_ids: torch.Tensor | None = None  # [T] int64, for models that read segment ids (BERT); else None

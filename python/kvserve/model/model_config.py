@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+from kvserve.model.encoders.sentence_transformers import PoolerConfig, read_pooler_config
 from kvserve.model.rope import RopeParameters, rope_parameters_from_hf_config
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
     generation_defaults: dict[str, Any] = field(default_factory=dict)
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    pooler: PoolerConfig | None = None  # the sentence-transformers layout's pooling, when the model has one
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -123,12 +126,20 @@ class ModelConfig:
 
     @classmethod
     def from_directory(cls, path: str | Path) -> ModelConfig:
-        """config.json and, when present, generation_config.json (EOS ids and sampling defaults)."""
+        """config.json and, when present, generation_config.json (EOS ids and sampling defaults) and the
+        sentence-transformers files (pooling)."""
         path = Path(path)
         config_file = path / "config.json"
         if not config_file.is_file():
             raise FileNotFoundError(f"no config.json in {path}")
-        return cls.from_dict(json.loads(config_file.read_text()), read_generation_config(path))
+        config = cls.from_dict(json.loads(config_file.read_text()), read_generation_config(path))
+        pooler = read_pooler_config(path)
+        if pooler is None:
+            return config
+        # A sentence-transformers model serves inputs up to its max_seq_length (as vLLM does), not the
+        # position table's size; longer inputs are refused or truncated on request, never silently.
+        limit = min(config.max_position_embeddings, pooler.max_seq_length or config.max_position_embeddings)
+        return dataclasses.replace(config, pooler=pooler, max_position_embeddings=limit)
 
     @property
     def num_queries_per_kv(self) -> int:

@@ -7,10 +7,14 @@ serve before the request reaches the core.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
+from kvserve.model.encoders.bert import BertForSequenceClassification, BertModel, ColBERTModel
+from kvserve.model.encoders.sentence_transformers import PoolerConfig
 from kvserve.model.llama import LlamaForCausalLM
 from kvserve.request import EngineRequest, PoolingType, TaskKind
 
@@ -19,20 +23,57 @@ _MODELS: dict[str, type[nn.Module]] = {
     "MistralForCausalLM": LlamaForCausalLM,
     "Qwen2ForCausalLM": LlamaForCausalLM,
     "Qwen3ForCausalLM": LlamaForCausalLM,
+    # Encoders (prefill-only, no KV cache). Qwen3-Embedding-style decoder embedders are the CausalLM
+    # classes above served with --runner pooling (or found by their sentence-transformers files).
+    "BertModel": BertModel,
+    "BertForSequenceClassification": BertForSequenceClassification,
+    "HF_ColBERT": ColBERTModel,
 }
+
+Runner = Literal["generate", "pooling"]
+RUNNERS = ("auto", "generate", "pooling")
 
 
 @dataclass(frozen=True, slots=True)
 class ModelTasks:
-    """What one model class can produce."""
+    """What one served model produces."""
 
     tasks: frozenset[TaskKind]
     pooling_kinds: frozenset[str]  # PoolingParams.kind values its prefill-only rows support
     default_pooling: PoolingType  # PoolingParams.pooling None means this
+    default_normalize: bool = True  # embeddings are L2-normalised unless the model or the request says not
+    uses_kv_cache: bool = True  # False: an encoder, whose requests attend only within one step
+    runner: Runner = "generate"  # which API families the server answers for this model
 
     @staticmethod
     def of(cls: type[nn.Module]) -> ModelTasks:
-        return ModelTasks(cls.supported_tasks, cls.pooling_kinds, cls.default_pooling)
+        return ModelTasks(
+            cls.supported_tasks,
+            cls.pooling_kinds,
+            cls.default_pooling,
+            uses_kv_cache=getattr(cls, "uses_kv_cache", True),
+            runner="generate" if TaskKind.GENERATE in cls.supported_tasks else "pooling",
+        )
+
+    def served_as(self, runner: str, pooler: PoolerConfig | None) -> ModelTasks:
+        """These tasks under `--runner` (auto: pooling for encoders and for models with sentence-transformers
+        files, generation otherwise), with the model's own pooling defaults."""
+        if runner == "auto":
+            runner = "pooling" if pooler is not None else self.runner
+        if runner == "generate" and TaskKind.GENERATE not in self.tasks:
+            raise ValueError("--runner generate: this model cannot generate text (it is a pooling model)")
+        if runner not in ("generate", "pooling"):
+            raise ValueError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+        served = dataclasses.replace(self, runner=runner)
+        if runner == "pooling":
+            served = dataclasses.replace(served, tasks=frozenset({TaskKind.PREFILL_ONLY}))
+        if pooler is not None:
+            served = dataclasses.replace(
+                served,
+                default_pooling=pooler.pooling or served.default_pooling,
+                default_normalize=served.default_normalize if pooler.normalize is None else pooler.normalize,
+            )
+        return served
 
     def unsupported(self, request: EngineRequest) -> str | None:
         """Why this model cannot serve `request`, or None when it can."""

@@ -8,6 +8,7 @@ the request's persistent batch slot (`NewRequest.slot`).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from kvserve.request import EngineRequest, PoolingParams, TaskKind
 logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_KV_CACHE_MEMORY = 4 * GiB
+MAX_DEFAULT_BATCHED_TOKENS = 8192  # the larger of the engine's default token budgets (CUDA's)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,11 +85,13 @@ class ModelRunner:
         self.dtype = resolve_dtype(engine_config.dtype, model_config.dtype, self.device)
         self.model_dir = model_dir
         torch.manual_seed(engine_config.seed)
+        self.tasks: ModelTasks = model_tasks(model_config.architecture).served_as(
+            engine_config.runner, model_config.pooler
+        )
         self.model = self._load_model(model_dir)
-        self.num_blocks = self._num_kv_blocks()
+        self.num_blocks = self._num_kv_blocks() if self.tasks.uses_kv_cache else self._num_accounting_blocks()
         self.kv_caches = self._allocate_kv_cache()
         self.asleep: dict[str, int] = {}  # part ("weights", "kv_cache") -> the sleep level that released it
-        self.tasks: ModelTasks = model_tasks(model_config.architecture)
         self.input_batch = InputBatch(model_config.vocab_size, self.device)
         self.logits_pipeline = LogitsPipeline()
         self.prompt_logprobs = PromptLogprobsTracker()
@@ -108,8 +112,8 @@ class ModelRunner:
 
     def _allocate_kv_cache(self) -> list[torch.Tensor]:
         # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN.
-        # The noop model reads no KV, so it gets none.
-        if self.config.load_format == "noop":
+        # The noop model reads no KV, so it gets none; neither does an encoder (see _num_accounting_blocks).
+        if self.config.load_format == "noop" or not self.tasks.uses_kv_cache:
             return []
         c = self.model_config
         shape = (2, self.num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
@@ -128,6 +132,17 @@ class ModelRunner:
         if num_blocks < 1:
             raise ValueError(f"no room for the KV cache: one block takes {block_bytes} bytes, {int(budget)} available")
         return num_blocks
+
+    def _num_accounting_blocks(self) -> int:
+        """Blocks for a model that keeps no KV cache (encoders): the core still books blocks for the tokens it
+        schedules, and frees them when the prefill-only request finishes after its one step. Those blocks
+        cost no memory here, so there are enough for any step the token and sequence budgets allow (plus one
+        partial block per request): scheduling is then limited by the budgets alone, never by "memory"."""
+        c, bs = self.config, self.config.block_size
+        max_step_tokens = max(
+            c.max_num_batched_tokens or 0, MAX_DEFAULT_BATCHED_TOKENS, self.model_config.max_position_embeddings
+        )
+        return -(-max_step_tokens // bs) + c.max_num_seqs
 
     # -- what this model serves -------------------------------------------------------------------------
     @property
@@ -190,7 +205,21 @@ class ModelRunner:
             max_seq_len=batch.max_seq_len,
             kv_caches=self.kv_caches,
         )
+        if getattr(self.model, "uses_token_type_ids", False):
+            ctx = dataclasses.replace(ctx, token_type_ids=self._to_device(self._token_type_ids(batch)))
         return StepInputs(self._to_device(batch.input_ids), self._to_device(batch.positions), ctx)
+
+    def _token_type_ids(self, batch: ExecuteBatch) -> np.ndarray:
+        """[T] segment ids: 0, except the second text of TextPair prompts. Visits only the step's requests,
+        each computed whole (encoders are prefill-only, never chunked, and read no cached prefix)."""
+        token_types = np.zeros(len(batch.input_ids), dtype=np.int64)
+        requests = self.input_batch.requests
+        starts = batch.query_start_loc
+        for r, slot in enumerate(batch.req_slots.tolist()):
+            type_ids = requests[slot].token_type_ids
+            if type_ids is not None:
+                token_types[starts[r] : starts[r + 1]] = type_ids
+        return token_types
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -202,9 +231,7 @@ class ModelRunner:
         prompt_chunks = self.prompt_logprobs.compute(batch, hidden, self.model.compute_logits)
         pooled = None
         if len(batch.pool_handles):
-            pooled = pool_rows(
-                batch, hidden, self.input_batch.requests, self.tasks.default_pooling, self.model.compute_logits
-            )
+            pooled = pool_rows(batch, hidden, self.input_batch.requests, self.tasks.default_pooling, self.model)
         if len(batch.sample_slots) == 0:
             return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks, pooled)
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])

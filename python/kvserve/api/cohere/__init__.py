@@ -1,0 +1,1 @@
+"""Cohere's embed API (v1 and v2) on the pooling models."""

@@ -1,0 +1,1 @@
+"""SageMaker's /invocations: one route that dispatches by the body's shape."""
