@@ -26,6 +26,11 @@ class EngineConfig:
     seed: int = 0
     generation_config: str = "auto"  # auto (the model's) | vllm (none) | a directory
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
+    # Reliability: None means no limit.
+    max_num_queued_requests: int | None = None  # requests waiting to be scheduled; more are refused (503)
+    max_num_queued_tokens: int | None = None  # prompt tokens waiting to be scheduled; beyond, refused (503)
+    request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
+    engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -42,5 +47,13 @@ class EngineConfig:
             raise ValueError(f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}")
         if self.load_format not in ("auto", "dummy", "noop"):
             raise ValueError(f"load_format must be 'auto', 'dummy' or 'noop', got {self.load_format!r}")
+        for name in ("max_num_queued_requests", "max_num_queued_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("request_timeout", "engine_step_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

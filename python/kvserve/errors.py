@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class KvserveError(Exception):
     status_code = 500
     error_type = "InternalServerError"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -34,7 +35,33 @@ class EngineDeadError(KvserveError):
     error_type = "EngineDeadError"
 
 
-_BY_TYPE = {cls.__name__: cls for cls in (KvserveError, InvalidRequestError, NotFoundError, EngineDeadError)}
+class ServiceUnavailableError(KvserveError):
+    """The server cannot take the request now: its queue is full or it is shutting down (HTTP 503 with
+    Retry-After; the request may succeed later, here or on another replica)."""
+
+    status_code = 503
+    error_type = "ServiceUnavailableError"
+    retry_after = 1
+
+
+class RequestTimeoutError(KvserveError):
+    """The request did not finish within its timeout (queueing and generation); it was aborted (HTTP 408)."""
+
+    status_code = 408
+    error_type = "RequestTimeoutError"
+
+
+_BY_TYPE = {
+    cls.__name__: cls
+    for cls in (
+        KvserveError,
+        InvalidRequestError,
+        NotFoundError,
+        EngineDeadError,
+        ServiceUnavailableError,
+        RequestTimeoutError,
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)

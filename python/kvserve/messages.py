@@ -5,7 +5,8 @@ Flow:  engine -EngineRequest-> Tokenizer -PreparedRequest-> Detokenizer (registe
        Scheduler <-ExecuteBatch/BatchResult-> Runner ;
        Scheduler -> Detokenizer (RequestAccepted, RequestsScheduled, TokenDeltas, PooledOutputs,
        PromptLogprobs, RequestsAborted, RequestFailed) -> the engine's output router ;
-       Scheduler -StepStats-> output router (the engine's stats listeners).
+       Scheduler -StepStats-> output router (the engine's stats listeners) ;
+       Scheduler -RequestsScheduled-> output router (the end of queueing, for admission control).
 
 A request is described once, by `kvserve.request.EngineRequest`; later messages refer to it.
 """
