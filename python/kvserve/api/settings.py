@@ -19,6 +19,8 @@ class ServerSettings:
     return_tokens_as_token_ids: bool = False
     trust_request_chat_template: bool = False
     system_fingerprint: str | None = None
+    max_request_body_bytes: int = 64 << 20  # larger bodies get 413
+    shutdown_timeout: float = 5.0  # seconds in-flight requests get to finish after SIGTERM
 
     @property
     def model_name(self) -> str:
