@@ -216,3 +216,17 @@ def test_deeply_nested_tool_schema_is_400(live):
     raw = json.dumps({**CHAT, "tools": []})[:-1] + f', "extra": {nested}}}'
     assert post(live.port, "/v1/chat/completions", raw.encode())[0] == 400
     assert_still_serving(live)
+
+
+def test_values_at_the_edges_are_served(live):
+    """Large but legal values reach the engine and it copes (no 5xx, no dead engine)."""
+    for field, value in (
+        ("top_k", 10**6),
+        ("seed", -1),
+        ("seed", 2**63 - 1),
+        ("min_tokens", 2),
+        ("logit_bias", {"5": 1e300}),
+    ):
+        status, _, body = post(live.port, "/v1/completions", {**COMPLETION, field: value})
+        assert status == 200, (field, body)
+    assert_still_serving(live)
