@@ -26,9 +26,7 @@ import collections
 import json
 import os
 import random
-import socket
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,13 +34,14 @@ from typing import Any
 
 import aiohttp
 
-from kvserve.api.app import create_app
-from kvserve.api.server import hypercorn_config
+sys.path.insert(0, str(Path(__file__).parents[1]))  # the repository root: the tests' in-process server
+
 from kvserve.api.settings import ServerSettings
 from kvserve.config import EngineConfig
 from kvserve.engine import AsyncEngine
 from kvserve.messages import StepStats
 from kvserve.text.chat_template import ChatTemplate
+from tests.api.in_process_server import InProcessServer
 
 DISCONNECT_FRACTION = 0.2
 BURST_FACTOR = 4
@@ -62,61 +61,28 @@ def open_fds() -> int:
 
 
 class SoakServer:
-    """kvserve on hypercorn in a thread with its own loop, plus the probes that read it."""
+    """kvserve in this process (the tests' InProcessServer: hypercorn on its own loop and thread), with a
+    probe of its event loop's lag and the engine's latest StepStats."""
 
-    def __init__(self, config: EngineConfig, port: int) -> None:
+    def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.port = port
-        self.engine: AsyncEngine | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.last_stats: StepStats | None = None
         self.max_lag = 0.0  # seconds, since the last sample
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
-        if not self.ready.wait(600) or self.error:
-            raise RuntimeError(f"server did not start: {self.error!r}")
-        deadline = time.monotonic() + 30  # hypercorn binds after the engine is up
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self.server = InProcessServer(self.config, "soak", settings=self._settings)
+        self.port = self.server.port
+        self.engine = self.server.engine
+        self.server.call(lambda: self.engine.add_stats_listener(self._on_stats))
+        self.probe = asyncio.run_coroutine_threadsafe(self._probe_lag(), self.server.loop)
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as e:
-            self.error = e
-            self.ready.set()
-
-    async def _main(self) -> None:
-        from hypercorn.asyncio import serve
-
-        self.loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
-        engine = self.engine = await AsyncEngine.start(self.config)
-        engine.add_stats_listener(self._on_stats)
+    def _settings(self, engine: AsyncEngine) -> ServerSettings:
         template = engine.tokenizer.chat_template
-        settings = ServerSettings(
+        return ServerSettings(
             served_model_names=("soak",),
             model_root=self.config.model,
             chat_template=ChatTemplate(template, special_tokens=engine.tokenizer.special_tokens) if template else None,
         )
-        probe = asyncio.ensure_future(self._probe_lag())
-        self.loop.call_soon(self.ready.set)
-        try:
-            config = hypercorn_config("127.0.0.1", self.port, "warning", settings)
-            await serve(create_app(engine, settings), config, shutdown_trigger=self.stopping.wait)
-        finally:
-            probe.cancel()
-            await engine.shutdown()
 
     def _on_stats(self, stats: StepStats) -> None:
         self.last_stats = stats
@@ -129,11 +95,7 @@ class SoakServer:
 
     def read(self, fn):
         """fn() on the server's loop (engine state is only read there)."""
-
-        async def call():
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+        return self.server.call(fn)
 
     def kv_blocks(self) -> tuple[int, int]:
         """(free, total) KV blocks now: O(1) counters of the block pool."""
@@ -145,8 +107,8 @@ class SoakServer:
         return self.read(read)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.stopping.set)
-        self.thread.join(60)
+        self.probe.cancel()
+        self.server.stop()
 
 
 @dataclass
@@ -302,7 +264,7 @@ def run(args: argparse.Namespace) -> Report:
         max_num_queued_requests=2 * args.capacity,
         max_model_len=args.max_model_len,
     )
-    server = SoakServer(config, args.port)
+    server = SoakServer(config)
     server.start()
     report = Report(duration_s=args.duration, warmup_s=args.warmup, capacity=args.capacity)
     try:
@@ -377,7 +339,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=512)
     parser.add_argument("--kv-cache-memory", type=int, default=64 << 20, help="bytes")
     parser.add_argument("--hang-timeout", type=float, default=60.0, help="seconds after which a request counts as hung")
-    parser.add_argument("--port", type=int, default=0, help="0: a free port")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the report (with the samples) here")
     args = parser.parse_args(argv)
@@ -385,10 +346,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         from kvserve.cli import embedded_model_path
 
         args.model = str(embedded_model_path())
-    if args.port == 0:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            args.port = s.getsockname()[1]
     return args
 
 

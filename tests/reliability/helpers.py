@@ -17,6 +17,7 @@ from kvserve.api.settings import ServerSettings
 from kvserve.config import EngineConfig
 from kvserve.text.chat_template import ChatTemplate
 from tests.api.in_process_server import InProcessServer
+from tests.api.test_disconnect import raw_request
 from tests.engine_helpers import MiB
 
 # Long enough to be in flight while a test looks at it (the tiny model makes ~500 tokens/s on 2 cores).
@@ -55,14 +56,7 @@ def post(port: int, path: str, payload: Any, **kw: Any) -> tuple[int, Message, d
 
 def open_stream(port: int, path: str, payload: dict) -> socket.socket:
     """A streamed request on a raw socket, read by the test (or closed to disconnect)."""
-    body = json.dumps({**payload, "stream": True}).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    return sock
+    return raw_request(port, path, {**payload, "stream": True})
 
 
 def read_until(sock: socket.socket, marker: bytes, received: bytes = b"", timeout: float = 30) -> bytes:
