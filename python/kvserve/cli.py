@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
+import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import kvserve
@@ -41,6 +44,35 @@ def byte_size(text: str) -> int:
     if not match or match.group(2).lower() not in _UNITS:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 4GiB, 512MiB, 1073741824)")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def string_list(text: str) -> list[str]:
+    """A JSON list (vLLM's form: '["https://a.example", "https://b.example"]') or comma-separated values."""
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"not a JSON list: {text!r} ({e})") from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise argparse.ArgumentTypeError(f"not a JSON list of strings: {text!r}")
+        return values
+    return [value.strip() for value in text.split(",") if value.strip()]
+
+
+_METRIC_PREFIX = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def metrics_prefix(text: str) -> str:
+    if not _METRIC_PREFIX.match(text):
+        raise argparse.ArgumentTypeError(f"not a Prometheus name prefix: {text!r} (e.g. kvserve, vllm)")
+    return text
+
+
+def resolve_api_keys(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """--api-key (repeatable), else KVSERVE_API_KEY, else none."""
+    if args.api_keys:
+        return tuple(args.api_keys)
+    return (environ["KVSERVE_API_KEY"],) if environ.get("KVSERVE_API_KEY") else ()
 
 
 def embedded_model_path() -> Path:
@@ -93,6 +125,47 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="seconds in-flight requests get to finish after SIGTERM before they are aborted (0: abort at once)",
+    )
+
+    http = parser.add_argument_group("security and HTTP")
+    http.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        help="require this key (Authorization: Bearer KEY or x-api-key) on every route but /health, /ping, "
+        "/version and /metrics; repeat for several keys (default: $KVSERVE_API_KEY)",
+    )
+    http.add_argument("--protect-metrics", action="store_true", help="/metrics asks for the API key too")
+    http.add_argument("--allowed-origins", type=string_list, default=["*"], help="CORS origins (JSON list or a,b)")
+    http.add_argument("--allowed-methods", type=string_list, default=["*"], help="CORS methods")
+    http.add_argument("--allowed-headers", type=string_list, default=["*"], help="CORS headers")
+    http.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials")
+    http.add_argument("--root-path", default="", help="path prefix when served behind a path-routing proxy")
+    http.add_argument(
+        "--enable-request-id-headers", action="store_true", help="answer every request with an X-Request-Id header"
+    )
+    http.add_argument(
+        "--enable-server-load-tracking", action="store_true", help="count requests in flight for GET /load"
+    )
+    http.add_argument(
+        "--metrics-prefix",
+        type=metrics_prefix,
+        default="kvserve",
+        help="prefix of the /metrics names: kvserve (default) or vllm for vLLM's dashboards",
+    )
+    http.add_argument(
+        "--disable-docs", "--disable-fastapi-docs", action="store_true", help="no /docs and /openapi.json"
+    )
+    http.add_argument(
+        "--enable-offline-docs",
+        action="store_true",
+        help="serve Swagger UI's assets from the swagger-ui-bundle package instead of a CDN",
+    )
+    http.add_argument(
+        "--enable-dev-endpoints",
+        action="store_true",
+        help="DANGEROUS: /sleep, /wake_up, /is_sleeping and /collective_rpc (which calls model runner methods); "
+        "never expose them to untrusted clients",
     )
 
     engine = parser.add_argument_group("engine")
@@ -151,6 +224,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: the checkpoint's weights; dummy: random weights (speed runs); noop: no forward at all, "
         "every token is 0 (measures the framework alone)",
     )
+    engine.add_argument(
+        "--enable-sleep-mode",
+        action="store_true",
+        help="the engine may be put to sleep (POST /sleep, with --enable-dev-endpoints), releasing its memory",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,12 +280,21 @@ def serve(args: argparse.Namespace) -> None:
             max_num_queued_tokens=args.max_num_queued_tokens,
             request_timeout=args.request_timeout,
             engine_step_timeout=args.engine_step_timeout or None,
+            enable_sleep_mode=args.enable_sleep_mode,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None
     if args.shutdown_timeout < 0:
         raise SystemExit("kvserve: --shutdown-timeout must not be negative")
     template_override = load_chat_template(args.chat_template) if args.chat_template else None
+    api_keys = resolve_api_keys(args, os.environ)
+    if args.enable_offline_docs and not args.disable_docs:
+        from kvserve.api.docs.routes import offline_assets_dir
+
+        try:
+            offline_assets_dir()
+        except ValueError as e:  # before loading the model: fail fast
+            raise SystemExit(f"kvserve: error: {e}") from None
 
     def make_settings(engine) -> ServerSettings:
         source = template_override or engine.tokenizer.chat_template
@@ -235,6 +322,19 @@ def serve(args: argparse.Namespace) -> None:
             system_fingerprint=system_fingerprint(engine),
             max_request_body_bytes=args.max_request_body_bytes,
             shutdown_timeout=args.shutdown_timeout,
+            api_keys=api_keys,
+            protect_metrics=args.protect_metrics,
+            allowed_origins=tuple(args.allowed_origins),
+            allowed_methods=tuple(args.allowed_methods),
+            allowed_headers=tuple(args.allowed_headers),
+            allow_credentials=args.allow_credentials,
+            root_path=args.root_path,
+            enable_request_id_headers=args.enable_request_id_headers,
+            enable_server_load_tracking=args.enable_server_load_tracking,
+            enable_dev_endpoints=args.enable_dev_endpoints,
+            metrics_prefix=args.metrics_prefix,
+            disable_docs=args.disable_docs,
+            enable_offline_docs=args.enable_offline_docs,
         )
 
     try:

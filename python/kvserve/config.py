@@ -26,6 +26,7 @@ class EngineConfig:
     seed: int = 0
     generation_config: str = "auto"  # auto (the model's) | vllm (none) | a directory
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
+    enable_sleep_mode: bool = False  # the engine may be put to sleep (its KV cache and weights released)
     # Reliability: None means no limit.
     max_num_queued_requests: int | None = None  # requests waiting to be scheduled; more are refused (503)
     max_num_queued_tokens: int | None = None  # prompt tokens waiting to be scheduled; beyond, refused (503)

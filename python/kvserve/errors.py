@@ -28,20 +28,27 @@ class NotFoundError(KvserveError):
     error_type = "NotFoundError"
 
 
+class AuthenticationError(KvserveError):
+    """No valid API key (HTTP 401)."""
+
+    status_code = 401
+    error_type = "AuthenticationError"
+
+
+class ServiceUnavailableError(KvserveError):
+    """The server cannot take the request now: it sleeps, its queue is full or it is shutting down (HTTP 503
+    with Retry-After; the request may succeed later, here or on another replica)."""
+
+    status_code = 503
+    error_type = "ServiceUnavailableError"
+    retry_after = 1
+
+
 class EngineDeadError(KvserveError):
     """The engine failed and serves nothing more (HTTP 500, /health answers 503)."""
 
     status_code = 500
     error_type = "EngineDeadError"
-
-
-class ServiceUnavailableError(KvserveError):
-    """The server cannot take the request now: its queue is full or it is shutting down (HTTP 503 with
-    Retry-After; the request may succeed later, here or on another replica)."""
-
-    status_code = 503
-    error_type = "ServiceUnavailableError"
-    retry_after = 1
 
 
 class RequestTimeoutError(KvserveError):
@@ -57,8 +64,9 @@ _BY_TYPE = {
         KvserveError,
         InvalidRequestError,
         NotFoundError,
-        EngineDeadError,
+        AuthenticationError,
         ServiceUnavailableError,
+        EngineDeadError,
         RequestTimeoutError,
     )
 }

@@ -6,14 +6,16 @@ Flow:  engine -EngineRequest-> Tokenizer -PreparedRequest-> Detokenizer (registe
        Scheduler -> Detokenizer (RequestAccepted, RequestsScheduled, TokenDeltas, PooledOutputs,
        PromptLogprobs, RequestsAborted, RequestFailed) -> the engine's output router ;
        Scheduler -StepStats-> output router (the engine's stats listeners) ;
-       Scheduler -RequestsScheduled-> output router (the end of queueing, for admission control).
+       Scheduler -RequestsScheduled-> output router (the end of queueing, for admission control) ;
+       engine -RunnerCall-> Runner (or -PauseForSleep-> Scheduler -RunnerCall-> Runner) -RunnerReply-> router.
 
 A request is described once, by `kvserve.request.EngineRequest`; later messages refer to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -180,8 +182,9 @@ class StreamOutputs:
 
 @dataclass(frozen=True, slots=True)
 class StepStats:
-    """scheduler -> router: what one executed step did. Gauges are read after the step was scheduled;
-    counts are this step's alone (a consumer sums them), so nothing needs to scan engine state."""
+    """scheduler -> router: what one executed step did. Gauges are read after the step's result was applied
+    (finished requests gone); counts are this step's alone (a consumer sums them), so nothing needs to scan
+    engine state."""
 
     step: int
     time: float  # monotonic, when the step's result was applied
@@ -205,3 +208,37 @@ class StepStats:
     @property
     def kv_cache_usage(self) -> float:
         return self.num_used_blocks / self.num_total_blocks if self.num_total_blocks else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerCall:
+    """engine -> runner: call a method of the model runner on its thread, between steps (sleep, wake up,
+    collective RPC). The runner answers with a RunnerReply of the same call_id to the router."""
+
+    call_id: int
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    collective_rpc: bool = False  # from the collective RPC route: only methods the scheduler does not drive
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerReply:
+    """runner -> router: what a RunnerCall returned, or the error it raised."""
+
+    call_id: int
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PauseForSleep:
+    """engine -> scheduler: fail every request held (503), start no step until Resume, then pass `call`
+    (the runner's sleep) on, behind any step in flight."""
+
+    call: RunnerCall
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """engine -> scheduler: the runner is awake again; the prefix cache (whose KV is gone) is dropped."""

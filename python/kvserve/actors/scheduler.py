@@ -7,6 +7,9 @@ invariants. Every executed step ends with a StepStats message to the router.
 
 Watchdog: a step that has not come back within `step_timeout` seconds (a hung device, a deadlocked kernel)
 fails this actor, which marks the engine dead, so no request waits forever on a step that never ends.
+
+Sleep: PauseForSleep fails every request held and stops stepping until Resume; the runner's sleep call is
+passed on behind any step in flight, so the model is never released under a running step.
 """
 
 from __future__ import annotations
@@ -20,22 +23,26 @@ import numpy as np
 from kvserve import _core
 from kvserve.actors.base import Actor
 from kvserve.actors.core_params import core_request_params
-from kvserve.errors import EngineDeadError, ErrorInfo, InvalidRequestError
+from kvserve.errors import EngineDeadError, ErrorInfo, InvalidRequestError, ServiceUnavailableError
 from kvserve.messages import (
     AbortRequest,
     BatchResult,
     ExecuteBatch,
     NewRequest,
+    PauseForSleep,
     PooledOutputs,
     PromptLogprobs,
     RequestAccepted,
     RequestFailed,
     RequestsAborted,
     RequestsScheduled,
+    Resume,
     StepStats,
     TokenDeltas,
 )
 from kvserve.request import PreparedRequest
+
+ASLEEP = "The engine is sleeping (POST /wake_up wakes it); it serves no requests until then."
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +71,12 @@ class SchedulerActor(Actor):
         self.aborted_in_flight = False
         self.step = 0
         self.num_aborted = 0
+        self.paused = False  # asleep: no request is admitted and no step starts
         self.handles(PreparedRequest, self.on_add)
         self.handles(AbortRequest, self.on_abort)
         self.handles(BatchResult, self.on_result)
+        self.handles(PauseForSleep, self.on_pause)
+        self.handles(Resume, self.on_resume)
 
     def connect(self, runner: Actor, detokenizer: Actor, router: Actor) -> None:
         self.runner = runner
@@ -75,6 +85,9 @@ class SchedulerActor(Actor):
 
     def on_add(self, prepared: PreparedRequest) -> None:
         request_id = prepared.request_id
+        if self.paused:
+            self.detokenizer.send(RequestFailed(request_id, ErrorInfo.of(ServiceUnavailableError(ASLEEP))))
+            return
         try:
             handle = self.core.add_request(request_id, prepared.prompt_token_ids, core_request_params(prepared))
         except ValueError as e:
@@ -95,6 +108,23 @@ class SchedulerActor(Actor):
         self.num_aborted += 1
         self.aborted_in_flight |= self.in_flight is not None
         self.detokenizer.send(RequestsAborted([abort.request_id]))
+
+    def on_pause(self, pause: PauseForSleep) -> None:
+        self.paused = True
+        error = ErrorInfo.of(ServiceUnavailableError(ASLEEP))
+        for handle in list(self.requests):
+            request_id = self._forget(handle)
+            self.core.abort(request_id)
+            self.num_aborted += 1
+            self.detokenizer.send(RequestFailed(request_id, error))
+        self.aborted_in_flight |= self.in_flight is not None
+        self.runner.send(pause.call)
+
+    def on_resume(self, _: Resume) -> None:
+        # The KV the cached blocks held was released with the KV cache.
+        if not self.core.reset_prefix_cache():
+            raise RuntimeError("the prefix cache could not be reset after sleep: blocks are still in use")
+        self.paused = False
 
     def _forget(self, handle: int) -> str:
         admitted = self.requests.pop(handle)
@@ -155,18 +185,26 @@ class SchedulerActor(Actor):
         request_ids = [self._forget(h) for h in handles]
         return [PooledOutputs(request_ids, tuple(values[h] for h in handles), now)]
 
-    @staticmethod
     def _step_stats(
-        step: int, now: float, core: _core.StepStats, num_sampled: int, num_finished: int, update: _core.UpdateOutput
+        self,
+        step: int,
+        now: float,
+        core: _core.StepStats,
+        num_sampled: int,
+        num_finished: int,
+        update: _core.UpdateOutput,
     ) -> StepStats:
         num_pooled = len(update.pooled_handles)
+        # Gauges as the step left them (finished requests gone, their blocks freed), so the last step of a
+        # burst leaves the gauges at rest; each is an O(1) read of the core.
+        num_free_blocks = self.core.block_pool.num_free_blocks
         return StepStats(
             step=step,
             time=now,
-            num_running=core.num_running,
-            num_waiting=core.num_waiting,
-            num_used_blocks=core.num_used_blocks,
-            num_free_blocks=core.num_free_blocks,
+            num_running=self.core.num_running,
+            num_waiting=self.core.num_waiting,
+            num_used_blocks=core.num_total_blocks - num_free_blocks,
+            num_free_blocks=num_free_blocks,
             num_total_blocks=core.num_total_blocks,
             prefix_cache_queries=core.prefix_cache_queries,
             prefix_cache_hits=core.prefix_cache_hits,
@@ -186,7 +224,7 @@ class SchedulerActor(Actor):
 
     def start_step(self) -> None:
         """Schedules the next batch and sends it to the runner, unless one is in flight or nothing waits."""
-        if self.in_flight is not None or not self.core.has_unfinished:
+        if self.in_flight is not None or self.paused or not self.core.has_unfinished:
             return
         out = self.core.schedule()
         if out.num_reqs == 0:

@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
+from kvserve.api.admin.collective_rpc import bp as collective_rpc_bp
 from kvserve.api.admin.health import bp as health_bp
+from kvserve.api.admin.load import bp as load_bp
+from kvserve.api.admin.load import install_load_tracking
+from kvserve.api.admin.metrics import bp as metrics_bp
+from kvserve.api.admin.metrics import install_metrics
+from kvserve.api.admin.sleep import bp as sleep_bp
 from kvserve.api.context import ServingContext
+from kvserve.api.docs.routes import install_docs
 from kvserve.api.envelopes import OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
@@ -16,6 +23,12 @@ from kvserve.api.limits import check_header_count
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
 from kvserve.api.openai.models import bp as models_bp
+from kvserve.api.render.routes import bp as render_bp
+from kvserve.api.scoring.generative import bp as generative_scoring_bp
+from kvserve.api.security.api_keys import install_api_keys
+from kvserve.api.security.cors import install_cors
+from kvserve.api.security.request_ids import install_request_ids
+from kvserve.api.security.root_path import RootPath
 from kvserve.api.settings import ServerSettings
 from kvserve.api.tokenize.routes import bp as tokenize_bp
 from kvserve.errors import KvserveError
@@ -27,8 +40,24 @@ if TYPE_CHECKING:  # annotations only: the app is built in tests around a fake e
 # envelope, which is also the envelope of any path no family claims. Anthropic's and Cohere's families will
 # add themselves here, e.g. ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)).
 API_FAMILIES = ApiFamilies(
-    default=ApiFamily("openai", OPENAI, (completions_bp, chat_bp, models_bp, health_bp, tokenize_bp)),
+    default=ApiFamily(
+        "openai",
+        OPENAI,
+        (
+            completions_bp,
+            chat_bp,
+            models_bp,
+            health_bp,
+            tokenize_bp,
+            render_bp,
+            generative_scoring_bp,
+            load_bp,
+            metrics_bp,
+        ),
+    ),
 )
+# --enable-dev-endpoints: routes that change the engine's state (documented as dangerous).
+DEV_BLUEPRINTS = (sleep_bp, collective_rpc_bp)
 
 
 def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamilies = API_FAMILIES) -> Quart:
@@ -39,6 +68,21 @@ def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamil
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes
     families.install(app)
     app.before_request(check_header_count)
+    if settings.enable_dev_endpoints:
+        for blueprint in DEV_BLUEPRINTS:
+            app.register_blueprint(blueprint)
+    install_docs(app, settings)
+    if engine is not None:  # an app built around no engine (envelope tests) has no metrics to read
+        install_metrics(app, engine, settings)
+    # CORS first: preflights are answered before the API-key check.
+    install_cors(app, settings)
+    install_api_keys(app, settings.api_keys, settings.protect_metrics)
+    if settings.enable_request_id_headers:
+        install_request_ids(app)
+    if settings.enable_server_load_tracking:
+        install_load_tracking(app)
+    if settings.root_path:
+        app.asgi_app = RootPath(app.asgi_app, settings.root_path)
 
     @app.errorhandler(KvserveError)
     async def on_kvserve_error(error: KvserveError) -> Response:

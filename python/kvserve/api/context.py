@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,9 @@ if TYPE_CHECKING:  # annotations only: the API modules import (and are tested wi
     from kvserve.engine import AsyncEngine
 
 
+_OVERRIDE: ContextVar[ServingContext | None] = ContextVar("kvserve_serving_context", default=None)
+
+
 @dataclass(frozen=True, slots=True)
 class ServingContext:
     engine: AsyncEngine
@@ -21,7 +27,16 @@ class ServingContext:
 
     @staticmethod
     def current() -> ServingContext:
-        return current_app.config["KVSERVE"]
+        return _OVERRIDE.get() or current_app.config["KVSERVE"]
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Routes called inside see this context (the render routes run a route with a recording engine)."""
+        token = _OVERRIDE.set(self)
+        try:
+            yield
+        finally:
+            _OVERRIDE.reset(token)
 
     def model_name(self, requested: str | None) -> str:
         """The served name to answer with; an unknown model is a 404 naming the `model` parameter."""

@@ -21,6 +21,21 @@ class ServerSettings:
     system_fingerprint: str | None = None
     max_request_body_bytes: int = 64 << 20  # larger bodies get 413
     shutdown_timeout: float = 5.0  # seconds in-flight requests get to finish after SIGTERM
+    # Security and HTTP options (api/security/)
+    api_keys: tuple[str, ...] = ()  # empty: no key is asked for
+    protect_metrics: bool = False  # /metrics asks for the key too
+    allowed_origins: tuple[str, ...] = ("*",)
+    allowed_methods: tuple[str, ...] = ("*",)
+    allowed_headers: tuple[str, ...] = ("*",)
+    allow_credentials: bool = False
+    root_path: str = ""  # the path prefix a proxy serves this server under
+    enable_request_id_headers: bool = False
+    # Operational routes (api/admin/, api/docs/)
+    enable_server_load_tracking: bool = False
+    enable_dev_endpoints: bool = False  # /sleep, /wake_up, /is_sleeping, /collective_rpc: dangerous
+    metrics_prefix: str = "kvserve"
+    disable_docs: bool = False
+    enable_offline_docs: bool = False  # Swagger UI's assets from the swagger-ui-bundle package, no CDN
 
     @property
     def model_name(self) -> str:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kvserve import _core
 from kvserve.actors.base import Actor
@@ -22,15 +24,21 @@ from kvserve.actors.scheduler import SchedulerActor
 from kvserve.actors.tokenizer import TokenizerActor
 from kvserve.config import EngineConfig
 from kvserve.engine.admission import AdmissionControl
-from kvserve.engine.output_router import OutputRouter, StatsListener
+from kvserve.engine.output_router import OutputListener, OutputRouter, StatsListener
 from kvserve.engine.request_stream import RequestStream
-from kvserve.errors import EngineDeadError, ErrorInfo, RequestTimeoutError, ServiceUnavailableError
-from kvserve.messages import AbortRequest, RequestsScheduled
+from kvserve.errors import (
+    EngineDeadError,
+    ErrorInfo,
+    InvalidRequestError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+from kvserve.messages import AbortRequest, PauseForSleep, RequestsScheduled, Resume, RunnerCall
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
 from kvserve.model.runner import ModelRunner
 from kvserve.outputs import RequestOutput
-from kvserve.request import EngineRequest
+from kvserve.request import EngineRequest, PreparedRequest
 from kvserve.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -108,7 +116,7 @@ class AsyncEngine:
         self.router.handles(RequestsScheduled, lambda message: self.admission.leave(message.request_ids))
         self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
-        self.runner = RunnerActor(runner, thread, self.scheduler)
+        self.runner = RunnerActor(runner, thread, self.scheduler, self.router)
         self.scheduler.connect(self.runner, self.detokenizer, self.router)
         self.supported_tasks = runner.supported_tasks
         self.tokenizer_actor = TokenizerActor(
@@ -125,6 +133,9 @@ class AsyncEngine:
         self.died = asyncio.Event()  # set with `dead`: the server exits non-zero so a supervisor restarts it
         self.num_timed_out = 0  # requests aborted at their deadline
         self.started_at = int(time.time())
+        self.sleep_level = 0  # 0: awake; 1 or 2 while asleep (or waking)
+        self._sleep_lock = asyncio.Lock()
+        self._call_ids = itertools.count()
 
     @classmethod
     async def start(cls, config: EngineConfig) -> AsyncEngine:
@@ -158,6 +169,10 @@ class AsyncEngine:
         A full queue or a draining server refuses the request (ServiceUnavailableError) before it is
         tokenized; past its deadline it is aborted and the iteration raises RequestTimeoutError."""
         self._check_alive()
+        if self.sleep_level:
+            raise ServiceUnavailableError(
+                "The engine is sleeping (POST /wake_up wakes it); it serves no requests until then."
+            )
         request_id = request.request_id
         stream = self.router.open(request_id)
         submitted = False
@@ -207,6 +222,12 @@ class AsyncEngine:
             accepted.merge(output)
         return accepted
 
+    def prepare(self, request: EngineRequest) -> PreparedRequest:
+        """The request as the engine would run it (tokenized, truncated, max_tokens resolved, checked against
+        the model), without running it: what the render routes return."""
+        self._check_alive()
+        return self.tokenizer_actor.prepare(request)
+
     def abort(self, request_id: str) -> None:
         """Stops a request and frees its KV blocks; unknown or finished ids are ignored."""
         if self.dead is None:
@@ -220,6 +241,61 @@ class AsyncEngine:
     def add_stats_listener(self, listener: StatsListener) -> None:
         """Calls `listener` with each executed step's StepStats, on the event loop."""
         self.router.stats_listeners.append(listener)
+
+    def add_output_listener(self, listener: OutputListener) -> None:
+        """Calls `listener` with every batch of request outputs (one delta per request and step, the final
+        ones included), on the event loop, before they reach their streams."""
+        self.router.output_listeners.append(listener)
+
+    # -- runner calls: sleep mode and collective RPC ----------------------------------------------------
+    def _runner_call(self, method: str, *args: Any, collective_rpc: bool = False, **kwargs: Any) -> RunnerCall:
+        return RunnerCall(next(self._call_ids), method, args, kwargs, collective_rpc)
+
+    def _expect_reply(self, call: RunnerCall) -> asyncio.Future:
+        """The future of `call`'s reply; registered before the call is sent."""
+        self._check_alive()
+        return self.router.expect_reply(call.call_id)
+
+    async def collective_rpc(self, method: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> list:
+        """Calls `method` of the model runner (on its thread, between steps); one result per worker."""
+        call = self._runner_call(method, *args, collective_rpc=True, **(kwargs or {}))
+        reply = self._expect_reply(call)
+        self.runner.send(call)
+        return [await reply]
+
+    async def sleep(self, level: int = 1) -> dict[str, int]:
+        """Releases the KV cache (level 1) and the weights (level 2; level 1 moves them to host memory).
+        Requests in flight fail with a 503, as do new ones until wake_up(). Returns the bytes released."""
+        if not self.config.enable_sleep_mode:
+            raise InvalidRequestError("Sleep mode is not enabled: start the server with --enable-sleep-mode.")
+        if level not in (1, 2):
+            raise InvalidRequestError(f"level must be 1 or 2, got {level}.", "level")
+        async with self._sleep_lock:
+            if self.sleep_level:
+                return {}  # already asleep: sleeping again changes nothing
+            self.sleep_level = level
+            call = self._runner_call("sleep", level)
+            reply = self._expect_reply(call)
+            self.scheduler.send(PauseForSleep(call))
+            released = await reply
+            logger.info("asleep at level %d; released %s bytes", level, released)
+            return released
+
+    async def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Restores the parts in `tags` ("weights", "kv_cache"; default both); serves again once all are."""
+        async with self._sleep_lock:
+            if not self.sleep_level:
+                return
+            call = self._runner_call("wake_up", None if tags is None else list(tags))
+            reply = self._expect_reply(call)
+            self.runner.send(call)
+            if not await reply:
+                self.scheduler.send(Resume())  # ahead of any new request, which comes through the tokenizer
+                self.sleep_level = 0
+
+    @property
+    def is_sleeping(self) -> bool:
+        return self.sleep_level != 0
 
     @property
     def is_healthy(self) -> bool:

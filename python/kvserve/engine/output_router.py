@@ -1,19 +1,25 @@
-"""OutputRouter: the engine's end of the pipeline; delivers outputs and errors to request streams, and each
-step's stats to the engine's stats listeners."""
+"""OutputRouter: the engine's end of the pipeline; delivers outputs and errors to request streams, each
+step's stats to the engine's stats listeners, every output to its output listeners (metrics) and the
+runner's replies to the engine calls awaiting them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kvserve.actors.base import Actor
 from kvserve.engine.request_stream import RequestStream
 from kvserve.errors import InvalidRequestError, KvserveError
-from kvserve.messages import RequestFailed, StepStats, StreamOutputs
+from kvserve.messages import RequestFailed, RunnerReply, StepStats, StreamOutputs
+from kvserve.outputs import RequestOutput
 
 logger = logging.getLogger(__name__)
 
 StatsListener = Callable[[StepStats], None]
+# Called with every batch of outputs before they reach their streams (which may merge them): each output is
+# one request's delta of one step. It runs on the event loop once per batch, so keep its work per output tiny.
+OutputListener = Callable[[Sequence[RequestOutput]], None]
 
 
 class OutputRouter(Actor):
@@ -23,9 +29,12 @@ class OutputRouter(Actor):
         super().__init__()
         self.streams: dict[str, RequestStream] = {}
         self.stats_listeners: list[StatsListener] = []
+        self.output_listeners: list[OutputListener] = []
+        self.pending_calls: dict[int, asyncio.Future] = {}  # RunnerCall id -> the engine call awaiting it
         self.handles(StreamOutputs, self.on_outputs)
         self.handles(RequestFailed, self.on_failed)
         self.handles(StepStats, self.on_stats)
+        self.handles(RunnerReply, self.on_reply)
 
     def open(self, request_id: str) -> RequestStream:
         if request_id in self.streams:
@@ -37,6 +46,8 @@ class OutputRouter(Actor):
         self.streams.pop(request_id, None)
 
     def on_outputs(self, message: StreamOutputs) -> None:
+        for listener in self.output_listeners:
+            listener(message.outputs)
         for output in message.outputs:
             stream = self.streams.get(output.request_id)
             if stream is not None:  # its consumer may have gone away
@@ -51,6 +62,23 @@ class OutputRouter(Actor):
         for listener in self.stats_listeners:
             listener(stats)
 
+    def expect_reply(self, call_id: int) -> asyncio.Future:
+        future = self.pending_calls[call_id] = asyncio.get_running_loop().create_future()
+        return future
+
+    def on_reply(self, reply: RunnerReply) -> None:
+        future = self.pending_calls.pop(reply.call_id, None)
+        if future is None or future.done():  # its caller went away
+            return
+        if reply.error is not None:
+            future.set_exception(reply.error.to_exception())
+        else:
+            future.set_result(reply.result)
+
     def fail_all(self, error: KvserveError) -> None:
         for stream in self.streams.values():
             stream.put(error)
+        for future in self.pending_calls.values():
+            if not future.done():
+                future.set_exception(error)
+        self.pending_calls.clear()

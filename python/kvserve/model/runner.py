@@ -8,7 +8,9 @@ the request's persistent batch slot (`NewRequest.slot`).
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from kvserve.config import EngineConfig, GiB
+from kvserve.errors import InvalidRequestError
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.input_batch import InputBatch
@@ -78,28 +81,12 @@ class ModelRunner:
         self.model_config = model_config
         self.device = resolve_device(engine_config.device)
         self.dtype = resolve_dtype(engine_config.dtype, model_config.dtype, self.device)
+        self.model_dir = model_dir
         torch.manual_seed(engine_config.seed)
         self.model = self._load_model(model_dir)
         self.num_blocks = self._num_kv_blocks()
-        c = model_config
-        # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN.
-        # The noop model reads no KV, so it gets none.
-        self.kv_caches = (
-            []
-            if engine_config.load_format == "noop"
-            else [
-                torch.zeros(
-                    2,
-                    self.num_blocks,
-                    engine_config.block_size,
-                    c.num_key_value_heads,
-                    c.head_dim,
-                    dtype=self.dtype,
-                    device=self.device,
-                )
-                for _ in range(c.num_hidden_layers)
-            ]
-        )
+        self.kv_caches = self._allocate_kv_cache()
+        self.asleep: dict[str, int] = {}  # part ("weights", "kv_cache") -> the sleep level that released it
         self.tasks: ModelTasks = model_tasks(model_config.architecture)
         self.input_batch = InputBatch(model_config.vocab_size, self.device)
         self.logits_pipeline = LogitsPipeline()
@@ -118,6 +105,15 @@ class ModelRunner:
             return NoopModel(self.model_config, self.device)
         weights = None if fmt == "dummy" else iterate_safetensors(safetensors_files(model_dir))
         return build_model(self.model_config, weights, self.dtype, self.device)
+
+    def _allocate_kv_cache(self) -> list[torch.Tensor]:
+        # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN.
+        # The noop model reads no KV, so it gets none.
+        if self.config.load_format == "noop":
+            return []
+        c = self.model_config
+        shape = (2, self.num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
+        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
 
     def _num_kv_blocks(self) -> int:
         block_bytes = kv_block_bytes(self.model_config, self.config.block_size, self.dtype)
@@ -220,3 +216,65 @@ class ModelRunner:
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)
+
+    # -- sleep mode and RPC: called by the runner actor between steps, never during one ---------------
+    # The scheduler drives these: a collective RPC calling one would run a step or release memory
+    # behind the scheduler's back.
+    _SCHEDULER_DRIVEN = frozenset(
+        {"execute", "apply_request_changes", "prepare_inputs", "forward", "sample", "sleep", "wake_up"}
+    )
+
+    def rpc_method(self, name: str, *, internal: bool = False) -> Callable[..., object]:
+        """The runner method `name` for a RunnerCall; a collective RPC may call any public method the
+        scheduler does not drive."""
+        method = getattr(self, name, None) if not name.startswith("_") else None
+        if method is None or not callable(method) or (name in self._SCHEDULER_DRIVEN and not internal):
+            raise InvalidRequestError(f"The model runner has no method {name!r} that can be called.", "method")
+        return method
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the weights and the KV cache hold on the serving device (tensor storage, not RSS)."""
+        weights = 0
+        if self.model is not None:
+            tensors = [*self.model.parameters(), *self.model.buffers()]
+            weights = sum(t.nbytes for t in tensors if t.device == self.device)
+        return {"weights": weights, "kv_cache": sum(t.nbytes for t in self.kv_caches)}
+
+    def sleep(self, level: int) -> dict[str, int]:
+        """Level 1: the KV cache is freed and the weights move to host memory (already there on CPU);
+        level 2: the weights are freed too, and reloaded from the checkpoint on wake. Returns the bytes
+        released on the device."""
+        if level not in (1, 2):
+            raise ValueError(f"sleep level must be 1 or 2, got {level}")
+        if self.asleep:
+            raise ValueError("the model runner is already asleep")
+        before = self.memory_bytes()
+        self.kv_caches = []
+        if level == 2:
+            self.model = None
+        elif self.device.type != "cpu":
+            self.model.to("cpu")
+        self.asleep = {"weights": level, "kv_cache": level}
+        self._release_memory()
+        after = self.memory_bytes()
+        return {part: before[part] - after[part] for part in before}
+
+    def wake_up(self, tags: list[str] | None = None) -> list[str]:
+        """Restores the parts named in `tags` (all by default); returns the parts still asleep."""
+        parts = list(self.asleep) if tags is None else tags
+        unknown = set(parts) - {"weights", "kv_cache"}
+        if unknown:
+            raise ValueError(f"unknown wake_up tags {sorted(unknown)}: use 'weights' and 'kv_cache'")
+        if "weights" in parts and "weights" in self.asleep:
+            if self.asleep.pop("weights") == 2:
+                self.model = self._load_model(self.model_dir)
+            else:
+                self.model.to(self.device)
+        if "kv_cache" in parts and self.asleep.pop("kv_cache", None) is not None:
+            self.kv_caches = self._allocate_kv_cache()
+        return sorted(self.asleep)
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

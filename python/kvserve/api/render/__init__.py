@@ -1,0 +1,1 @@
+"""POST /v1/completions/render and /v1/chat/completions/render: the engine requests a route would run."""

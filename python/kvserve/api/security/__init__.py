@@ -1,0 +1,1 @@
+"""HTTP security options: API keys, CORS, request id headers."""

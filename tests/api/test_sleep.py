@@ -1,0 +1,105 @@
+"""Sleep mode through the dev endpoints: generation before and after each level, 503s while asleep, and
+the memory really released: the runner's tensor storage (collective_rpc memory_bytes) and the server
+process's resident memory (VmRSS).
+
+On CPU, level 1's "weights to host memory" moves nothing (they are there already): it releases the KV cache
+only; level 2 releases the weights too. The RSS check covers the KV cache (96 MiB: a 48 MiB tensor per
+layer, above glibc's largest mmap threshold, so it is always mapped and unmapped whole); the weights'
+release is shown by tensor storage, since their small tensors come from malloc arenas that need not return
+pages to the system.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import OPS_API_KEYS
+from tests.api.http_calls import call, call_json
+
+AUTH = {"Authorization": f"Bearer {OPS_API_KEYS[0]}"}
+MiB = 1 << 20
+PROMPT = {"model": "tiny-ops", "prompt": [5, 6, 7, 8, 9], "max_tokens": 8, "temperature": 0.0, "ignore_eos": True}
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def generate(server) -> tuple[int, object]:
+    return call_json(server.base_url, "POST", "/v1/completions", PROMPT, headers=AUTH)
+
+
+def memory(server) -> dict[str, int]:
+    status, body = call_json(server.base_url, "POST", "/collective_rpc", {"method": "memory_bytes"}, headers=AUTH)
+    assert status == 200, body
+    (result,) = body["results"]
+    return result
+
+
+def is_sleeping(server) -> bool:
+    status, body = call_json(server.base_url, "GET", "/is_sleeping", headers=AUTH)
+    assert status == 200
+    return body["is_sleeping"]
+
+
+def post(server, path: str) -> int:
+    return call(server.base_url, "POST", path, headers=AUTH)[0]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_sleep_releases_memory_and_wakes_to_the_same_outputs(ops_server, level):
+    status, before = generate(ops_server)
+    assert status == 200
+    awake = memory(ops_server)
+    assert awake["kv_cache"] == 96 * MiB and awake["weights"] > 0
+    rss_awake = rss_bytes(ops_server.process.pid)
+
+    assert post(ops_server, f"/sleep?level={level}") == 200
+    assert is_sleeping(ops_server)
+    asleep = memory(ops_server)
+    assert asleep["kv_cache"] == 0
+    assert asleep["weights"] == (0 if level == 2 else awake["weights"])  # level 1 on CPU: already in host memory
+    assert rss_awake - rss_bytes(ops_server.process.pid) >= 0.9 * awake["kv_cache"]
+    status, error = generate(ops_server)
+    assert status == 503 and "sleeping" in error["error"]["message"], error
+
+    if level == 2:  # parts wake one at a time; the engine serves once all are back
+        assert post(ops_server, "/wake_up?tags=weights") == 200
+        assert is_sleeping(ops_server)
+        assert memory(ops_server) == {"weights": awake["weights"], "kv_cache": 0}
+        assert generate(ops_server)[0] == 503
+        assert post(ops_server, "/wake_up?tags=kv_cache") == 200
+    else:
+        assert post(ops_server, "/wake_up") == 200
+    assert not is_sleeping(ops_server)
+    assert memory(ops_server) == awake
+    status, after = generate(ops_server)
+    assert status == 200
+    assert after["choices"][0]["text"] == before["choices"][0]["text"]
+
+
+def test_sleep_input_errors(ops_server):
+    assert call_json(ops_server.base_url, "POST", "/sleep?level=3", headers=AUTH)[0] == 400
+    assert call_json(ops_server.base_url, "POST", "/sleep?level=x", headers=AUTH)[0] == 400
+    assert post(ops_server, "/wake_up") == 200  # awake already: nothing to do
+    status, body = call_json(ops_server.base_url, "POST", "/collective_rpc", {"method": "execute"}, headers=AUTH)
+    assert status == 400 and "execute" in body["error"]["message"]
+    status, body = call_json(ops_server.base_url, "POST", "/collective_rpc", {"method": "_load_model"}, headers=AUTH)
+    assert status == 400
+    status, _ = call_json(
+        ops_server.base_url, "POST", "/collective_rpc", {"method": "memory_bytes", "args": [1]}, headers=AUTH
+    )
+    assert status == 400
+    assert generate(ops_server)[0] == 200  # none of this hurt the engine
+
+
+def test_dev_endpoints_need_the_flag(server):
+    for method, path in (
+        ("POST", "/sleep"),
+        ("POST", "/wake_up"),
+        ("GET", "/is_sleeping"),
+        ("POST", "/collective_rpc"),
+    ):
+        assert call(server.base_url, method, path)[0] == 404
