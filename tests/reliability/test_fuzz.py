@@ -19,7 +19,13 @@ from tests.reliability.helpers import request
 
 SCHEMATHESIS = Path(os.environ.get("KVSERVE_SCHEMATHESIS", Path(__file__).parents[2] / ".venv-fuzz/bin/schemathesis"))
 MAX_EXAMPLES = int(os.environ.get("KVSERVE_FUZZ_EXAMPLES", "20"))
-MAX_TIME = int(os.environ.get("KVSERVE_FUZZ_MAX_TIME", "120"))
+MAX_TIME = int(os.environ.get("KVSERVE_FUZZ_MAX_TIME", "45"))
+# 501 is kvserve's deliberate answer for a feature it does not implement yet (a clear error, never a silent
+# fake) and 503 the answer of an overloaded, sleeping or draining server: neither is a server fault.
+CONFIG = """
+[checks.not_a_server_error]
+expected-statuses = ["2xx", "3xx", "4xx", "501", "503"]
+"""
 
 
 @pytest.mark.timeout(MAX_TIME + 240)
@@ -40,9 +46,12 @@ def test_fuzz_every_route_from_the_openapi_schema(tiny_model_dir, tmp_path):
     try:
         if request(server.port, "GET", "/openapi.json")[0] != 200:
             pytest.skip("no /openapi.json route yet (it comes with issue 11's server branch)")
+        (tmp_path / "schemathesis.toml").write_text(CONFIG)
         run = subprocess.run(
             [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(tmp_path / "schemathesis.toml"),
                 "run",
                 f"{server.base_url}/openapi.json",
                 "--checks",
@@ -66,7 +75,7 @@ def test_fuzz_every_route_from_the_openapi_schema(tiny_model_dir, tmp_path):
             timeout=MAX_TIME + 180,
             cwd=tmp_path,
         )
-        report = run.stdout[-6000:] + run.stderr[-2000:]
+        report = run.stdout[-12000:] + run.stderr[-2000:]
         assert run.returncode == 0, report
         assert request(server.port, "GET", "/health")[0] == 200, "the server must be healthy after fuzzing"
     finally:
