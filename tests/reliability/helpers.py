@@ -20,8 +20,8 @@ from tests.api.in_process_server import InProcessServer
 from tests.api.test_disconnect import raw_request
 from tests.engine_helpers import MiB
 
-# Long enough to be in flight while a test looks at it (the tiny model makes ~500 tokens/s on 2 cores).
-LONG = {"prompt": "hello " * 8, "max_tokens": 400, "min_tokens": 400, "ignore_eos": True}
+# In flight for seconds on any machine, on the long-context model (fixture long_context_model).
+LONG = {"prompt": "hello " * 8, "max_tokens": 8000, "min_tokens": 8000, "ignore_eos": True}
 
 
 def live_server(model_dir, settings: dict[str, Any] | None = None, **engine: Any) -> InProcessServer:

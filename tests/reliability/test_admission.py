@@ -13,7 +13,16 @@ from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
 from kvserve.engine.admission import AdmissionControl
 from kvserve.errors import ServiceUnavailableError
-from tests.reliability.helpers import LONG, all_blocks_free, live_server, open_stream, post, read_until, wait_for
+from tests.reliability.helpers import (
+    LONG,
+    all_blocks_free,
+    live_server,
+    open_stream,
+    post,
+    read_until,
+    request,
+    wait_for,
+)
 
 
 def test_counts_requests_and_tokens_until_scheduled():
@@ -39,8 +48,8 @@ def test_counts_requests_and_tokens_until_scheduled():
 
 
 @pytest.fixture(scope="module")
-def live(tiny_model_dir):
-    server = live_server(tiny_model_dir("llama"), max_num_seqs=1, max_num_queued_requests=2)
+def live(long_context_model):
+    server = live_server(long_context_model, max_num_seqs=1, max_num_queued_requests=2)
     yield server
     server.stop()
 
@@ -60,6 +69,9 @@ def test_full_queue_is_503_with_retry_after(live):
     status, _, body = post(live.port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
     assert status == 503
     assert live.call(lambda: engine.admission.num_rejected) == rejected_before + 2
+    exposition = request(live.port, "GET", "/metrics")[2].decode()
+    assert f'kvserve:num_requests_rejected_total{{engine="0",model_name="tiny"}} {rejected_before + 2}.0' in exposition
+    assert 'kvserve:num_requests_queued{engine="0",model_name="tiny"} 2.0' in exposition
 
     for sock in (running, *queued):
         sock.close()
@@ -79,8 +91,8 @@ def test_n_counts_as_n_before_rendering(live):
     assert post(live.port, "/v1/completions", {"prompt": ["a", "b"], "max_tokens": 2})[0] == 200
 
 
-def test_token_bound(tiny_model_dir):
-    server = live_server(tiny_model_dir("llama"), max_num_seqs=1, max_num_queued_tokens=20)
+def test_token_bound(long_context_model):
+    server = live_server(long_context_model, max_num_seqs=1, max_num_queued_tokens=20)
     try:
         running = open_stream(server.port, "/v1/completions", LONG)
         read_until(running, b"data:")

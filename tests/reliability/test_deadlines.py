@@ -26,9 +26,9 @@ from tests.reliability.helpers import (
 )
 
 
-def test_engine_aborts_at_the_deadline_and_frees_blocks(tiny_model_dir):
-    config = EngineConfig(model=str(tiny_model_dir("llama")), kv_cache_memory=16 * MiB, block_size=4)
-    params = SamplingParams(max_tokens=400, min_tokens=400, ignore_eos=True)
+def test_engine_aborts_at_the_deadline_and_frees_blocks(long_context_model):
+    config = EngineConfig(model=str(long_context_model), kv_cache_memory=16 * MiB, block_size=4)
+    params = SamplingParams(max_tokens=8000, min_tokens=8000, ignore_eos=True)
 
     async def body(engine):
         outputs = []
@@ -49,12 +49,10 @@ def test_engine_aborts_at_the_deadline_and_frees_blocks(tiny_model_dir):
     assert freed and num_timed_out == 1 and scheduler.num_aborted == 1
 
 
-def test_the_queue_counts_against_the_deadline(tiny_model_dir):
+def test_the_queue_counts_against_the_deadline(long_context_model):
     # The server's default applies to requests that give none; the time waiting in the queue counts.
-    config = EngineConfig(
-        model=str(tiny_model_dir("llama")), kv_cache_memory=16 * MiB, max_num_seqs=1, request_timeout=0.5
-    )
-    params = SamplingParams(max_tokens=400, min_tokens=400, ignore_eos=True)
+    config = EngineConfig(model=str(long_context_model), kv_cache_memory=16 * MiB, max_num_seqs=1, request_timeout=0.5)
+    params = SamplingParams(max_tokens=8000, min_tokens=8000, ignore_eos=True)
 
     async def run(engine, request_id):
         try:
@@ -71,8 +69,8 @@ def test_the_queue_counts_against_the_deadline(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def live(tiny_model_dir):
-    server = live_server(tiny_model_dir("llama"), request_timeout=30.0)
+def live(long_context_model):
+    server = live_server(long_context_model, request_timeout=30.0)
     yield server
     server.stop()
 
@@ -85,7 +83,7 @@ def test_non_streamed_timeout_is_408(live):
 
 
 def test_streamed_timeout_ends_with_an_error_event(live):
-    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "min_tokens": 400}
+    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8000, "min_tokens": 8000}
     sock = open_stream(live.port, "/v1/chat/completions", {**payload, "ignore_eos": True, "request_timeout": 1})
     received = read_until(sock, b"data: [DONE]")
     sock.close()

@@ -6,19 +6,8 @@ from __future__ import annotations
 import json
 import signal
 
-import pytest
-
-from tests import tiny_models
 from tests.api.server_process import ServerProcess
 from tests.reliability.helpers import open_stream, post, read_until, request, sse_data
-
-
-@pytest.fixture(scope="module")
-def long_context_model(tmp_path_factory, tokenizer_dir):
-    """The tiny Llama with room for generations that outlast a test's checks."""
-    return tiny_models.build_model(
-        "llama", tmp_path_factory.mktemp("long"), tokenizer_dir, max_position_embeddings=8192
-    )
 
 
 def serve(model_dir, shutdown_timeout: float) -> ServerProcess:
