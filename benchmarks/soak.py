@@ -190,6 +190,10 @@ class Traffic:
                     if response.status >= 500 and response.status != 503:
                         self.errors.append(f"{response.status} {path}: {(await response.text())[:200]}")
                         return
+                    if response.status == 503:  # as the official SDKs do: wait Retry-After, then go on
+                        await response.read()
+                        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                        return
                     if response.status != 200:
                         await response.read()
                         return
