@@ -12,7 +12,7 @@ CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean \
+.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean fuzz-deps fuzz soak \
   docker-cpu docker-sagemaker docker-cuda docker-cuda-builder docker-lint docker-ci-cpu
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
@@ -38,8 +38,29 @@ install: $(VENV)/.installed
 serve: install
 	$(VENV)/bin/kvserve serve $(SERVE_ARGS)
 
-test: install
+test: install $(FUZZ_VENV)/.deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# schemathesis in its own venv (its pytest plugin and dependencies stay out of kvserve's); tests/reliability
+# runs a bounded pass over /openapi.json in `make test`, `make fuzz` a long one.
+FUZZ_VENV := .venv-fuzz
+$(FUZZ_VENV)/.deps:
+	$(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/python -m pip install -q --disable-pip-version-check schemathesis==4.32.5
+	touch $@
+
+fuzz-deps: $(FUZZ_VENV)/.deps
+
+FUZZ_EXAMPLES ?= 500
+FUZZ_MAX_TIME ?= 1800
+fuzz: install fuzz-deps
+	KVSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) KVSERVE_FUZZ_MAX_TIME=$(FUZZ_MAX_TIME) \
+	  $(PY) -m pytest -p no:cacheprovider tests/reliability/test_fuzz.py $(PYTEST_ARGS)
+
+# Sustained mixed traffic with disconnects and bursts (benchmarks/soak.py); SOAK_ARGS="--duration 600 ...".
+SOAK_ARGS ?=
+soak: install
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # The core's tests against a build with AddressSanitizer + UBSan, in a small venv without the normal
 # install (its import hook would shadow the staged module).
@@ -115,4 +136,4 @@ docker-ci-cpu:
 	bash docker/ci_cpu_image.sh
 
 clean:
-	rm -rf build $(VENV) $(SAN_VENV) $(DOCKER_LINT_VENV) .venv-llamacpp .pytest_cache .hypothesis
+	rm -rf build $(VENV) $(SAN_VENV) $(DOCKER_LINT_VENV) $(FUZZ_VENV) .venv-llamacpp .pytest_cache .hypothesis

@@ -120,6 +120,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--return-tokens-as-token-ids", action="store_true", help="logprob tokens as 'token_id:<id>' strings"
     )
 
+    server.add_argument(
+        "--max-request-body-bytes",
+        type=byte_size,
+        default=64 << 20,
+        help="largest request body accepted, e.g. 8MiB (larger: 413; default 64MiB)",
+    )
+    server.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="seconds in-flight requests get to finish after SIGTERM before they are aborted (0: abort at once)",
+    )
+
     http = parser.add_argument_group("security and HTTP")
     http.add_argument(
         "--api-key",
@@ -195,6 +208,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "auto: pooling for encoders and models with sentence-transformers files, generate otherwise",
     )
     engine.add_argument(
+        "--max-num-queued-requests",
+        type=int,
+        help="requests that may wait to be scheduled; more get 503 with Retry-After (default: no limit)",
+    )
+    engine.add_argument(
+        "--max-num-queued-tokens",
+        type=int,
+        help="prompt tokens that may wait to be scheduled; beyond, requests get 503 (default: no limit)",
+    )
+    engine.add_argument(
+        "--request-timeout",
+        type=float,
+        help="seconds a request may take, queueing included, before it is aborted with 408; a request may ask "
+        "for less with its `request_timeout` field (default: no limit)",
+    )
+    engine.add_argument(
+        "--engine-step-timeout",
+        type=float,
+        default=300.0,
+        help="watchdog: seconds one engine step may run before the engine is declared dead and the server exits "
+        "non-zero (0: no watchdog; default 300)",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -254,11 +290,17 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             seed=args.seed,
             generation_config=args.generation_config,
             load_format=args.load_format,
+            max_num_queued_requests=args.max_num_queued_requests,
+            max_num_queued_tokens=args.max_num_queued_tokens,
+            request_timeout=args.request_timeout,
+            engine_step_timeout=args.engine_step_timeout or None,
             enable_sleep_mode=args.enable_sleep_mode,
             runner=args.runner,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None
+    if args.shutdown_timeout < 0:
+        raise SystemExit("kvserve: --shutdown-timeout must not be negative")
     return engine_config
 
 
@@ -304,6 +346,8 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
             return_tokens_as_token_ids=args.return_tokens_as_token_ids,
             trust_request_chat_template=args.trust_request_chat_template,
             system_fingerprint=system_fingerprint(engine),
+            max_request_body_bytes=args.max_request_body_bytes,
+            shutdown_timeout=args.shutdown_timeout,
             api_keys=api_keys,
             protect_metrics=args.protect_metrics,
             allowed_origins=tuple(args.allowed_origins),

@@ -28,6 +28,11 @@ class EngineConfig:
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
     enable_sleep_mode: bool = False  # the engine may be put to sleep (its KV cache and weights released)
     runner: str = "auto"  # auto (from the model) | generate | pooling (embeddings, classification, scores)
+    # Reliability: None means no limit.
+    max_num_queued_requests: int | None = None  # requests waiting to be scheduled; more are refused (503)
+    max_num_queued_tokens: int | None = None  # prompt tokens waiting to be scheduled; beyond, refused (503)
+    request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
+    engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -46,5 +51,13 @@ class EngineConfig:
             raise ValueError(f"load_format must be 'auto', 'dummy' or 'noop', got {self.load_format!r}")
         if self.runner not in ("auto", "generate", "pooling"):
             raise ValueError(f"runner must be 'auto', 'generate' or 'pooling', got {self.runner!r}")
+        for name in ("max_num_queued_requests", "max_num_queued_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name in ("request_timeout", "engine_step_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 class KvserveError(Exception):
     status_code = 500
     error_type = "InternalServerError"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -35,10 +36,12 @@ class AuthenticationError(KvserveError):
 
 
 class ServiceUnavailableError(KvserveError):
-    """The engine cannot serve requests right now, e.g. while it sleeps (HTTP 503)."""
+    """The server cannot take the request now: it sleeps, its queue is full or it is shutting down (HTTP 503
+    with Retry-After; the request may succeed later, here or on another replica)."""
 
     status_code = 503
     error_type = "ServiceUnavailableError"
+    retry_after = 1
 
 
 class EngineDeadError(KvserveError):
@@ -46,6 +49,13 @@ class EngineDeadError(KvserveError):
 
     status_code = 500
     error_type = "EngineDeadError"
+
+
+class RequestTimeoutError(KvserveError):
+    """The request did not finish within its timeout (queueing and generation); it was aborted (HTTP 408)."""
+
+    status_code = 408
+    error_type = "RequestTimeoutError"
 
 
 _BY_TYPE = {
@@ -57,6 +67,7 @@ _BY_TYPE = {
         AuthenticationError,
         ServiceUnavailableError,
         EngineDeadError,
+        RequestTimeoutError,
     )
 }
 

@@ -6,6 +6,7 @@ Flow:  engine -EngineRequest-> Tokenizer -PreparedRequest-> Detokenizer (registe
        Scheduler -> Detokenizer (RequestAccepted, RequestsScheduled, TokenDeltas, PooledOutputs,
        PromptLogprobs, RequestsAborted, RequestFailed) -> the engine's output router ;
        Scheduler -StepStats-> output router (the engine's stats listeners) ;
+       Scheduler -RequestsScheduled-> output router (the end of queueing, for admission control) ;
        engine -RunnerCall-> Runner (or -PauseForSleep-> Scheduler -RunnerCall-> Runner) -RunnerReply-> router.
 
 A request is described once, by `kvserve.request.EngineRequest`; later messages refer to it.

@@ -113,12 +113,15 @@ class EngineRequest:
     add_special_tokens: bool = True
     truncation: Truncation | None = None
     arrival_time: float = field(default_factory=time.monotonic)  # engine timestamps are all monotonic
+    timeout: float | None = None  # seconds from arrival to the end (None: the engine's --request-timeout)
 
     def __post_init__(self) -> None:
         if (self.sampling is None) == (self.pooling is None):
             raise ValueError("a request has either sampling or pooling parameters, not both or neither.")
         if self.encoder_input is not None and self.sampling is None:
             raise ValueError("an encoder-decoder request needs sampling parameters.")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout}.")
 
     @property
     def task(self) -> TaskKind:

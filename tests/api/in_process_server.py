@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 from kvserve.api.app import create_app
+from kvserve.api.server import hypercorn_config
 from kvserve.api.settings import ServerSettings
 from kvserve.config import EngineConfig
 from kvserve.engine import AsyncEngine
@@ -22,10 +22,18 @@ T = TypeVar("T")
 
 
 class InProcessServer:
-    def __init__(self, config: EngineConfig, model_name: str = "tiny") -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        model_name: str = "tiny",
+        settings: Callable[[AsyncEngine], ServerSettings] | None = None,
+    ) -> None:
         self.port = free_port()
         self.config = config
         self.model_name = model_name
+        self.make_settings = settings or (
+            lambda engine: ServerSettings(served_model_names=(model_name,), model_root=config.model, chat_template=None)
+        )
         self.ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.engine: AsyncEngine | None = None
@@ -59,12 +67,8 @@ class InProcessServer:
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         self.engine = await AsyncEngine.start(self.config)
-        settings = ServerSettings(
-            served_model_names=(self.model_name,), model_root=self.config.model, chat_template=None
-        )
-        config = Config()
-        config.bind = [f"127.0.0.1:{self.port}"]
-        config.accesslog = None
+        settings = self.make_settings(self.engine)
+        config = hypercorn_config("127.0.0.1", self.port, "warning", settings)
         self.loop.call_soon(self.ready.set)
         try:
             await serve(create_app(self.engine, settings), config, shutdown_trigger=self.stopping.wait)

@@ -46,6 +46,18 @@ class Actor:
         self.send(_Stop())
         await asyncio.shield(self._task)
 
+    def fail(self, error: BaseException) -> None:
+        """Reports a failure found outside a handler (a watchdog timer): the actor stops as if a handler raised."""
+        logger.error("%s actor failed: %s", self.name, error)
+        self.kill()
+        if self._on_failure is not None:
+            self._on_failure(self, error)
+
+    def kill(self) -> None:
+        """Stops the actor without waiting for the handler it is in (which may never return)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def after_burst(self) -> None:
         """Called once the inbox is empty after a run of messages (e.g. to start the next step)."""
 

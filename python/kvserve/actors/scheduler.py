@@ -5,12 +5,16 @@ detokenizer, so text work overlaps the next step instead of delaying it. Other m
 aborts) are applied in bursts, after which a step starts if none is in flight. Idle, it checks the core's
 invariants. Every executed step ends with a StepStats message to the router.
 
+Watchdog: a step that has not come back within `step_timeout` seconds (a hung device, a deadlocked kernel)
+fails this actor, which marks the engine dead, so no request waits forever on a step that never ends.
+
 Sleep: PauseForSleep fails every request held and stops stepping until Resume; the runner's sleep call is
 passed on behind any step in flight, so the model is never released under a running step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -19,7 +23,7 @@ import numpy as np
 from kvserve import _core
 from kvserve.actors.base import Actor
 from kvserve.actors.core_params import core_request_params
-from kvserve.errors import ErrorInfo, InvalidRequestError, ServiceUnavailableError
+from kvserve.errors import EngineDeadError, ErrorInfo, InvalidRequestError, ServiceUnavailableError
 from kvserve.messages import (
     AbortRequest,
     BatchResult,
@@ -50,9 +54,11 @@ class _Admitted:
 class SchedulerActor(Actor):
     name = "scheduler"
 
-    def __init__(self, config: _core.SchedulerConfig) -> None:
+    def __init__(self, config: _core.SchedulerConfig, step_timeout: float | None = None) -> None:
         super().__init__()
         self.core = _core.Scheduler(config)
+        self.step_timeout = step_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self.runner: Actor | None = None
         self.detokenizer: Actor | None = None
         self.router: Actor | None = None
@@ -127,6 +133,8 @@ class SchedulerActor(Actor):
         return admitted.request_id
 
     def on_result(self, result: BatchResult) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         outputs = self.apply_result(result)
         self.start_step()
         for message in outputs:
@@ -255,10 +263,22 @@ class SchedulerActor(Actor):
         self.new_requests.clear()
         self.finished_slots.clear()
         self.runner.send(self.in_flight)
+        if self.step_timeout is not None:
+            self._watchdog = asyncio.get_running_loop().call_later(self.step_timeout, self._on_stalled, self.step)
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await super().stop()
+
+    def _on_stalled(self, step: int) -> None:
+        self.fail(EngineDeadError(f"step {step} did not finish within the {self.step_timeout:g} s step timeout"))
 
     def _report_first_scheduled(self, req_handles: np.ndarray) -> None:
         first = [h for h in req_handles[np.isin(req_handles, list(self.unscheduled))].tolist()]
         if first:
             self.unscheduled.difference_update(first)
             ids = [self.requests[h].request_id for h in first]
-            self.detokenizer.send(RequestsScheduled(ids, time.monotonic()))
+            message = RequestsScheduled(ids, time.monotonic())
+            self.detokenizer.send(message)
+            self.router.send(message)  # the end of their queueing: the engine's admission control counts it

@@ -20,6 +20,7 @@ from kvserve.api.docs.routes import install_docs
 from kvserve.api.envelopes import OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
+from kvserve.api.limits import check_header_count
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
 from kvserve.api.openai.embeddings import bp as embeddings_bp
@@ -74,8 +75,9 @@ def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamil
     app.config["KVSERVE"] = ServingContext(engine, settings)
     app.config["RESPONSE_TIMEOUT"] = None  # generations may run for minutes; streams set their own
     app.config["BODY_TIMEOUT"] = 300
-    app.config["MAX_CONTENT_LENGTH"] = 64 << 20
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes
     families.install(app)
+    app.before_request(check_header_count)
     if settings.enable_dev_endpoints:
         for blueprint in DEV_BLUEPRINTS:
             app.register_blueprint(blueprint)

@@ -20,7 +20,12 @@ from kvserve.errors import KvserveError
 logger = logging.getLogger(__name__)
 
 # kvserve's names for the HTTP errors raised before a route runs (unknown route, method, oversized body).
-_HTTP_ERROR_TYPES = {404: "NotFoundError", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge"}
+_HTTP_ERROR_TYPES = {
+    404: "NotFoundError",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    431: "RequestHeaderFieldsTooLarge",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +36,11 @@ class ErrorReport:
     status: int
     error_type: str
     param: str | None = None
+    retry_after: int | None = None  # seconds; sent as the Retry-After header of an HTTP error
 
     @classmethod
     def of(cls, error: KvserveError) -> ErrorReport:
-        return cls(error.message, error.status_code, error.error_type, error.param)
+        return cls(error.message, error.status_code, error.error_type, error.param, error.retry_after)
 
     @classmethod
     def of_http(cls, error: HTTPException) -> ErrorReport:

@@ -11,7 +11,10 @@ from kvserve.errors import InvalidRequestError
 
 
 def error_response(report: ErrorReport) -> Response:
-    return Response(current_envelope().body(report), status=report.status, content_type="application/json")
+    response = Response(current_envelope().body(report), status=report.status, content_type="application/json")
+    if report.retry_after is not None:
+        response.headers["Retry-After"] = str(report.retry_after)
+    return response
 
 
 def validation_error(error: pydantic.ValidationError) -> InvalidRequestError:

@@ -19,6 +19,8 @@ class ServerSettings:
     return_tokens_as_token_ids: bool = False
     trust_request_chat_template: bool = False
     system_fingerprint: str | None = None
+    max_request_body_bytes: int = 64 << 20  # larger bodies get 413
+    shutdown_timeout: float = 5.0  # seconds in-flight requests get to finish after SIGTERM
     # Security and HTTP options (api/security/)
     api_keys: tuple[str, ...] = ()  # empty: no key is asked for
     protect_metrics: bool = False  # /metrics asks for the key too

@@ -23,9 +23,17 @@ from kvserve.actors.runner import RunnerActor, runner_thread
 from kvserve.actors.scheduler import SchedulerActor
 from kvserve.actors.tokenizer import TokenizerActor
 from kvserve.config import EngineConfig
+from kvserve.engine.admission import AdmissionControl
 from kvserve.engine.output_router import OutputListener, OutputRouter, StatsListener
-from kvserve.errors import EngineDeadError, ErrorInfo, InvalidRequestError, ServiceUnavailableError
-from kvserve.messages import AbortRequest, PauseForSleep, Resume, RunnerCall
+from kvserve.engine.request_stream import RequestStream
+from kvserve.errors import (
+    EngineDeadError,
+    ErrorInfo,
+    InvalidRequestError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+from kvserve.messages import AbortRequest, PauseForSleep, RequestsScheduled, Resume, RunnerCall
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
 from kvserve.model.runner import ModelRunner
@@ -104,8 +112,10 @@ class AsyncEngine:
             if config.scheduling_policy == "priority"
             else _core.SchedulingPolicy.FCFS,
         )
+        self.admission = AdmissionControl(config.max_num_queued_requests, config.max_num_queued_tokens)
         self.router = OutputRouter()
-        self.scheduler = SchedulerActor(scheduler_config)
+        self.router.handles(RequestsScheduled, lambda message: self.admission.leave(message.request_ids))
+        self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
         self.runner = RunnerActor(runner, thread, self.scheduler, self.router)
         self.scheduler.connect(self.runner, self.detokenizer, self.router)
@@ -122,6 +132,8 @@ class AsyncEngine:
         )
         self.actors: list[Actor] = [self.tokenizer_actor, self.scheduler, self.runner, self.detokenizer, self.router]
         self.dead: EngineDeadError | None = None
+        self.died = asyncio.Event()  # set with `dead`: the server exits non-zero so a supervisor restarts it
+        self.num_timed_out = 0  # requests aborted at their deadline
         self.started_at = int(time.time())
         self.sleep_level = 0  # 0: awake; 1 or 2 while asleep (or waking)
         self._sleep_lock = asyncio.Lock()
@@ -154,21 +166,54 @@ class AsyncEngine:
     async def generate(self, request: EngineRequest) -> AsyncIterator[RequestOutput]:
         """Streams the request's outputs (deltas). The first output carries no tokens: it says the request
         passed validation and was admitted (errors before that are raised instead). Leaving the iteration
-        early aborts the request. A prefill-only request's last output carries its pooled row."""
+        early aborts the request. A prefill-only request's last output carries its pooled row.
+
+        A full queue or a draining server refuses the request (ServiceUnavailableError) before it is
+        tokenized; past its deadline it is aborted and the iteration raises RequestTimeoutError."""
         self._check_alive()
         if self.sleep_level:
             raise ServiceUnavailableError(
                 "The engine is sleeping (POST /wake_up wakes it); it serves no requests until then."
             )
-        stream = self.router.open(request.request_id)
-        self.tokenizer_actor.send(request)
+        request_id = request.request_id
+        stream = self.router.open(request_id)
+        submitted = False
+        deadline: asyncio.TimerHandle | None = None
         try:
+            self.admission.enter(request_id)
+            self.tokenizer_actor.send(request)
+            submitted = True
+            deadline = self._start_deadline(request, stream)
+            accepted = False
             async for output in stream:
+                if not accepted:
+                    accepted = True
+                    self.admission.tokenized(request_id, output.num_prompt_tokens)
                 yield output
         finally:
-            self.router.close(request.request_id)
-            if not stream.finished:
-                self.abort(request.request_id)
+            if deadline is not None:
+                deadline.cancel()
+            self.admission.leave([request_id])
+            self.router.close(request_id)
+            if submitted and not stream.finished:
+                self.abort(request_id)
+
+    def _start_deadline(self, request: EngineRequest, stream: RequestStream) -> asyncio.TimerHandle | None:
+        """A timer that ends the request at arrival + its timeout (the request's own, else the engine's)."""
+        timeout = request.timeout if request.timeout is not None else self.config.request_timeout
+        if timeout is None:
+            return None
+        remaining = request.arrival_time + timeout - time.monotonic()
+        return asyncio.get_running_loop().call_later(max(remaining, 0.0), self._expire, stream, timeout)
+
+    def _expire(self, stream: RequestStream, timeout: float) -> None:
+        if stream.finished:
+            return
+        self.num_timed_out += 1
+        stream.put(
+            RequestTimeoutError(f"The request did not finish within its timeout of {timeout:g} s and was aborted.")
+        )
+        self.abort(stream.request_id)  # frees its blocks now, whenever its consumer reads the error
 
     async def encode(self, request: EngineRequest) -> RequestOutput:
         """A prefill-only request's whole output (with its pooled row)."""
@@ -258,6 +303,31 @@ class AsyncEngine:
     def is_healthy(self) -> bool:
         return self.dead is None
 
+    @property
+    def is_ready(self) -> bool:
+        """Healthy and taking requests (not draining)."""
+        return self.dead is None and self.admission.closed_reason is None
+
+    @property
+    def num_open_requests(self) -> int:
+        return len(self.router.streams)
+
+    async def drain(self, timeout: float) -> int:
+        """Refuses new requests (503) and gives the open ones up to `timeout` seconds to finish; the rest end
+        with a 503 error and are aborted. Returns how many were aborted."""
+        self.admission.close("The server is shutting down and takes no new requests.")
+        deadline = time.monotonic() + timeout
+        while self.router.streams and self.dead is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        unfinished = list(self.router.streams.values())
+        error = ServiceUnavailableError("The server shut down before the request finished; it was aborted.")
+        for stream in unfinished:
+            stream.put(error)
+            self.abort(stream.request_id)
+        if unfinished:
+            logger.warning("shutdown: aborted %d unfinished requests", len(unfinished))
+        return len(unfinished)
+
     def _on_actor_failure(self, actor: Actor, error: BaseException) -> None:
         if self.dead is not None:
             return
@@ -265,7 +335,11 @@ class AsyncEngine:
         self.dead = EngineDeadError(f"The engine failed in its {actor.name} actor: {info.message}")
         logger.error("engine is dead: %s", self.dead.message)
         self.router.fail_all(self.dead)
+        self.died.set()
 
     async def shutdown(self) -> None:
         for actor in self.actors:
-            await actor.stop()
+            if self.dead is None:
+                await actor.stop()
+            else:  # a dead engine's actors may be stuck in a step that never returns: do not wait for them
+                actor.kill()

@@ -1,4 +1,5 @@
-"""GET /health (200, or 503 once the engine is dead), GET|POST /ping (SageMaker), GET /version."""
+"""GET /health and /health/ready (200, or 503 once the engine is dead or the server drains for shutdown),
+GET|POST /ping (SageMaker), GET /version."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ bp = Blueprint("admin_health", __name__)
 
 @bp.get("/health")
 async def health() -> Response:
-    return Response(status=200 if ServingContext.current().engine.is_healthy else 503)
+    # vLLM's /health is what load balancers probe: it turns 503 as soon as a drain starts, like /health/ready.
+    return await ready()
+
+
+@bp.get("/health/ready")
+async def ready() -> Response:
+    return Response(status=200 if ServingContext.current().engine.is_ready else 503)
 
 
 @bp.route("/ping", methods=["GET", "POST"])

@@ -7,6 +7,7 @@ from quart import Blueprint, Quart, Response, current_app
 
 from kvserve.api.settings import ServerSettings
 from kvserve.metrics import ServerMetrics
+from kvserve.metrics.admission import AdmissionCollector
 
 bp = Blueprint("admin_metrics", __name__)
 
@@ -18,6 +19,7 @@ def install_metrics(app: Quart, engine, settings: ServerSettings) -> ServerMetri
     metrics = ServerMetrics(
         settings.model_name, engine.max_model_len, settings.metrics_prefix, lambda: engine.sleep_level
     )
+    metrics.registry.register(AdmissionCollector(engine, settings.model_name, settings.metrics_prefix))
     engine.add_stats_listener(metrics.on_step)
     engine.add_output_listener(metrics.on_outputs)
     app.config[_CONFIG_KEY] = metrics

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from kvserve.api.frontend.validation import require
 from kvserve.errors import InvalidRequestError
 from kvserve.request import EngineRequest, Truncation
 from kvserve.sampling_params import SamplingParams
+
+if TYPE_CHECKING:  # annotations only: the API modules import (and are tested with fakes) without the engine
+    from kvserve.engine import AsyncEngine
+
+
+def admit(engine: AsyncEngine, num_requests: int) -> None:
+    """The admission check of an API request that becomes `num_requests` engine requests (prompts x n), made
+    before it is rendered or tokenized: a full queue or a draining server answers 503 before that work."""
+    engine.admission.check(num_requests)
+
+
+def request_timeout(asked: float | None, server_timeout: float | None) -> float | None:
+    """A request's own timeout (seconds): it may shorten the server's --request-timeout, never extend it."""
+    if asked is None:
+        return None
+    require(
+        server_timeout is None or asked <= server_timeout,
+        f"request_timeout ({asked:g} s) must not exceed the server's --request-timeout ({server_timeout} s).",
+        "request_timeout",
+    )
+    return asked
 
 
 def truncation(keep: int | None, side: Literal["left", "right"] | None) -> Truncation | None:

@@ -9,6 +9,7 @@ from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
 from kvserve.api.frontend.conversation import render_conversation
+from kvserve.api.frontend.engine_requests import admit
 from kvserve.api.frontend.generations import open_all
 from kvserve.api.frontend.sampling import per_choice_params, sampling_params
 from kvserve.api.frontend.validation import NotImplementedFeature, require
@@ -53,7 +54,6 @@ async def create_chat_completion() -> Response:
     ctx = ServingContext.current()
     model = ctx.model_name(body.model)
     options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="chatcmpl")
-    prompt = render_prompt(body, ctx)
     top_logprobs = body.top_logprobs or 0
     require(
         top_logprobs == 0 or bool(body.logprobs),
@@ -69,6 +69,8 @@ async def create_chat_completion() -> Response:
         prompt_logprobs=body.prompt_logprobs,
     )
     params = sampling_params(fields, ctx)
+    admit(ctx.engine, n)
+    prompt = render_prompt(body, ctx)
     requests = engine_requests(body, options, [prompt], per_choice_params(params, n))
     generations, accepted = await open_all(ctx.engine, requests)
     return await _Chat(body, options, model, accepted, ctx).respond(generations, bool(body.stream))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from kvserve.api.openai.protocol_base import (
+    MAX_MESSAGES,
     ConversationFields,
     GenerationRequest,
+    Int32,
     ResponseModel,
     UsageInfo,
     random_id,
@@ -16,12 +18,12 @@ from kvserve.api.openai.protocol_base import (
 
 
 class ChatCompletionRequest(GenerationRequest, ConversationFields):
-    messages: list[dict[str, Any]]
+    messages: Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)]
     logprobs: bool | None = False
-    top_logprobs: int | None = 0
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    n: int | None = 1
+    top_logprobs: Int32 | None = 0
+    max_tokens: Int32 | None = None
+    max_completion_tokens: Int32 | None = None
+    n: Int32 | None = 1
     tool_choice: str | dict[str, Any] | None = "none"
     echo: bool = False
     add_special_tokens: bool = False  # the chat template writes the special tokens

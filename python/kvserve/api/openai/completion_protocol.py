@@ -6,18 +6,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kvserve.api.openai.protocol_base import GenerationRequest, ResponseModel, UsageInfo
+from kvserve.api.openai.protocol_base import INT32_MAX, GenerationRequest, Int32, ResponseModel, UsageInfo
 from kvserve.sampling_params import DEFAULT_MAX_TOKENS
 
-TokenId = Annotated[int, Field(ge=0)]
+TokenId = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 
 class CompletionRequest(GenerationRequest):
     prompt: list[TokenId] | list[list[TokenId]] | str | list[str] | None = None
     echo: bool | None = False
-    logprobs: int | None = None
-    max_tokens: int | None = DEFAULT_MAX_TOKENS
-    n: int = 1
+    logprobs: Int32 | None = None
+    max_tokens: Int32 | None = DEFAULT_MAX_TOKENS
+    n: Int32 = 1
     suffix: str | None = None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
+from kvserve.api.frontend.engine_requests import admit
 from kvserve.api.frontend.generations import open_all
 from kvserve.api.frontend.sampling import per_choice_params, sampling_params
 from kvserve.api.frontend.validation import require
@@ -72,6 +73,7 @@ async def create_completion() -> Response:
         prompt_logprobs=body.prompt_logprobs if body.prompt_logprobs is not None else (logprobs if body.echo else None),
     )
     params = sampling_params(fields, ctx)
+    admit(ctx.engine, len(prompts) * body.n)
     requests = engine_requests(body, options, prompts, per_choice_params(params, body.n))
     generations, accepted = await open_all(ctx.engine, requests)
     shaper = _Completion(body, options, model, prompts, accepted, echo_only, ctx)

@@ -15,7 +15,17 @@ logger = logging.getLogger(__name__)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+# Bounds on every number and list a request carries, so no value reaches the engine that a tensor, a C++
+# field or a loop cannot hold (the finer, vLLM-worded checks stay in the front half, which runs after).
+Int32 = Annotated[int, Field(le=INT32_MAX, ge=-INT32_MAX)]
+Float = Annotated[float, Field(allow_inf_nan=False)]  # JSON has no NaN; 1e999 parses as inf
+TokenIdList = Annotated[list[Int32], Field(max_length=1 << 16)]
+MAX_LIST_LEN = 1 << 12  # stop strings, bad words, tools, logit_bias entries (checked finer downstream)
+MAX_MESSAGES = 1 << 14
+MAX_ID_LEN = 1 << 10  # request_id, user
+MAX_REQUEST_TIMEOUT = 1e7  # seconds (115 days): beyond any deadline, and within what a timer can hold
 
 
 def random_id() -> str:
@@ -67,11 +77,11 @@ class UnsupportedFields(RequestModel):
 class ConversationFields(RequestModel):
     """The chat-template fields of chat completions and /tokenize (vLLM's names and defaults)."""
 
-    messages: list[dict[str, Any]] | None = None
+    messages: Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
     add_generation_prompt: bool = True
     continue_final_message: bool = False
-    tools: list[dict[str, Any]] | None = None
-    documents: list[dict[str, str]] | None = None
+    tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_LIST_LEN)] | None = None
+    documents: Annotated[list[dict[str, str]], Field(max_length=MAX_LIST_LEN)] | None = None
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -91,39 +101,41 @@ class GenerationRequest(UnsupportedFields):
     """The fields completions and chat completions share, with vLLM's names and defaults."""
 
     model: str | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
-    presence_penalty: float | None = None
+    frequency_penalty: Float | None = None
+    logit_bias: Annotated[dict[str, Float], Field(max_length=MAX_LIST_LEN)] | None = None
+    presence_penalty: Float | None = None
     seed: Int64 | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_LIST_LEN)] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    user: str | None = None
+    temperature: Float | None = None
+    top_p: Float | None = None
+    user: Annotated[str, Field(max_length=MAX_ID_LEN)] | None = None
     response_format: ResponseFormat | None = None
     # vLLM's sampling extras
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    stop_token_ids: list[int] | None = None
+    top_k: Int32 | None = None
+    min_p: Float | None = None
+    repetition_penalty: Float | None = None
+    stop_token_ids: TokenIdList | None = None
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
-    min_tokens: int = 0
+    min_tokens: Int32 = 0
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
-    truncate_prompt_tokens: Annotated[int, Field(ge=-1)] | None = None
+    truncate_prompt_tokens: Annotated[int, Field(ge=-1, le=INT32_MAX)] | None = None
     truncation_side: Literal["left", "right"] | None = None
-    allowed_token_ids: list[int] | None = None
-    prompt_logprobs: int | None = None
-    bad_words: list[str] = Field(default_factory=list)
+    allowed_token_ids: TokenIdList | None = None
+    prompt_logprobs: Int32 | None = None
+    bad_words: Annotated[list[str], Field(max_length=MAX_LIST_LEN)] = Field(default_factory=list)
     add_special_tokens: bool = True
     # vLLM's other extras
     priority: Int64 = 0
-    request_id: str | None = None
+    request_id: Annotated[str, Field(max_length=MAX_ID_LEN)] | None = None
     return_tokens_as_token_ids: bool | None = None
     return_token_ids: bool | None = None
     cache_salt: str | None = None
+    # kvserve's: seconds this request may take, queueing included (at most the server's --request-timeout)
+    request_timeout: Annotated[float, Field(gt=0, le=MAX_REQUEST_TIMEOUT, allow_inf_nan=False)] | None = None
 
 
 class ResponseModel(BaseModel):

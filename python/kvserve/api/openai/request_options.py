@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from quart import request
 
 from kvserve.api.context import ServingContext
-from kvserve.api.frontend.engine_requests import fan_out, truncation
+from kvserve.api.frontend.engine_requests import fan_out, request_timeout, truncation
 from kvserve.api.frontend.validation import NotImplementedFeature, require
 from kvserve.api.openai.protocol_base import GenerationRequest, ResponseFormat, random_id
 from kvserve.outputs import RequestOutput
@@ -23,6 +23,7 @@ class RequestOptions:
     include_usage: bool
     continuous_usage: bool
     prompt_tokens_details: bool
+    timeout: float | None = None  # the request's own `request_timeout` (the engine applies its default)
 
     @staticmethod
     def prompt_logprobs_payload(output: RequestOutput) -> list[dict[int, dict] | None] | None:
@@ -91,6 +92,7 @@ def request_options(
         include_usage=stream and include_usage,
         continuous_usage=stream and include_usage and bool(stream_options and stream_options.continuous_usage_stats),
         prompt_tokens_details=settings.enable_prompt_tokens_details,
+        timeout=request_timeout(body.request_timeout, ctx.engine.config.request_timeout),
     )
 
 
@@ -108,5 +110,6 @@ def engine_requests(
         cache_salt=body.cache_salt,
         add_special_tokens=body.add_special_tokens,
         truncation=truncation(body.truncate_prompt_tokens, body.truncation_side),
+        timeout=options.timeout,
     )
     return fan_out(base, prompts, choice_params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvserve.api.openai.protocol_base import ConversationFields, RequestModel
+from kvserve.api.openai.protocol_base import ConversationFields, Int32, RequestModel
 
 
 class TokenizeRequest(ConversationFields):
@@ -14,4 +14,4 @@ class TokenizeRequest(ConversationFields):
 
 class DetokenizeRequest(RequestModel):
     model: str | None = None
-    tokens: list[int]
+    tokens: list[Int32]
