@@ -81,6 +81,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--return-tokens-as-token-ids", action="store_true", help="logprob tokens as 'token_id:<id>' strings"
     )
+    add_tool_arguments(parser)
 
     engine = parser.add_argument_group("engine")
     engine.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
@@ -117,6 +118,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    from kvserve.text.reasoning.registry import REASONING_PARSERS
+    from kvserve.text.tools.registry import TOOL_PARSERS
+
+    tools = parser.add_argument_group("tool calling and reasoning")
+    tools.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help='let the model decide to call tools (tool_choice "auto"); needs --tool-call-parser',
+    )
+    tools.add_argument("--tool-call-parser", choices=sorted(TOOL_PARSERS), help="the model's tool-call markup")
+    tools.add_argument(
+        "--reasoning-parser", choices=sorted(REASONING_PARSERS), help="split the model's reasoning from its answer"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvserve", description="kvserve: an OpenAI-compatible LLM server.")
     parser.add_argument("--version", action="version", version=f"kvserve {kvserve.__version__}")
@@ -140,7 +157,11 @@ def serve(args: argparse.Namespace) -> None:
     from kvserve.api.settings import ServerSettings
     from kvserve.config import EngineConfig
     from kvserve.text.chat_template import ChatTemplate, load_chat_template
+    from kvserve.text.reasoning.registry import reasoning_parser
+    from kvserve.text.tools.registry import tool_parser
 
+    if args.enable_auto_tool_choice and args.tool_call_parser is None:
+        raise SystemExit("kvserve: error: when --enable-auto-tool-choice is set, --tool-call-parser must be set")
     model = args.model or str(embedded_model_path())
     served = tuple(args.served_model_name or [args.model or DEFAULT_MODEL_NAME])
     try:
@@ -191,6 +212,9 @@ def serve(args: argparse.Namespace) -> None:
             return_tokens_as_token_ids=args.return_tokens_as_token_ids,
             trust_request_chat_template=args.trust_request_chat_template,
             system_fingerprint=system_fingerprint(engine),
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            tool_parser=None if args.tool_call_parser is None else tool_parser(args.tool_call_parser),
+            reasoning_parser=None if args.reasoning_parser is None else reasoning_parser(args.reasoning_parser),
         )
 
     try:

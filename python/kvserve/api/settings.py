@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvserve.text.chat_template import ChatTemplate
+from kvserve.text.reasoning.think_tags import ThinkTagParser
+from kvserve.text.tools.base import ToolParser
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,9 @@ class ServerSettings:
     return_tokens_as_token_ids: bool = False
     trust_request_chat_template: bool = False
     system_fingerprint: str | None = None
+    enable_auto_tool_choice: bool = False
+    tool_parser: ToolParser | None = None  # --tool-call-parser: reads tool calls of tool_choice "auto"
+    reasoning_parser: ThinkTagParser | None = None  # --reasoning-parser: splits reasoning from the answer
 
     @property
     def model_name(self) -> str:

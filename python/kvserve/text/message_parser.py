@@ -49,6 +49,7 @@ class MessageParser:
     reasoning: ThinkTagParser | None = None
     tools: ToolParser | None = None
     named_function: str | None = None
+    max_calls: int | None = None  # parallel_tool_calls false: later calls are dropped
 
     def parse(self, text: str, final: bool) -> ParsedMessage:
         reasoning, answer, ended = "", text, False
@@ -60,7 +61,7 @@ class MessageParser:
             return ParsedMessage(reasoning, "", calls, ended)
         if self.tools is not None:
             parsed = self.tools.parse(answer, final)
-            return ParsedMessage(reasoning, parsed.content, parsed.calls, ended)
+            return ParsedMessage(reasoning, parsed.content, parsed.calls[: self.max_calls], ended)
         return ParsedMessage(reasoning, answer, (), ended)
 
 

@@ -12,9 +12,11 @@ The two models differ only when the answer does not start with <think>:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kvserve.text.tools.base import held_back_tail
+from kvserve.tokenizer import Tokenizer
 
 START_TAG = "<think>"
 END_TAG = "</think>"
@@ -55,3 +57,18 @@ class DeepSeekR1Parser(ThinkTagParser):
 
 class Qwen3Parser(ThinkTagParser):
     starts_in_reasoning = False
+
+
+def reasoning_token_count(parser: ThinkTagParser, text: str, token_ids: Sequence[int], tokenizer: Tokenizer) -> int:
+    """How many of an output's tokens are reasoning (usage.completion_tokens_details.reasoning_tokens): those up
+    to and including the end tag; all of them while reasoning never ended."""
+    split = parser.split(text, final=True)
+    if not split.ended:
+        return len(token_ids) if split.reasoning else 0
+    end_ids = tokenizer.encode(parser.end_tag, add_special_tokens=False)
+    for position in range(len(token_ids) - len(end_ids) + 1):
+        if list(token_ids[position : position + len(end_ids)]) == end_ids:
+            return position + len(end_ids)
+    # The tag merged with its neighbours into other tokens: count the reasoning text's own tokens.
+    reasoning_text = text[: text.find(parser.end_tag) + len(parser.end_tag)]
+    return min(len(token_ids), len(tokenizer.encode(reasoning_text, add_special_tokens=False)))

@@ -44,7 +44,12 @@ class ToolParser(ABC):
     def parse(self, text: str, final: bool) -> ParsedOutput: ...
 
     def call_id(self) -> str:
-        return f"chatcmpl-tool-{uuid.uuid4().hex}"
+        return tool_call_id()
+
+
+def tool_call_id() -> str:
+    """vLLM's default tool-call id."""
+    return f"chatcmpl-tool-{uuid.uuid4().hex}"
 
 
 def held_back_tail(text: str, tag: str) -> int:
