@@ -53,6 +53,17 @@ def _response_format_spec(response_format: ResponseFormat) -> GrammarSpec | None
     return _schema_spec(schema, "response_format", False)
 
 
+def _spec(kind: str, value: Any, param: str, disable_any_whitespace: bool) -> GrammarSpec:
+    """One constraint of structured_outputs or guided_*: kind is its field's name (json, regex, ...)."""
+    if kind == "json":
+        return _schema_spec(value, param, disable_any_whitespace)
+    if kind == "choice":
+        return _choice_spec(value, param)
+    if kind == "json_object":
+        return GrammarSpec("json_object", disable_any_whitespace=disable_any_whitespace)
+    return GrammarSpec(kind, value)
+
+
 def grammar_spec(body: GenerationRequest) -> GrammarSpec | None:
     """The request's output constraint, or None."""
     specs: dict[str, GrammarSpec] = {}
@@ -60,39 +71,25 @@ def grammar_spec(body: GenerationRequest) -> GrammarSpec | None:
         specs["response_format"] = spec
     structured = body.structured_outputs
     if structured is not None:
-        whitespace = structured.disable_any_whitespace
         given = {
-            "json": structured.json_ is not None,
-            "regex": structured.regex is not None,
-            "choice": structured.choice is not None,
-            "grammar": structured.grammar is not None,
-            "json_object": bool(structured.json_object),
+            "json": structured.json_,
+            "regex": structured.regex,
+            "choice": structured.choice,
+            "grammar": structured.grammar,
+            "json_object": structured.json_object or None,
         }
-        if sum(given.values()) != 1:
-            which = "multiple are" if sum(given.values()) > 1 else "none are"
+        kinds = [kind for kind, value in given.items() if value is not None]
+        if len(kinds) != 1:
             raise InvalidRequestError(
-                f"You can only use one kind of structured outputs constraint but {which} specified: "
-                f"{[name for name, set_ in given.items() if set_]}",
+                f"You can only use one kind of structured outputs constraint but "
+                f"{'multiple are' if kinds else 'none are'} specified: {kinds}",
                 "structured_outputs",
             )
-        if structured.json_ is not None:
-            specs["structured_outputs"] = _schema_spec(structured.json_, "structured_outputs", whitespace)
-        elif structured.regex is not None:
-            specs["structured_outputs"] = GrammarSpec("regex", structured.regex)
-        elif structured.choice is not None:
-            specs["structured_outputs"] = _choice_spec(structured.choice, "structured_outputs")
-        elif structured.grammar is not None:
-            specs["structured_outputs"] = GrammarSpec("grammar", structured.grammar)
-        else:
-            specs["structured_outputs"] = GrammarSpec("json_object", disable_any_whitespace=whitespace)
-    if body.guided_json is not None:
-        specs["guided_json"] = _schema_spec(body.guided_json, "guided_json", False)
-    if body.guided_regex is not None:
-        specs["guided_regex"] = GrammarSpec("regex", body.guided_regex)
-    if body.guided_choice is not None:
-        specs["guided_choice"] = _choice_spec(body.guided_choice, "guided_choice")
-    if body.guided_grammar is not None:
-        specs["guided_grammar"] = GrammarSpec("grammar", body.guided_grammar)
+        kind = kinds[0]
+        specs["structured_outputs"] = _spec(kind, given[kind], "structured_outputs", structured.disable_any_whitespace)
+    for kind in ("json", "regex", "choice", "grammar"):
+        if (value := getattr(body, f"guided_{kind}")) is not None:
+            specs[f"guided_{kind}"] = _spec(kind, value, f"guided_{kind}", False)
     if len(specs) > 1:
         raise InvalidRequestError(
             f"You can only use one kind of structured outputs constraint but multiple are specified: {list(specs)}",
