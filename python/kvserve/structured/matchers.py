@@ -32,7 +32,6 @@ class GrammarMatchers:
         self.width = -(-vocab_size // 32)  # the logits' bitmask width; llguidance's may be wider
         self.ll_width = -(-compiler.tokenizer.vocab_size // 32)
         self.matchers: dict[int, llguidance.LLMatcher] = {}
-        self.executor = llguidance.LLExecutor()
         self._words = np.zeros((0, self.ll_width), dtype=np.int32)
 
     def add(self, slot: int, spec: GrammarSpec) -> None:
@@ -42,12 +41,16 @@ class GrammarMatchers:
         self.matchers.pop(slot, None)
 
     def fill(self, slots: list[int]) -> np.ndarray:
-        """The next-token masks of these slots' matchers, computed in parallel: [len(slots), width] int32."""
+        """The next-token masks of these slots' matchers: [len(slots), width] int32.
+
+        One matcher after another (llguidance drops the GIL in each): ~13 µs a mask for a JSON schema over a
+        49k vocabulary, while its thread-pool executor (fill_next_token_bitmask_par) took 40x longer for 16
+        masks on a loaded 2-core machine (benchmarks/RESULTS.md)."""
         if len(self._words) < len(slots):
             self._words = np.zeros((max(len(slots), 2 * len(self._words)), self.ll_width), dtype=np.int32)
         words = self._words[: len(slots)]
-        pairs = [(self.matchers[slot], row) for row, slot in enumerate(slots)]
-        llguidance.numpy.fill_next_token_bitmask_par(self.executor, pairs, words)
+        for row, slot in enumerate(slots):
+            llguidance.numpy.fill_next_token_bitmask(self.matchers[slot], words, row)
         return words[:, : self.width]
 
     def accept(self, slot: int, token_id: int) -> None:
