@@ -9,7 +9,10 @@ Two measures, on the embedded SmolLM2-135M (real weights, 49,152-token vocabular
            (GrammarMatchers.fill) plus applying them to [N, V] logits, after a warm-up, median of the steps
 
     python benchmarks/bench_structured.py [--model DIR_OR_GGUF] [--streams 16] [--tokens 64] [--repeats 3]
-                                          [--json out.json]
+                                          [--torch-threads N] [--json out.json]
+
+--torch-threads 1 keeps torch off OpenMP: on an oversubscribed VM every parallel op can wait a scheduler
+quantum at its barrier, which swamps what is measured.
 """
 
 from __future__ import annotations
@@ -108,8 +111,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mask-steps", type=int, default=200)
+    parser.add_argument("--torch-threads", type=int, help="torch's intra-op threads (default: torch's own)")
     parser.add_argument("--json", help="write the results here too")
     args = parser.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     model = args.model or str(embedded_model_path())
 
     fill_us, apply_us = mask_step_us(model, args.streams, args.mask_steps)
@@ -122,6 +130,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {platform.python_version()}",
         "model": model,
         "streams": args.streams,
+        "torch_threads": args.torch_threads,
         "tokens_per_stream": args.tokens,
         "unconstrained_tok_s": free,
         "json_schema_tok_s": masked,
