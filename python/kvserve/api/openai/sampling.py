@@ -14,7 +14,7 @@ def sampling_fields(
     max_tokens: int | None,
     logprobs: int | None,
     prompt_logprobs: int | None,
-    structured: GrammarSpec | None,
+    structured: GrammarSpec | None = None,
     skip_special_tokens: bool | None = None,
 ) -> SamplingFields:
     """The fields completions and chat name alike; the ones that differ between them come from the route (the
