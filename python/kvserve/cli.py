@@ -119,6 +119,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--return-tokens-as-token-ids", action="store_true", help="logprob tokens as 'token_id:<id>' strings"
     )
+    add_tool_arguments(parser)
 
     server.add_argument(
         "--max-request-body-bytes",
@@ -244,6 +245,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    from kvserve.text.reasoning.registry import REASONING_PARSERS
+    from kvserve.text.tools.registry import TOOL_PARSERS
+
+    tools = parser.add_argument_group("tool calling and reasoning")
+    tools.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help='let the model decide to call tools (tool_choice "auto"); needs --tool-call-parser',
+    )
+    tools.add_argument("--tool-call-parser", choices=sorted(TOOL_PARSERS), help="the model's tool-call markup")
+    tools.add_argument(
+        "--reasoning-parser", choices=sorted(REASONING_PARSERS), help="split the model's reasoning from its answer"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvserve", description="kvserve: an OpenAI-compatible LLM server.")
     parser.add_argument("--version", action="version", version=f"kvserve {kvserve.__version__}")
@@ -309,7 +326,11 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
     from kvserve.api.fingerprint import system_fingerprint
     from kvserve.api.settings import ServerSettings
     from kvserve.text.chat_template import ChatTemplate, load_chat_template
+    from kvserve.text.reasoning.registry import reasoning_parser
+    from kvserve.text.tools.registry import tool_parser
 
+    if args.enable_auto_tool_choice and args.tool_call_parser is None:
+        raise SystemExit("kvserve: error: when --enable-auto-tool-choice is set, --tool-call-parser must be set")
     model = served_model(args)
     served = tuple(args.served_model_name or [args.model or DEFAULT_MODEL_NAME])
     template_override = load_chat_template(args.chat_template) if args.chat_template else None
@@ -361,6 +382,9 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
             metrics_prefix=args.metrics_prefix,
             disable_docs=args.disable_docs,
             enable_offline_docs=args.enable_offline_docs,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            tool_parser=None if args.tool_call_parser is None else tool_parser(args.tool_call_parser),
+            reasoning_parser=None if args.reasoning_parser is None else reasoning_parser(args.reasoning_parser),
         )
 
     return make_settings

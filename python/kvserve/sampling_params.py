@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kvserve.structured.spec import GrammarSpec
+
 # Below this temperature sampling is greedy (vLLM's threshold).
 GREEDY_TEMPERATURE = 1e-5
 # OpenAI's default for completions; the one place this default lives.
@@ -33,6 +35,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     allowed_token_ids: tuple[int, ...] | None = None  # only these may be sampled
     bad_words_token_ids: tuple[tuple[int, ...], ...] = ()  # token sequences that must not be completed
+    structured: GrammarSpec | None = None  # the output must match it (compiled before admission)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:

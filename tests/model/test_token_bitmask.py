@@ -23,3 +23,17 @@ def test_only_constrained_rows_change():
     assert torch.equal(logits[[0, 2]], before[[0, 2]])
     assert torch.isfinite(logits[1]).nonzero().flatten().tolist() == [0, 31, 32, 69]
     assert logits[1, [0, 31, 32, 69]].tolist() == before[1, [0, 31, 32, 69]].tolist()
+
+
+def test_dense_random_masks_match_unpacked_bits_in_every_dtype():
+    rng = np.random.default_rng(0)
+    vocab = 1000
+    words = rng.integers(-(2**31), 2**31, size=(4, bitmask_width(vocab)), dtype=np.int64).astype(np.int32)
+    allowed = np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, :vocab].astype(bool)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        logits = torch.randn(6, vocab).to(dtype)
+        before = logits.clone()
+        apply_token_bitmask(logits, TokenBitmask(torch.tensor([0, 2, 3, 5]), torch.from_numpy(words)))
+        expected = before.clone()
+        expected[[0, 2, 3, 5]] = before[[0, 2, 3, 5]].masked_fill(~torch.from_numpy(allowed), float("-inf"))
+        assert torch.equal(logits, expected), dtype

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kvserve.text.chat_template import ChatTemplate
+from kvserve.text.reasoning.think_tags import ThinkTagParser
+from kvserve.text.tools.base import ToolParser
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class ServerSettings:
     metrics_prefix: str = "kvserve"
     disable_docs: bool = False
     enable_offline_docs: bool = False  # Swagger UI's assets from the swagger-ui-bundle package, no CDN
+    enable_auto_tool_choice: bool = False
+    tool_parser: ToolParser | None = None  # --tool-call-parser: reads tool calls of tool_choice "auto"
+    reasoning_parser: ThinkTagParser | None = None  # --reasoning-parser: splits reasoning from the answer
 
     @property
     def model_name(self) -> str:

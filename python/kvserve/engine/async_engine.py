@@ -39,6 +39,7 @@ from kvserve.model.model_config import ModelConfig, generation_defaults, read_ge
 from kvserve.model.runner import ModelRunner
 from kvserve.outputs import RequestOutput
 from kvserve.request import EngineRequest, PreparedRequest
+from kvserve.structured.compiler import GrammarCompiler, ll_tokenizer
 from kvserve.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,22 @@ def context_length(config: EngineConfig, model_config: ModelConfig, kv_capacity_
     return model_config.max_position_embeddings
 
 
+def eos_token_ids(tokenizer: Tokenizer, model_config: ModelConfig) -> tuple[int, ...]:
+    """The tokenizer's EOS, then the model's (generation_config.json), without repeats."""
+    tokenizer_eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return tuple(dict.fromkeys(tokenizer_eos + list(model_config.eos_token_ids)))
+
+
+def grammar_compiler(tokenizer: Tokenizer, model_config: ModelConfig) -> GrammarCompiler | None:
+    """Structured outputs for this tokenizer; None (with a warning) when llguidance cannot read it."""
+    try:
+        vocabulary = ll_tokenizer(tokenizer, model_config.vocab_size, eos_token_ids(tokenizer, model_config))
+    except Exception as e:  # a tokenizer llguidance cannot take only disables structured outputs
+        logger.warning("structured outputs are disabled: llguidance cannot read this tokenizer (%s)", e)
+        return None
+    return GrammarCompiler(vocabulary)
+
+
 class AsyncEngine:
     def __init__(
         self,
@@ -88,17 +105,14 @@ class AsyncEngine:
         runner: ModelRunner,
         thread: ThreadPoolExecutor,
         max_model_len: int,
+        grammars: GrammarCompiler | None = None,
     ) -> None:
         self.config = config
         self.model_config = model_config
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
-        self.eos_token_ids = tuple(
-            dict.fromkeys(
-                ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
-                + list(model_config.eos_token_ids)
-            )
-        )
+        self.eos_token_ids = eos_token_ids(tokenizer, model_config)
+        self.grammars = grammars  # None: structured outputs are refused by the runner's request check
         scheduler_config = _core.SchedulerConfig(
             num_blocks=runner.num_blocks,
             block_size=config.block_size,
@@ -153,11 +167,12 @@ class AsyncEngine:
                 f"max_model_len ({config.max_model_len}) is larger than the model's max_position_embeddings "
                 f"({model_config.max_position_embeddings})"
             )
-        runner = await loop.run_in_executor(thread, ModelRunner, config, model_config, model_dir)
+        grammars = grammar_compiler(tokenizer, model_config)
+        runner = await loop.run_in_executor(thread, ModelRunner, config, model_config, model_dir, grammars)
         max_model_len = context_length(config, model_config, runner.num_blocks * config.block_size)
         if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
             raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
-        engine = cls(config, model_config, tokenizer, runner, thread, max_model_len)
+        engine = cls(config, model_config, tokenizer, runner, thread, max_model_len, grammars)
         for actor in engine.actors:
             actor.start(engine._on_actor_failure)
         return engine
@@ -175,6 +190,8 @@ class AsyncEngine:
             raise ServiceUnavailableError(
                 "The engine is sleeping (POST /wake_up wakes it); it serves no requests until then."
             )
+        if request.sampling is not None and request.sampling.structured is not None and self.grammars is not None:
+            await self.grammars.compile(request.sampling.structured)  # before admission; a bad one is a 400
         request_id = request.request_id
         stream = self.router.open(request_id)
         submitted = False
@@ -343,3 +360,5 @@ class AsyncEngine:
                 await actor.stop()
             else:  # a dead engine's actors may be stuck in a step that never returns: do not wait for them
                 actor.kill()
+        if self.grammars is not None:
+            self.grammars.shutdown()

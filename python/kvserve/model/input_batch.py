@@ -6,6 +6,10 @@ and reset when it leaves; a step's sampling metadata is a gather of the columns 
 plus host-side flags computed with numpy on the gathered values. Variable-length options (bias, allowed
 ids, bad words, stop ids banned before min_tokens) are per-slot arrays, read only for rows that use them.
 
+Rows with a structured-output grammar keep an llguidance matcher per slot (kvserve.structured.matchers, which
+explains why preemption needs no rollback): its mask joins the allowed-ids mask in the constraint stage, and it
+advances with each sampled token.
+
 Token histories (prompt, then outputs) are kept only for slots with penalties or bad words, in one
 [capacity, width] array that grows by doubling; penalty counts are rebuilt per step from it for those rows
 alone, so no full-vocabulary tensor outlives a step.
@@ -19,9 +23,10 @@ import numpy as np
 import torch
 
 from kvserve.model.sampler import SamplingMetadata
-from kvserve.model.token_bitmask import TokenBitmask, pack_allowed_ids
+from kvserve.model.token_bitmask import TokenBitmask, bitmask_width, pack_allowed_ids
 from kvserve.request import PreparedRequest
 from kvserve.sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from kvserve.structured.matchers import GrammarMatchers
 
 # Feature bits per slot: a step asks `features[sample_slots]` which optional work any of its rows needs.
 SEEDED = 1
@@ -30,7 +35,9 @@ LOGIT_BIAS = 4
 ALLOWED_IDS = 8
 BAD_WORDS = 16
 MIN_TOKENS = 32
-PROCESSORS = PENALTIES | LOGIT_BIAS | ALLOWED_IDS | BAD_WORDS | MIN_TOKENS
+GRAMMAR = 64
+PROCESSORS = PENALTIES | LOGIT_BIAS | ALLOWED_IDS | BAD_WORDS | MIN_TOKENS | GRAMMAR
+MASKED = ALLOWED_IDS | GRAMMAR
 KEEPS_HISTORY = PENALTIES | BAD_WORDS
 
 # Per-slot columns: name -> (dtype, the value of an empty slot).
@@ -70,7 +77,7 @@ class ProcessorInputs:
 
     penalties: Penalties | None
     bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # (rows, token ids, values), flat
-    bitmask: TokenBitmask | None  # allowed_token_ids as bitmask rows
+    bitmask: TokenBitmask | None  # allowed_token_ids and grammars as bitmask rows
     bans: tuple[torch.Tensor, torch.Tensor] | None  # (rows, token ids), flat: bad words, EOS/stop before min
 
 
@@ -94,10 +101,17 @@ class InputBatch:
     num_output_tokens: np.ndarray
     features: np.ndarray
 
-    def __init__(self, vocab_size: int, device: torch.device, capacity: int = _INITIAL_CAPACITY) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        device: torch.device,
+        capacity: int = _INITIAL_CAPACITY,
+        grammars: GrammarMatchers | None = None,
+    ) -> None:
         self.vocab_size = vocab_size
         self.device = device
         self.capacity = capacity
+        self.grammars = grammars  # None: this batch takes no structured-output requests
         for name, (dtype, empty) in _COLUMNS.items():
             setattr(self, name, np.full(capacity, empty, dtype=dtype))
         self.requests: list[PreparedRequest | None] = [None] * capacity
@@ -149,6 +163,9 @@ class InputBatch:
             features |= ALLOWED_IDS
         if params.bad_words_token_ids:
             features |= BAD_WORDS
+        if params.structured is not None:
+            self.grammars.add(slot, params.structured)
+            features |= GRAMMAR
         if params.min_tokens:
             eos = () if params.ignore_eos else eos_token_ids
             # Ids outside the vocabulary can never be sampled, so there is nothing to ban.
@@ -167,10 +184,14 @@ class InputBatch:
         for name, ids in named.items():
             if any(not 0 <= t < self.vocab_size for t in ids):
                 raise ValueError(f"{name} has token ids outside the vocabulary of {self.vocab_size}")
+        if params.structured is not None and self.grammars is None:
+            raise ValueError("this runner has no grammar backend for structured outputs")
 
     def remove(self, slot: int) -> None:
         if slot >= self.capacity:
             return
+        if self.features[slot] & GRAMMAR:
+            self.grammars.remove(slot)
         for name, (_, empty) in _COLUMNS.items():
             getattr(self, name)[slot] = empty
         for column in (self.requests, self.generators, self.bias, self.allowed_ids, self.banned_until_min):
@@ -193,7 +214,10 @@ class InputBatch:
     def record_sampled(self, slots: np.ndarray, token_ids: np.ndarray) -> None:
         """After a step: the token each sampled row got (slots are unique within a step)."""
         self.num_output_tokens[slots] += 1
-        keeps = (self.features[slots] & KEEPS_HISTORY) != 0
+        features = self.features[slots]
+        for row in np.flatnonzero(features & GRAMMAR).tolist():
+            self.grammars.accept(int(slots[row]), int(token_ids[row]))
+        keeps = (features & KEEPS_HISTORY) != 0
         if keeps.any():
             kept = slots[keeps]
             ends = self.num_prompt_tokens[kept] + self.num_output_tokens[kept]
@@ -235,7 +259,7 @@ class InputBatch:
         return ProcessorInputs(
             penalties=self._penalties(slots, np.flatnonzero(features & PENALTIES)),
             bias=self._bias(slots, np.flatnonzero(features & LOGIT_BIAS)),
-            bitmask=self._bitmask(slots, np.flatnonzero(features & ALLOWED_IDS)),
+            bitmask=self._bitmask(slots, features),
             bans=self._bans(slots, np.flatnonzero(features & BAD_WORDS), np.flatnonzero(features & MIN_TOKENS)),
         )
 
@@ -279,10 +303,21 @@ class InputBatch:
         values = np.concatenate([values for _, values in per_row])
         return self._to_device(row_ids), self._to_device(ids), self._to_device(values)
 
-    def _bitmask(self, slots: np.ndarray, rows: np.ndarray) -> TokenBitmask | None:
+    def _bitmask(self, slots: np.ndarray, features: np.ndarray) -> TokenBitmask | None:
+        rows = np.flatnonzero(features & MASKED)
         if not len(rows):
             return None
-        words = pack_allowed_ids([self.allowed_ids[slot] for slot in slots[rows].tolist()], self.vocab_size)
+        picked, used = slots[rows], features[rows]
+        allowed_rows, grammar_rows = np.flatnonzero(used & ALLOWED_IDS), np.flatnonzero(used & GRAMMAR)
+        if len(grammar_rows) == len(rows):  # the common case: only grammars, their masks as they come
+            words = self.grammars.fill(picked.tolist())
+        else:
+            words = np.full((len(rows), bitmask_width(self.vocab_size)), -1, dtype=np.int32)
+            if len(allowed_rows):
+                allowed = [self.allowed_ids[slot] for slot in picked[allowed_rows].tolist()]
+                words[allowed_rows] = pack_allowed_ids(allowed, self.vocab_size)
+            if len(grammar_rows):
+                words[grammar_rows] &= self.grammars.fill(picked[grammar_rows].tolist())
         return TokenBitmask(self._to_device(rows), self._to_device(words))
 
     def _bans(

@@ -31,6 +31,8 @@ from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
 from kvserve.request import EngineRequest, PoolingParams, TaskKind
+from kvserve.structured.compiler import GrammarCompiler
+from kvserve.structured.matchers import GrammarMatchers
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,13 @@ def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> 
 
 
 class ModelRunner:
-    def __init__(self, engine_config: EngineConfig, model_config: ModelConfig, model_dir: Path) -> None:
+    def __init__(
+        self,
+        engine_config: EngineConfig,
+        model_config: ModelConfig,
+        model_dir: Path,
+        grammars: GrammarCompiler | None = None,
+    ) -> None:
         self.config = engine_config
         self.model_config = model_config
         self.device = resolve_device(engine_config.device)
@@ -92,7 +100,8 @@ class ModelRunner:
         self.num_blocks = self._num_kv_blocks() if self.tasks.uses_kv_cache else self._num_accounting_blocks()
         self.kv_caches = self._allocate_kv_cache()
         self.asleep: dict[str, int] = {}  # part ("weights", "kv_cache") -> the sleep level that released it
-        self.input_batch = InputBatch(model_config.vocab_size, self.device)
+        matchers = None if grammars is None else GrammarMatchers(grammars, model_config.vocab_size)
+        self.input_batch = InputBatch(model_config.vocab_size, self.device, grammars=matchers)
         self.logits_pipeline = LogitsPipeline()
         self.prompt_logprobs = PromptLogprobsTracker()
         logger.info(
@@ -152,6 +161,9 @@ class ModelRunner:
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
         reason = self.tasks.unsupported(request) or self._unsupported_pooling(request.pooling)
+        structured = request.sampling is not None and request.sampling.structured is not None
+        if structured and self.input_batch.grammars is None:
+            reason = "structured outputs are not available: the tokenizer could not be read as a grammar vocabulary"
         if reason is not None:
             raise ValueError(reason)
 

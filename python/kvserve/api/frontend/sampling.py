@@ -13,6 +13,7 @@ from kvserve.api.context import ServingContext
 from kvserve.api.frontend.validation import require
 from kvserve.errors import InvalidRequestError
 from kvserve.sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from kvserve.structured.spec import GrammarSpec
 from kvserve.tokenizer import Tokenizer
 
 MAX_STOP_STRINGS = 4
@@ -57,6 +58,7 @@ class SamplingFields:
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    structured: GrammarSpec | None = None  # the output constraint (compiled by the engine before admission)
 
 
 def resolve_defaults(fields: SamplingFields, generation_defaults: Mapping[str, object]) -> dict[str, float]:
@@ -189,6 +191,7 @@ def sampling_params(fields: SamplingFields, ctx: ServingContext) -> SamplingPara
             logit_bias=logit_bias(fields.logit_bias, vocab_size),
             allowed_token_ids=fields.allowed_token_ids,
             bad_words_token_ids=bad_words_token_ids(fields.bad_words, engine.tokenizer),
+            structured=fields.structured,
         )
     except ValueError as e:
         message = str(e)

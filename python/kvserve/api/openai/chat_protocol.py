@@ -24,7 +24,10 @@ class ChatCompletionRequest(GenerationRequest, ConversationFields):
     max_tokens: Int32 | None = None
     max_completion_tokens: Int32 | None = None
     n: Int32 | None = 1
-    tool_choice: str | dict[str, Any] | None = "none"
+    tool_choice: str | dict[str, Any] | None = "none"  # when not given: "auto" with tools, else "none"
+    parallel_tool_calls: bool | None = True
+    include_reasoning: bool = True
+    reasoning_effort: str | None = None  # reaches the chat template (and sets enable_thinking unless given)
     echo: bool = False
     add_special_tokens: bool = False  # the chat template writes the special tokens
 

@@ -26,6 +26,7 @@ from kvserve.api.openai.request_options import RequestOptions, engine_requests, 
 from kvserve.api.openai.sampling import sampling_fields
 from kvserve.api.openai.shaper import ShaperBase
 from kvserve.api.openai.stream_chunks import completion_text_event
+from kvserve.api.openai.structured_fields import grammar_spec
 from kvserve.api.openai.usage import usage
 from kvserve.api.sse import sse_event
 from kvserve.errors import InvalidRequestError
@@ -71,6 +72,7 @@ async def create_completion() -> Response:
         logprobs=logprobs,
         # Echo with logprobs reports the prompt's logprobs too.
         prompt_logprobs=body.prompt_logprobs if body.prompt_logprobs is not None else (logprobs if body.echo else None),
+        structured=grammar_spec(body),
     )
     params = sampling_params(fields, ctx)
     admit(ctx.engine, len(prompts) * body.n)
@@ -124,9 +126,9 @@ class _Completion(ShaperBase):
         prefix = self._prompt_text(index) if self.body.echo and first else ""
         return prefix + ("" if self.echo_only else output.text)
 
-    def worth_sending(self, text: str, output: RequestOutput, first: bool) -> bool:
+    def worth_sending(self, index: int, text: str, output: RequestOutput, first: bool) -> bool:
         # A choice's first chunk is always sent: it carries the echoed prompt and prompt_token_ids.
-        return first or super().worth_sending(text, output, first)
+        return first or super().worth_sending(index, text, output, first)
 
     def usage_of(self, results: list[RequestOutput]) -> UsageInfo:
         prompt_tokens = sum(r.num_prompt_tokens for r in results[:: self.body.n])

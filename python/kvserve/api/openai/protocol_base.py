@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from kvserve.api.frontend.conversation import Conversation
 
@@ -54,7 +54,22 @@ class StreamOptions(RequestModel):
 
 class ResponseFormat(RequestModel):
     type: str
-    json_schema: dict[str, Any] | None = None
+    json_schema: dict[str, Any] | None = None  # {"name", "schema", "strict", "description"}
+
+
+class StructuredOutputsParams(RequestModel):
+    """vLLM's structured_outputs: exactly one of json, regex, choice, grammar, json_object."""
+
+    json_: str | dict[str, Any] | bool | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    disable_any_whitespace: bool = False
+    # Accepted and ignored, as in vLLM with a backend that does not use them.
+    disable_fallback: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: str | None = None
 
 
 class UnsupportedFields(RequestModel):
@@ -63,11 +78,6 @@ class UnsupportedFields(RequestModel):
 
     use_beam_search: bool = False
     prompt_embeds: Any = None
-    structured_outputs: Any = None
-    guided_json: Any = None
-    guided_regex: Any = None
-    guided_choice: Any = None
-    guided_grammar: Any = None
     logprob_token_ids: Any = None
 
     def unsupported_fields(self) -> list[str]:
@@ -112,6 +122,12 @@ class GenerationRequest(UnsupportedFields):
     top_p: Float | None = None
     user: Annotated[str, Field(max_length=MAX_ID_LEN)] | None = None
     response_format: ResponseFormat | None = None
+    # vLLM's structured outputs, and the older guided_* fields that mean the same
+    structured_outputs: StructuredOutputsParams | None = None
+    guided_json: str | dict[str, Any] | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
     # vLLM's sampling extras
     top_k: Int32 | None = None
     min_p: Float | None = None
@@ -146,11 +162,23 @@ class PromptTokensDetails(ResponseModel):
     cached_tokens: int | None = None
 
 
+class CompletionTokensDetails(ResponseModel):
+    reasoning_tokens: int = 0
+
+
 class UsageInfo(ResponseModel):
     prompt_tokens: int = 0
     total_tokens: int = 0
     completion_tokens: int | None = 0
     prompt_tokens_details: PromptTokensDetails | None = None
+    completion_tokens_details: CompletionTokensDetails | None = None  # with --reasoning-parser only
+
+    @model_serializer(mode="wrap")
+    def _without_unused_details(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("completion_tokens_details", 0) is None:  # vLLM's usage has no such key
+            del data["completion_tokens_details"]
+        return data
 
 
 def now() -> int:

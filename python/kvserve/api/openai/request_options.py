@@ -11,7 +11,7 @@ from quart import request
 from kvserve.api.context import ServingContext
 from kvserve.api.frontend.engine_requests import fan_out, request_timeout, truncation
 from kvserve.api.frontend.validation import NotImplementedFeature, require
-from kvserve.api.openai.protocol_base import GenerationRequest, ResponseFormat, random_id
+from kvserve.api.openai.protocol_base import GenerationRequest, random_id
 from kvserve.outputs import RequestOutput
 from kvserve.request import EngineRequest
 from kvserve.sampling_params import SamplingParams
@@ -44,14 +44,6 @@ class RequestOptions:
         return payload
 
 
-def check_response_format(response_format: ResponseFormat | None) -> None:
-    if response_format is not None and response_format.type != "text":
-        raise NotImplementedFeature(
-            f"response_format type {response_format.type!r} (structured output) is not supported yet; only 'text' is.",
-            "response_format",
-        )
-
-
 def request_options(
     body: GenerationRequest, ctx: ServingContext, *, stream: bool, request_id_prefix: str
 ) -> RequestOptions:
@@ -77,7 +69,6 @@ def request_options(
         "`prompt_logprobs` are not available when `stream=True`.",
         "prompt_logprobs",
     )
-    check_response_format(body.response_format)
     unsupported = body.unsupported_fields()
     if unsupported:
         raise NotImplementedFeature(

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from kvserve.api.frontend.sampling import SamplingFields
 from kvserve.api.openai.protocol_base import GenerationRequest
+from kvserve.structured.spec import GrammarSpec
 
 
 def sampling_fields(
-    body: GenerationRequest, *, n: int, max_tokens: int | None, logprobs: int | None, prompt_logprobs: int | None
+    body: GenerationRequest,
+    *,
+    n: int,
+    max_tokens: int | None,
+    logprobs: int | None,
+    prompt_logprobs: int | None,
+    structured: GrammarSpec | None = None,
+    skip_special_tokens: bool | None = None,
 ) -> SamplingFields:
-    """The fields completions and chat name alike; the four that differ between them come from the route."""
+    """The fields completions and chat name alike; the ones that differ between them come from the route (the
+    output constraint: the body's structured-output fields, or chat's tool choice; special tokens: kept when a
+    tool-call parser reads them)."""
     stop = body.stop
     return SamplingFields(
         temperature=body.temperature,
@@ -32,6 +42,7 @@ def sampling_fields(
         bad_words=tuple(body.bad_words),
         ignore_eos=body.ignore_eos,
         include_stop_str_in_output=body.include_stop_str_in_output,
-        skip_special_tokens=body.skip_special_tokens,
+        skip_special_tokens=body.skip_special_tokens if skip_special_tokens is None else skip_special_tokens,
         spaces_between_special_tokens=body.spaces_between_special_tokens,
+        structured=structured,
     )

@@ -69,10 +69,16 @@ class ShaperBase(ABC):
     def plain_chunk(self, index: int, text: str) -> bytes:
         """The hot path: a text-only delta, byte-identical to chunk([delta_choice(...)])."""
 
+    @property
+    def text_only_deltas(self) -> bool:
+        """Whether a middle delta may be a plain text chunk (False when deltas carry other fields, such as
+        parsed tool calls or reasoning)."""
+        return True
+
     def delta_text(self, index: int, output: RequestOutput, first: bool) -> str:
         return output.text
 
-    def worth_sending(self, text: str, output: RequestOutput, first: bool) -> bool:
+    def worth_sending(self, index: int, text: str, output: RequestOutput, first: bool) -> bool:
         return bool(text or output.token_ids or output.finished)
 
     def opening_chunks(self, num_choices: int) -> Iterator[bytes]:
@@ -88,7 +94,9 @@ class ShaperBase(ABC):
     async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
         options = self.options
         # Only a delta with nothing but text may take the hot path; first and last deltas carry more.
-        plain = not (self.logprobs_requested or self.body.return_token_ids or options.continuous_usage)
+        plain = self.text_only_deltas and not (
+            self.logprobs_requested or self.body.return_token_ids or options.continuous_usage
+        )
         started = [False] * len(generations)
         sent_chars = [0] * len(generations)
         opened = False
@@ -97,7 +105,7 @@ class ShaperBase(ABC):
             first = not started[index]
             started[index] = True
             text = self.delta_text(index, output, first)
-            if not self.worth_sending(text, output, first):
+            if not self.worth_sending(index, text, output, first):
                 continue
             if not opened:
                 opened = True

@@ -1,0 +1,1 @@
+"""Reasoning parsers: a model's thinking -> `reasoning`, apart from its answer."""
