@@ -14,8 +14,16 @@ from kvserve.model.registry import ModelTasks
 
 
 def call(path: str, body: dict) -> tuple[int, dict]:
-    # The gate and the dispatcher read only what the model serves, so a stand-in engine is enough.
-    engine = SimpleNamespace(model_tasks=ModelTasks.of(LlamaForCausalLM), model_config=None)
+    # The gate and the dispatcher read only what the model serves, so a stand-in engine is enough (with the
+    # few attributes the app's metrics read when it is built).
+    engine = SimpleNamespace(
+        model_tasks=ModelTasks.of(LlamaForCausalLM),
+        model_config=None,
+        max_model_len=16,
+        sleep_level=0,
+        add_stats_listener=lambda listener: None,
+        add_output_listener=lambda listener: None,
+    )
     settings = ServerSettings(served_model_names=("m",), model_root="m", chat_template=None)
     app = create_app(engine, settings)
 
