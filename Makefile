@@ -7,6 +7,9 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
+# schemathesis lives in its own venv (its pytest plugin stays out of the test environment).
+FUZZ_VENV := .venv-fuzz
+
 CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
@@ -43,7 +46,6 @@ test: install $(FUZZ_VENV)/.deps
 
 # schemathesis in its own venv (its pytest plugin and dependencies stay out of kvserve's); tests/reliability
 # runs a bounded pass over /openapi.json in `make test`, `make fuzz` a long one.
-FUZZ_VENV := .venv-fuzz
 $(FUZZ_VENV)/.deps:
 	$(PYTHON) -m venv $(FUZZ_VENV)
 	$(FUZZ_VENV)/bin/python -m pip install -q --disable-pip-version-check schemathesis==4.32.5
