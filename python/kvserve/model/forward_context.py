@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kvserve.model.cross_attention import CrossAttentionContext
+
 
 @dataclass(frozen=True, slots=True)
 class ForwardContext:
@@ -17,3 +19,4 @@ class ForwardContext:
     max_query_len: int
     max_seq_len: int
     kv_caches: list[torch.Tensor]  # per layer [2, NB, BS, KVH, D]
+    cross: CrossAttentionContext | None = None  # encoder-decoder models only

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from kvserve.model.llama import LlamaForCausalLM
+from kvserve.model.whisper.model import WhisperForConditionalGeneration
 from kvserve.request import EngineRequest, PoolingType, TaskKind
 
 _MODELS: dict[str, type[nn.Module]] = {
@@ -19,6 +20,7 @@ _MODELS: dict[str, type[nn.Module]] = {
     "MistralForCausalLM": LlamaForCausalLM,
     "Qwen2ForCausalLM": LlamaForCausalLM,
     "Qwen3ForCausalLM": LlamaForCausalLM,
+    "WhisperForConditionalGeneration": WhisperForConditionalGeneration,
 }
 
 
