@@ -12,9 +12,11 @@ from kvserve.api.context import ServingContext
 from kvserve.api.envelopes import OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
+from kvserve.api.openai.audio import bp as audio_bp
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
 from kvserve.api.openai.models import bp as models_bp
+from kvserve.api.realtime.routes import bp as realtime_bp
 from kvserve.api.settings import ServerSettings
 from kvserve.api.tokenize.routes import bp as tokenize_bp
 from kvserve.errors import KvserveError
@@ -26,7 +28,9 @@ if TYPE_CHECKING:  # annotations only: the app is built in tests around a fake e
 # envelope, which is also the envelope of any path no family claims. Anthropic's and Cohere's families will
 # add themselves here, e.g. ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)).
 API_FAMILIES = ApiFamilies(
-    default=ApiFamily("openai", OPENAI, (completions_bp, chat_bp, models_bp, health_bp, tokenize_bp)),
+    default=ApiFamily(
+        "openai", OPENAI, (completions_bp, chat_bp, models_bp, health_bp, tokenize_bp, audio_bp, realtime_bp)
+    ),
 )
 
 
