@@ -135,7 +135,7 @@ def encode_audio(samples: np.ndarray, fmt: str, rate: int = SAMPLE_RATE) -> byte
         "wav": ("wav", "pcm_s16le", "s16"),
         "flac": ("flac", "flac", "s16"),
         "mp3": ("mp3", "libmp3lame", "fltp"),
-        "ogg": ("ogg", "libvorbis", "fltp"),
+        "ogg": ("ogg", "libopus", "flt"),
         "webm": ("webm", "libopus", "flt"),
         "m4a": ("ipod", "aac", "fltp"),
         "mp4": ("mp4", "aac", "fltp"),

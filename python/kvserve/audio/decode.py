@@ -3,7 +3,8 @@
 PyAV's wheels bundle FFmpeg, so one dependency reads every container and codec OpenAI accepts (wav, mp3,
 m4a/mp4 with AAC, ogg with Vorbis or Opus, webm, flac) on Linux, macOS and Windows without a system FFmpeg.
 soundfile (libsndfile) reads wav, flac, ogg and mp3 but no AAC or webm, so it cannot be the only reader.
-FFmpeg's resampler does the conversion to 16 kHz mono.
+FFmpeg's resampler converts the rate to 16 kHz; channels are then averaged (as librosa and transformers' audio
+utilities mix to mono; FFmpeg's own stereo downmix scales by 1/sqrt(2) instead of 1/2).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ def decode_audio(data: bytes) -> np.ndarray:
             if not container.streams.audio:
                 raise AudioDecodeError("The file has no audio stream.")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)  # planar: [channels, samples]
             pieces = [
-                out.to_ndarray().reshape(-1) for frame in container.decode(stream) for out in resampler.resample(frame)
+                out.to_ndarray().mean(axis=0) for frame in container.decode(stream) for out in resampler.resample(frame)
             ]
-            pieces += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+            pieces += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
     except AudioDecodeError:
         raise
     except (av.FFmpegError, ValueError, EOFError) as e:
