@@ -107,6 +107,10 @@ async def _speech_to_text(task: Task, form_model: type[SpeechRequest]) -> Respon
     model = ctx.model_name(body.model)
     prompts = whisper_prompts(ctx)
     fmt = body.response_format
+    for option in ("stream_include_usage", "stream_continuous_usage_stats"):
+        require(
+            body.stream or not getattr(body, option), "Stream options can only be defined when `stream=True`.", option
+        )
     require(not (body.stream and fmt != "json" and fmt != "text"), f"{fmt} does not support streaming.", "stream")
     if fmt == "verbose_json" and "word" in body.timestamp_granularities:
         raise NotImplementedFeature(

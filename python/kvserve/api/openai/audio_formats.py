@@ -42,7 +42,8 @@ def timed_segments(
     text_ids: list[int] = []
 
     def close(end: float) -> None:
-        start = chunk_start + (opened or 0.0)
+        # Times past the chunk's audio (the padding) are clamped to its end; a segment never ends before it starts.
+        start = min(chunk_start + (opened or 0.0), chunk_end)
         segments.append(TimedText(start, min(max(end, start), chunk_end), text_ids.copy(), decode(text_ids)))
         text_ids.clear()
 

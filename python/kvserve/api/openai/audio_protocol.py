@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from kvserve.api.openai.protocol_base import Int64, RequestModel, UsageInfo
 
@@ -30,14 +30,6 @@ class SpeechRequest(RequestModel):
     seed: Int64 | None = None
     max_completion_tokens: int | None = None
     to_language: str | None = None
-
-    @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> SpeechRequest:
-        if not self.stream:
-            for name in ("stream_include_usage", "stream_continuous_usage_stats"):
-                if getattr(self, name):
-                    raise ValueError(f"{name}: Stream options can only be defined when `stream=True`.")
-        return self
 
 
 class TranscriptionRequest(SpeechRequest):
