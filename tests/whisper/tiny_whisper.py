@@ -63,7 +63,30 @@ def build_tokenizer(directory: Path) -> dict[str, int]:
     }
 
 
-def build_tiny_whisper(directory: Path, num_mel_bins: int = 80, seed: int = 0) -> Path:
+# The test model's shape; benchmarks also build whisper-tiny's (d_model 384, 4 + 4 layers, 6 heads, 51865 tokens:
+# the ids past this tokenizer's decode to nothing).
+TINY_DIMS = dict(
+    d_model=64,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
+)
+WHISPER_TINY_DIMS = dict(
+    d_model=384,
+    encoder_layers=4,
+    decoder_layers=4,
+    encoder_attention_heads=6,
+    decoder_attention_heads=6,
+    encoder_ffn_dim=1536,
+    decoder_ffn_dim=1536,
+    vocab_size=51865,
+)
+
+
+def build_tiny_whisper(directory: Path, num_mel_bins: int = 80, seed: int = 0, dims: dict | None = None) -> Path:
     import torch
     import transformers
 
@@ -74,15 +97,8 @@ def build_tiny_whisper(directory: Path, num_mel_bins: int = 80, seed: int = 0) -
     suppress = [1, 5, 9, 13, 45, 61, 100, 150, ids["<|startoflm|>"], ids["<|nospeech|>"]]
     begin_suppress = [ids["space"], eos, 206, 536]
     config = transformers.WhisperConfig(
-        vocab_size=ids["vocab_size"],
+        **{"vocab_size": ids["vocab_size"], **(dims or TINY_DIMS)},
         num_mel_bins=num_mel_bins,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
         max_source_positions=1500,
         max_target_positions=448,
         init_std=0.2,
