@@ -5,10 +5,11 @@ the generation_config.json fields generate reads (lang_to_id, task_to_id, suppre
 from __future__ import annotations
 
 import json
-import sysconfig
 from pathlib import Path
 
 import numpy as np
+
+from tests.tiny_models import train_bpe
 
 LANGUAGES = ["en", "de", "fr", "es", "it", "ja", "zh", "nl"]
 BASE_VOCAB = 400
@@ -31,18 +32,10 @@ def whisper_special_tokens() -> list[str]:
 
 
 def build_tokenizer(directory: Path) -> dict[str, int]:
-    """Trains the BPE on Python's stdlib sources, saves tokenizer.json; returns the special tokens' ids."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    """The test BPE plus Whisper's special tokens, saved as tokenizer.json; returns the special tokens' ids."""
+    from tokenizers import AddedToken
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    texts = [p.read_text(errors="ignore") for p in sorted(stdlib.glob("*.py"))[:40]]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BASE_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer = train_bpe(BASE_VOCAB, [])
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in whisper_special_tokens()])
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
