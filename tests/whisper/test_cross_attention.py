@@ -36,7 +36,7 @@ def test_cross_attention_against_dense(q_lens):
     query = torch.randn(sum(q_lens), HEADS, HEAD_DIM)
     starts = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
     out = reference.cross_attention(
-        query, cache, tables, torch.tensor(lengths, dtype=torch.int32), starts, max(q_lens), 0.25
+        query, cache, tables, torch.tensor(lengths, dtype=torch.int32), starts, max(q_lens), max(lengths), 0.25
     )
     for k_v, start, q_len in zip(dense, starts.tolist(), q_lens):
         q = query[start : start + q_len].transpose(0, 1)
@@ -48,7 +48,16 @@ def test_decode_rows_take_the_cpu_kernel():
     lengths = [37, 8, 20]
     cache, tables, _ = scattered_cache(lengths, seed=1)
     query = torch.randn(3, HEADS, HEAD_DIM)
-    args = (query, cache, tables, torch.tensor(lengths, dtype=torch.int32), torch.arange(4, dtype=torch.int32), 1, 0.25)
+    args = (
+        query,
+        cache,
+        tables,
+        torch.tensor(lengths, dtype=torch.int32),
+        torch.arange(4, dtype=torch.int32),
+        1,
+        37,
+        0.25,
+    )
     kernel = cpu_kernels.cross_attention(*args)
     assert kernel is not NotImplemented
     torch.testing.assert_close(kernel, reference.cross_attention(*args), rtol=1e-5, atol=1e-5)

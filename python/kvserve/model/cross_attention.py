@@ -25,6 +25,7 @@ class CrossAttentionContext:
     slot_mapping: torch.Tensor  # [E * encoder length] int64: cache slot of each encoder output position
     block_tables: torch.Tensor  # [R, Wc] int32: every scheduled request's cross blocks
     seq_lens: torch.Tensor  # [R] int32: encoder output length per request
+    max_seq_len: int
 
 
 def cross_attention_context(
@@ -45,4 +46,5 @@ def cross_attention_context(
         slot_mapping=to_device(batch.cross_slot_mapping),
         block_tables=to_device(batch.cross_block_tables),
         seq_lens=to_device(batch.cross_seq_lens),
+        max_seq_len=int(batch.cross_seq_lens.max()),
     )

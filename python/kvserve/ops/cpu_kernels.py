@@ -123,6 +123,7 @@ def cross_attention(
     seq_lens: torch.Tensor,
     query_start_loc: torch.Tensor,
     max_query_len: int,
+    max_seq_len: int,
     scale: float,
 ):
     # One query row per request (decode steps): a decode row sees its whole context, so the decode kernel

@@ -232,18 +232,19 @@ def cross_attention(
     seq_lens: torch.Tensor,
     query_start_loc: torch.Tensor,
     max_query_len: int,
+    max_seq_len: int,
     scale: float,
 ) -> torch.Tensor:
     """Non-causal attention of query [T, H, D] over each request's encoder keys and values (encoder-decoder
     cross-attention): request r's rows query_start_loc[r]:query_start_loc[r+1] all see the seq_lens[r] >= 1
-    positions held in the blocks block_tables[r]. Returns [T, H, D].
+    positions held in the blocks block_tables[r]; max_seq_len is max(seq_lens). Returns [T, H, D].
 
-    All requests run as one padded batch: [R, max_query_len] queries against [R, max(seq_lens)] keys.
+    All requests run as one padded batch: [R, max_query_len] queries against [R, max_seq_len] keys.
     """
     num_tokens, num_heads, head_dim = query.shape
     num_reqs = block_tables.shape[0]
     block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
-    max_len = int(seq_lens.max())
+    max_len = max_seq_len
     num_blocks = -(-max_len // block_size)
     blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
     kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)[:, :, :max_len]

@@ -129,6 +129,7 @@ class WhisperDecoderLayer(nn.Module):
             cross.seq_lens,
             ctx.query_start_loc,
             ctx.max_query_len,
+            cross.max_seq_len,
             attn.scale,
         )
         hidden = hidden + attn.out_proj(o.flatten(1))
