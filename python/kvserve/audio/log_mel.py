@@ -62,7 +62,7 @@ class LogMel:
 
     def __init__(self, num_mel_bins: int, device: torch.device) -> None:
         self.filters = torch.from_numpy(mel_filters(num_mel_bins)).to(device, torch.float32)  # [F, M]
-        self.window = torch.hann_window(N_FFT, device=device)
+        self.window = torch.hann_window(N_FFT, dtype=torch.float32, device=device)
 
     def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
         """waveforms [B, CHUNK_SAMPLES] float32 -> features [B, num_mel_bins, NUM_FRAMES] float32."""
