@@ -226,6 +226,8 @@ def test_realtime_session(whisper_server, client, speech):
             events.append(json.loads(await ws.recv()))
             await ws.send(json.dumps({"type": "no.such.event"}))
             events.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"type": "session.update", "language": "xx", "temperature": "hot"}))
+            events.append(json.loads(await ws.recv()))
             for start in range(0, len(pcm), 16_000):
                 chunk = base64.b64encode(pcm[start : start + 16_000]).decode()
                 await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
@@ -235,10 +237,11 @@ def test_realtime_session(whisper_server, client, speech):
             return events
 
     events = asyncio.run(session())
-    created, bad_audio, unknown, *deltas, done = events
+    created, bad_audio, unknown, bad_language, *deltas, done = events
     assert created["type"] == "session.created" and created["id"].startswith("sess-")
     assert bad_audio["type"] == "error" and "base64" in bad_audio["error"]
     assert unknown["type"] == "error" and "no.such.event" in unknown["error"]
+    assert bad_language["type"] == "error" and "Unsupported language" in bad_language["error"]
     assert all(d["type"] == "transcription.delta" for d in deltas)
     # No max_completion_tokens here: the full transcription starts with the upload's first tokens.
     assert done["text"] == "".join(d["delta"] for d in deltas) and done["text"].startswith(expected)

@@ -43,3 +43,5 @@ async def realtime() -> None:
             await _send({"type": "error", "error": f"The event is not valid JSON: {e}", "code": "BadRequestError"})
         except KvserveError as e:
             await _send(_error(ErrorReport.of(e)))
+        except Exception as e:  # a bug answers its event with an error (logged); the session stays open
+            await _send(_error(ErrorReport.unexpected(e)))

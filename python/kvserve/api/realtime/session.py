@@ -70,11 +70,18 @@ class RealtimeSession:
         session = event.get("session") if isinstance(event.get("session"), dict) else event
         if session.get("model") is not None:
             self.ctx.model_name(session["model"])
-        if "language" in session:
-            self.language = session["language"]
-            whisper_prompts(self.ctx).check_language(self.language) if self.language else None
-        if session.get("temperature") is not None:
-            self.temperature = float(session["temperature"])
+        if session.get("language") is not None:
+            try:
+                self.language = whisper_prompts(self.ctx).check_language(session["language"])
+            except ValueError as e:
+                raise InvalidRequestError(str(e), "language") from None
+        temperature = session.get("temperature")
+        if temperature is not None:
+            if not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 2.0:
+                raise InvalidRequestError(
+                    f"temperature must be a number in [0, 2], got {temperature!r}.", "temperature"
+                )
+            self.temperature = float(temperature)
         if session.get("prompt") is not None:
             self.prompt = str(session["prompt"])
 
@@ -99,14 +106,9 @@ class RealtimeSession:
         self.buffer.clear()
         self.num_buffered = 0
         ctx = self.ctx
-        try:
-            language = whisper_prompts(ctx).check_language(self.language)
-        except ValueError as e:
-            raise InvalidRequestError(str(e), "language") from None
         params = sampling_params(SamplingFields(temperature=self.temperature), ctx)
-        chunks = speech_requests(
-            ctx, f"{self.id}-{random_id()}", SpeechInput(samples, "transcribe", language, self.prompt), params
-        )
+        speech = SpeechInput(samples, "transcribe", self.language, self.prompt)
+        chunks = speech_requests(ctx, f"{self.id}-{random_id()}", speech, params)
         generations, accepted = await open_all(ctx.engine, [chunk.request for chunk in chunks])
         texts: list[str] = []
         num_output_tokens = 0
