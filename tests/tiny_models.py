@@ -59,8 +59,8 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
 }
 
 
-def train_tokenizer(directory: Path) -> Path:
-    """A byte-level BPE trained on Python's own stdlib sources (no network), saved HF-style."""
+def train_bpe(vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE (a `tokenizers.Tokenizer`) trained on Python's own stdlib sources (no network)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -69,12 +69,18 @@ def train_tokenizer(directory: Path) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def train_tokenizer(directory: Path) -> Path:
+    """The test tokenizer (train_bpe with the chat special tokens), saved HF-style."""
+    tokenizer = train_bpe(VOCAB_SIZE, SPECIAL_TOKENS)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(

@@ -339,7 +339,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, sen
 
 
 def _without_raw_config(config: ModelConfig) -> ModelConfig:
-    return dataclasses.replace(config, hf_config={}, generation_defaults={})
+    return dataclasses.replace(config, hf_config={}, hf_generation_config={}, generation_defaults={})
 
 
 @pytest.mark.parametrize("case", TINY_CASES, ids=lambda case: case.name)

@@ -21,6 +21,7 @@ from kvserve.api.envelopes import OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
 from kvserve.api.limits import check_header_count
+from kvserve.api.openai.audio import bp as audio_bp
 from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
 from kvserve.api.openai.embeddings import bp as embeddings_bp
@@ -29,6 +30,7 @@ from kvserve.api.pooling.capabilities import refuse_unserved_routes
 from kvserve.api.pooling.classify import bp as classify_bp
 from kvserve.api.pooling.pool import bp as pooling_bp
 from kvserve.api.pooling.score import bp as score_bp
+from kvserve.api.realtime.routes import bp as realtime_bp
 from kvserve.api.render.routes import bp as render_bp
 from kvserve.api.sagemaker.invocations import bp as invocations_bp
 from kvserve.api.scoring.generative import bp as generative_scoring_bp
@@ -63,6 +65,8 @@ API_FAMILIES = ApiFamilies(
             load_bp,
             metrics_bp,
             *POOLING_BLUEPRINTS,
+            audio_bp,
+            realtime_bp,
         ),
     ),
 )

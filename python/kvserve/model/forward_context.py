@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from kvserve.model.cross_attention import CrossAttentionContext
+
 
 @dataclass(frozen=True, slots=True)
 class ForwardContext:
@@ -18,3 +20,4 @@ class ForwardContext:
     max_seq_len: int
     kv_caches: list[torch.Tensor]  # per layer [2, NB, BS, KVH, D]
     token_type_ids: torch.Tensor | None = None  # [T] int64, for models that read segment ids (BERT); else None
+    cross: CrossAttentionContext | None = None  # encoder-decoder models only

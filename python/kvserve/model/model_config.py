@@ -69,6 +69,7 @@ class ModelConfig:
     generation_defaults: dict[str, Any] = field(default_factory=dict)
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
     pooler: PoolerConfig | None = None  # the sentence-transformers layout's pooling, when the model has one
+    hf_generation_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -86,6 +87,9 @@ class ModelConfig:
             raise ValueError("config.json names no architecture ('architectures' is missing or empty)")
         arch = architectures[0]
         model_type = config.get("model_type", "")
+        hf_config = config
+        if model_type == "whisper":
+            config = {**config, **_whisper_decoder_fields(config)}
         num_heads = int(config["num_attention_heads"])
         hidden = int(config["hidden_size"])
         head_dim = int(config.get("head_dim") or hidden // num_heads)
@@ -121,7 +125,8 @@ class ModelConfig:
             bos_token_id=None if bos is None else int(bos),
             eos_token_ids=tuple(eos),
             generation_defaults=generation_defaults(generation_config),
-            hf_config=config,
+            hf_config=hf_config,
+            hf_generation_config=generation_config,
         )
 
     @classmethod
@@ -153,6 +158,20 @@ def read_generation_config(directory: str | Path) -> dict[str, Any]:
 
 def generation_defaults(generation_config: dict[str, Any]) -> dict[str, Any]:
     return {k: generation_config[k] for k in GENERATION_DEFAULT_FIELDS if generation_config.get(k) is not None}
+
+
+def _whisper_decoder_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Whisper's decoder in Llama's terms: the decoder sizes the KV cache (its self-attention and, in the same
+    blocks, its cross-attention) and the context length."""
+    return {
+        "hidden_size": config["d_model"],
+        "intermediate_size": config["decoder_ffn_dim"],
+        "num_hidden_layers": config["decoder_layers"],
+        "num_attention_heads": config["decoder_attention_heads"],
+        "num_key_value_heads": config["decoder_attention_heads"],
+        "max_position_embeddings": config["max_target_positions"],
+        "tie_word_embeddings": True,
+    }
 
 
 def _sliding_windows(config: dict[str, Any], num_layers: int) -> tuple[int | None, ...]:

@@ -16,6 +16,7 @@ from torch import nn
 from kvserve.model.encoders.bert import BertForSequenceClassification, BertModel, ColBERTModel
 from kvserve.model.encoders.sentence_transformers import PoolerConfig
 from kvserve.model.llama import LlamaForCausalLM
+from kvserve.model.whisper.model import WhisperForConditionalGeneration
 from kvserve.request import EngineRequest, PoolingType, TaskKind
 
 _MODELS: dict[str, type[nn.Module]] = {
@@ -28,6 +29,7 @@ _MODELS: dict[str, type[nn.Module]] = {
     "BertModel": BertModel,
     "BertForSequenceClassification": BertForSequenceClassification,
     "HF_ColBERT": ColBERTModel,
+    "WhisperForConditionalGeneration": WhisperForConditionalGeneration,
 }
 
 Runner = Literal["generate", "pooling"]

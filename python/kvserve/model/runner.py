@@ -21,6 +21,7 @@ import torch
 from kvserve.config import EngineConfig, GiB
 from kvserve.errors import InvalidRequestError
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
+from kvserve.model.cross_attention import cross_attention_context
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.input_batch import InputBatch
 from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
@@ -30,6 +31,7 @@ from kvserve.model.noop_model import NoopModel
 from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
+from kvserve.model.token_suppression import TokenSuppression
 from kvserve.request import EngineRequest, PoolingParams, TaskKind
 from kvserve.structured.compiler import GrammarCompiler
 from kvserve.structured.matchers import GrammarMatchers
@@ -103,6 +105,8 @@ class ModelRunner:
         matchers = None if grammars is None else GrammarMatchers(grammars, model_config.vocab_size)
         self.input_batch = InputBatch(model_config.vocab_size, self.device, grammars=matchers)
         self.logits_pipeline = LogitsPipeline()
+        # Tokens the model itself never samples (Whisper's generation config), before the per-request stages.
+        self.token_suppression: TokenSuppression | None = getattr(self.model, "token_suppression", None)
         self.prompt_logprobs = PromptLogprobsTracker()
         logger.info(
             "model on %s in %s; KV cache: %d blocks of %d tokens",
@@ -160,7 +164,11 @@ class ModelRunner:
 
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
-        reason = self.tasks.unsupported(request) or self._unsupported_pooling(request.pooling)
+        reason = (
+            self.tasks.unsupported(request)
+            or self._unsupported_pooling(request.pooling)
+            or self._unsupported_encoder_input(request)
+        )
         structured = request.sampling is not None and request.sampling.structured is not None
         if structured and self.input_batch.grammars is None:
             reason = "structured outputs are not available: the tokenizer could not be read as a grammar vocabulary"
@@ -176,6 +184,12 @@ class ModelRunner:
         if pooling.token_ids is not None and not all(0 <= t < c.vocab_size for t in pooling.token_ids):
             return f"token_ids must be in [0, {c.vocab_size})"
         return None
+
+    def _unsupported_encoder_input(self, request: EngineRequest) -> str | None:
+        # An encoder-decoder model says what its encoder takes; a wrong shape must not reach a step.
+        if request.encoder_input is None:
+            return None
+        return self.model.unsupported_encoder_input(request.encoder_input)
 
     # -- per-request state, by slot ---------------------------------------------------------------------
     def _add_request(self, new: NewRequest) -> None:
@@ -216,6 +230,7 @@ class ModelRunner:
             max_query_len=batch.max_query_len,
             max_seq_len=batch.max_seq_len,
             kv_caches=self.kv_caches,
+            cross=cross_attention_context(batch, self.input_batch.requests, self._to_device),
         )
         if getattr(self.model, "uses_token_type_ids", False):
             ctx = dataclasses.replace(ctx, token_type_ids=self._to_device(self._token_type_ids(batch)))
@@ -247,6 +262,8 @@ class ModelRunner:
         if len(batch.sample_slots) == 0:
             return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks, pooled)
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])
+        if self.token_suppression is not None:
+            self.token_suppression.apply(logits, self.input_batch.num_output_tokens[batch.sample_slots])
         out = self.logits_pipeline(logits, self.input_batch.step_sampling(batch.sample_slots))
         sampled = out.sampled_token_ids.to(torch.int32).cpu().numpy()
         self.input_batch.record_sampled(batch.sample_slots, sampled)

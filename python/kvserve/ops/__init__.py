@@ -51,6 +51,7 @@ rotary_embedding = _custom_op(reference.rotary_embedding, cpu_kernels.rotary_emb
 rotary_embedding_gptj = _custom_op(reference.rotary_embedding_gptj, _no_cpu_kernel)
 reshape_and_cache = _custom_op(reference.reshape_and_cache, cpu_kernels.reshape_and_cache, mutates_args=("kv_cache",))
 paged_attention = _custom_op(reference.paged_attention, cpu_kernels.paged_attention)
+cross_attention = _custom_op(reference.cross_attention, cpu_kernels.cross_attention)
 
 # True when kvserve._kernels was built (nvcc was found at build time); it imports without a GPU.
 HAS_CUDA_KERNELS = importlib.util.find_spec("kvserve._kernels") is not None
@@ -73,6 +74,7 @@ def reference_only() -> Iterator[None]:
 
 __all__ = [
     "HAS_CUDA_KERNELS",
+    "cross_attention",
     "fused_add_rms_norm",
     "paged_attention",
     "reference_only",

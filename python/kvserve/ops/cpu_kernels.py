@@ -114,3 +114,20 @@ def paged_attention(
     return reference.split_attention(
         query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
     )
+
+
+def cross_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+):
+    # One query row per request (decode steps): a decode row sees its whole context, so the decode kernel
+    # is the non-causal cross-attention too, reading the cross blocks in place. Longer rows take the reference.
+    if max_query_len != 1 or not (_fits(query, kv_cache) and kv_cache.is_contiguous()):
+        return NotImplemented
+    return _decode(query, kv_cache, block_tables, seq_lens, scale, 0)

@@ -225,6 +225,25 @@ def paged_attention(
     return out
 
 
+def cross_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """Decode rows (one query per request) see their request's whole context, so the paged kernel serves
+    non-causal cross-attention as is; a request's first step (several query rows) takes the reference."""
+    if max_query_len != 1:
+        return reference.cross_attention(
+            query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len, scale
+        )
+    return paged_attention(query, kv_cache, block_tables, seq_lens, query_start_loc, 1, max_seq_len, scale, 0)
+
+
 KERNELS = {
     "rms_norm": rms_norm,
     "fused_add_rms_norm": fused_add_rms_norm,
@@ -233,4 +252,5 @@ KERNELS = {
     "rotary_embedding_gptj": rotary_embedding_gptj,
     "reshape_and_cache": reshape_and_cache,
     "paged_attention": paged_attention,
+    "cross_attention": cross_attention,
 }

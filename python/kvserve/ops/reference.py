@@ -223,3 +223,47 @@ def rotary_embedding_gptj(
         return out
 
     return rotate(query), rotate(key)
+
+
+def cross_attention(
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """Non-causal attention of query [T, H, D] over each request's encoder keys and values (encoder-decoder
+    cross-attention): request r's rows query_start_loc[r]:query_start_loc[r+1] all see the seq_lens[r] >= 1
+    positions held in the blocks block_tables[r]; max_seq_len is max(seq_lens). Returns [T, H, D].
+
+    All requests run as one padded batch: [R, max_query_len] queries against [R, max_seq_len] keys.
+    """
+    num_tokens, num_heads, head_dim = query.shape
+    num_reqs = block_tables.shape[0]
+    block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
+    max_len = max_seq_len
+    num_blocks = -(-max_len // block_size)
+    blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
+    kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)[:, :, :max_len]
+    k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
+    v = kv[1].transpose(1, 2)
+    mask = None
+    if int(seq_lens.min()) < max_len:
+        mask = (torch.arange(max_len, device=query.device).view(1, 1, 1, -1) < seq_lens.view(-1, 1, 1, 1)).expand(
+            -1, 1, max_query_len, -1
+        )
+    gqa = num_heads != num_kv_heads
+    if num_tokens == num_reqs:  # one query row per request (decodes): no padding
+        q = query.view(num_reqs, num_heads, 1, head_dim)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+        return o.view(num_tokens, num_heads, head_dim)
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    req_of_token = torch.repeat_interleave(torch.arange(num_reqs, device=query.device), q_lens)
+    offset = torch.arange(num_tokens, device=query.device) - query_start_loc[req_of_token]
+    padded = query.new_zeros(num_reqs, max_query_len, num_heads, head_dim)
+    padded[req_of_token, offset] = query
+    o = F.scaled_dot_product_attention(padded.transpose(1, 2), k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return o.transpose(1, 2)[req_of_token, offset]

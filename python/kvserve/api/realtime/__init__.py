@@ -1,0 +1,1 @@
+"""WS /v1/realtime: vLLM's realtime transcription protocol over a websocket."""

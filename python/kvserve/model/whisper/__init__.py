@@ -1,0 +1,1 @@
+"""Whisper (speech to text): the encoder-decoder model and its decoder prompts."""
