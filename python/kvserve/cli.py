@@ -109,6 +109,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="'auto' (the model's generation_config.json), 'vllm' (none) or a directory",
     )
     engine.add_argument(
+        "--quantization",
+        "-q",
+        choices=["fp8"],
+        help="fp8: quantize the weights to fp8 e4m3 per output channel at load time (W8A8, activations per "
+        "token); quantized checkpoints (fp8, compressed-tensors) need no flag",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -162,6 +169,7 @@ def serve(args: argparse.Namespace) -> None:
             seed=args.seed,
             generation_config=args.generation_config,
             load_format=args.load_format,
+            quantization=args.quantization,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

@@ -26,6 +26,7 @@ class EngineConfig:
     seed: int = 0
     generation_config: str = "auto"  # auto (the model's) | vllm (none) | a directory
     load_format: str = "auto"  # auto (the checkpoint) | dummy (random weights) | noop (no forward at all)
+    quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -42,5 +43,7 @@ class EngineConfig:
             raise ValueError(f"max_num_batched_tokens must be positive, got {self.max_num_batched_tokens}")
         if self.load_format not in ("auto", "dummy", "noop"):
             raise ValueError(f"load_format must be 'auto', 'dummy' or 'noop', got {self.load_format!r}")
+        if self.quantization not in (None, "fp8"):
+            raise ValueError(f"quantization must be 'fp8' (or unset), got {self.quantization!r}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from kvserve.model.quantization.config import QuantizationConfig
 from kvserve.model.rope import RopeParameters, rope_parameters_from_hf_config
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     generation_defaults: dict[str, Any] = field(default_factory=dict)
+    # 8-bit linear layers: the checkpoint's quantization_config, or --quantization (see load_model_config).
+    quantization: QuantizationConfig | None = None
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +121,7 @@ class ModelConfig:
             bos_token_id=None if bos is None else int(bos),
             eos_token_ids=tuple(eos),
             generation_defaults=generation_defaults(generation_config),
+            quantization=QuantizationConfig.from_hf_config(config),
             hf_config=config,
         )
 

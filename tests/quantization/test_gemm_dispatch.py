@@ -1,0 +1,80 @@
+"""Choosing a GEMM tile configuration: the tuned table by (N, K) and M, else the defaults by M."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from kvserve.ops import gemm_dispatch
+from kvserve.ops.gemm_dispatch import GemmTable, choose_config, default_config, kind_key
+
+SM90 = [
+    "sm90_128x128_c2x1_coop",
+    "sm90_128x256_c2x1_coop",
+    "sm90_64x128_c1x1_pingpong",
+    "sm90_swapab_64x16_c1x1_pingpong",
+    "sm90_swapab_64x64_c1x1_pingpong",
+]
+KIND = kind_key(torch.float8_e4m3fn, torch.bfloat16)
+TABLE = GemmTable.from_json(
+    {"kinds": {KIND: {"6144x4096": {"16": "sm90_swapab_64x16_c1x1_pingpong", "256": "sm90_64x128_c1x1_pingpong",
+                                    "4096": "sm90_128x256_c2x1_coop"}}}}
+)  # fmt: skip
+
+
+def test_kind_key():
+    assert KIND == "float8_e4m3fn->bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("m", "expected"),
+    [
+        (1, "sm90_swapab_64x16_c1x1_pingpong"),
+        (16, "sm90_swapab_64x16_c1x1_pingpong"),
+        (17, "sm90_64x128_c1x1_pingpong"),
+        (4096, "sm90_128x256_c2x1_coop"),
+        (100_000, "sm90_128x256_c2x1_coop"),  # beyond every tuned M: the largest's
+    ],
+)
+def test_tuned_entry_at_the_smallest_m_at_or_above(m, expected):
+    assert choose_config(TABLE, KIND, 90, m, 6144, 4096, SM90) == expected
+
+
+@pytest.mark.parametrize(
+    ("m", "expected"),
+    [
+        (1, "sm90_swapab_64x16_c1x1_pingpong"),
+        (64, "sm90_swapab_64x64_c1x1_pingpong"),
+        (65, "sm90_64x128_c1x1_pingpong"),
+        (257, "sm90_128x128_c2x1_coop"),
+    ],
+)
+def test_untuned_shapes_take_the_defaults(m, expected):
+    assert choose_config(TABLE, KIND, 90, m, 4096, 4096, SM90) == expected
+    assert choose_config(TABLE, kind_key(torch.bfloat16, torch.bfloat16), 90, m, 6144, 4096, SM90) == expected
+
+
+def test_a_tuned_configuration_that_is_not_compiled_is_not_used():
+    assert choose_config(TABLE, KIND, 90, 4096, 6144, 4096, SM90[:1]) == "sm90_128x128_c2x1_coop"
+
+
+def test_defaults_on_ampere_and_without_kernels():
+    sm80 = ["sm80_128x128_s4", "sm80_128x256_s3", "sm80_64x128_s5", "sm80_32x64_s5"]
+    assert default_config(80, 8, sm80) == "sm80_32x64_s5"
+    assert default_config(89, 200, sm80) == "sm80_64x128_s5"
+    assert default_config(80, 4096, sm80) == "sm80_128x128_s4"
+    assert default_config(80, 4096, ["sm80_128x256_s3"]) == "sm80_128x256_s3"
+    assert default_config(90, 1, []) is None
+
+
+def test_table_files(tmp_path, monkeypatch):
+    monkeypatch.delenv(gemm_dispatch.TABLE_ENV, raising=False)
+    assert gemm_dispatch.table_file("NVIDIA H200").name == "NVIDIA_H200.json"
+    assert GemmTable.load(tmp_path / "absent.json") == GemmTable({})
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"kinds": {KIND: {"8x16": {"1": "a", "64": "b"}}}}))
+    monkeypatch.setenv(gemm_dispatch.TABLE_ENV, str(path))
+    assert gemm_dispatch.table_file("NVIDIA H200") == path
+    assert GemmTable.load(path).lookup(KIND, 2, 8, 16) == "b"
