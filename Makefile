@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 
-CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.cu csrc/*/*/*.cuh csrc/*/*/*.h)
 
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
