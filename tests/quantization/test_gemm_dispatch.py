@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from kvserve import ops
 from kvserve.ops import gemm_dispatch
 from kvserve.ops.gemm_dispatch import GemmTable, choose_config, default_config, kind_key
 
@@ -67,6 +68,7 @@ def test_defaults_on_ampere_and_without_kernels():
     assert default_config(80, 4096, sm80) == "sm80_128x128_s4"
     assert default_config(80, 4096, ["sm80_128x256_s3"]) == "sm80_128x256_s3"
     assert default_config(90, 1, []) is None
+    assert default_config(90, 8, sm80) == "sm80_32x64_s5"  # int8 on Hopper: the sm80 kernels' defaults
 
 
 def test_table_files(tmp_path, monkeypatch):
@@ -78,3 +80,26 @@ def test_table_files(tmp_path, monkeypatch):
     monkeypatch.setenv(gemm_dispatch.TABLE_ENV, str(path))
     assert gemm_dispatch.table_file("NVIDIA H200") == path
     assert GemmTable.load(path).lookup(KIND, 2, 8, 16) == "b"
+
+
+@pytest.mark.skipif(not ops.HAS_CUDA_KERNELS, reason="kvserve._kernels was not built (no nvcc)")
+@pytest.mark.parametrize("sm", [80, 86, 90])
+@pytest.mark.parametrize(
+    ("operand", "out_dtype"),
+    [(torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16), (torch.float8_e4m3fn, torch.bfloat16),
+     (torch.float8_e4m3fn, torch.float16), (torch.int8, torch.bfloat16), (torch.int8, torch.float16)],
+)  # fmt: skip
+def test_the_defaults_name_compiled_configurations(sm, operand, out_dtype):
+    """The compiled tables (no GPU needed to list them) hold every default of their architecture."""
+    from kvserve import _kernels
+    from kvserve.ops import cuda_gemm, cuda_kernels
+
+    names = _kernels.gemm_configs(cuda_gemm.OPERAND_CODES[operand], cuda_kernels.DTYPE_CODES[out_dtype], sm)
+    if operand == torch.float8_e4m3fn and sm != 90:
+        assert names == []  # fp8 only through the Hopper kernels
+        return
+    # int8 runs the sm80 kernels on Hopper too; a build without 90a has no sm90 entries at all.
+    family = 90 if any(n.startswith("sm90") for n in names) else 80
+    expected = {name for _, name in gemm_dispatch._DEFAULTS[family]}
+    assert expected <= set(names)
+    assert all(default_config(sm, m, names) in expected for m in (1, 16, 64, 256, 4096))

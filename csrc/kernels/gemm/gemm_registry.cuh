@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <cutlass/cutlass.h>
 
 #include <cstdint>
 #include <string>
@@ -48,5 +49,23 @@ std::vector<GemmKernelEntry> sm80_scaled_mm_kernels();           // int8, quanti
 #define KV_CHECK_CUTLASS(status, what)                                                                     \
   KV_CHECK((status) == cutlass::Status::kSuccess,                                                          \
            std::string(what) + " failed: " + cutlass::cutlassGetStatusString(status))
+
+// Runs a CUTLASS device-level GEMM (2.x or 3.x adapter) on `stream`, with a stream-ordered workspace when the
+// configuration asks for one (none of ours does today; a tile scheduler with split-K would).
+template <class Device>
+void run_cutlass(const typename Device::Arguments& args, cudaStream_t stream) {
+  Device gemm;
+  KV_CHECK_CUTLASS(gemm.can_implement(args), "CUTLASS can_implement");
+  const size_t workspace_bytes = Device::get_workspace_size(args);
+  void* workspace = nullptr;
+  if (workspace_bytes > 0) {
+    KV_CHECK(cudaMallocAsync(&workspace, workspace_bytes, stream) == cudaSuccess, "GEMM workspace allocation");
+  }
+  const cutlass::Status initialized = gemm.initialize(args, workspace, stream);
+  const cutlass::Status ran = initialized == cutlass::Status::kSuccess ? gemm.run(stream) : initialized;
+  if (workspace != nullptr) cudaFreeAsync(workspace, stream);
+  KV_CHECK_CUTLASS(ran, "CUTLASS GEMM launch");
+  KV_CHECK_LAUNCH();
+}
 
 }  // namespace kvserve::kernels

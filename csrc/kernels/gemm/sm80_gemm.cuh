@@ -60,12 +60,7 @@ struct Gemm {
         {static_cast<ElementD*>(p.out), {int64_t(p.n), _1{}, _0{}}}};
     typename Device::Arguments args(cutlass::gemm::GemmUniversalMode::kGemm, {p.m, p.n, p.k}, 1, epilogue, p.a,
                                     p.b, nullptr, nullptr, 0, 0, 0, 0, p.k, p.k, 0, 0);
-    Device gemm;
-    KV_CHECK_CUTLASS(gemm.can_implement(args), "CUTLASS sm80 can_implement");
-    KV_CHECK(Device::get_workspace_size(args) == 0, "an sm80 GEMM configuration asked for a workspace");
-    KV_CHECK_CUTLASS(gemm.initialize(args, nullptr, p.stream), "CUTLASS sm80 initialize");
-    KV_CHECK_CUTLASS(gemm.run(p.stream), "CUTLASS sm80 run");
-    KV_CHECK_LAUNCH();
+    run_cutlass<Device>(args, p.stream);
   }
 };
 

@@ -106,13 +106,7 @@ struct Gemm {
          cutlass::make_cute_packed_stride(StrideB{}, {cols, p.k, 1})},
         {Epi::arguments(p), nullptr, StrideD{}, static_cast<ElementD*>(p.out),
          cutlass::make_cute_packed_stride(StrideD{}, {rows, cols, 1})}};
-    Device gemm;
-    KV_CHECK_CUTLASS(gemm.can_implement(args), "CUTLASS sm90 can_implement");
-    // Persistent scheduler without split-K or stream-K: no workspace.
-    KV_CHECK(Device::get_workspace_size(args) == 0, "an sm90 GEMM configuration asked for a workspace");
-    KV_CHECK_CUTLASS(gemm.initialize(args, nullptr, p.stream), "CUTLASS sm90 initialize");
-    KV_CHECK_CUTLASS(gemm.run(p.stream), "CUTLASS sm90 run");
-    KV_CHECK_LAUNCH();
+    run_cutlass<Device>(args, p.stream);
   }
 };
 

@@ -81,12 +81,13 @@ class GemmTable:
 
 
 def default_config(sm: int, m: int, available: list[str]) -> str | None:
-    """The configuration for M by the defaults of the device's architecture family, when compiled; else the
-    first available (the kernels list their best general configuration first); None if there is none."""
-    family = 90 if sm == 90 else 80
-    for max_m, name in _DEFAULTS[family]:
-        if m <= max_m and name in available:
-            return name
+    """The configuration for M by the defaults of the newest architecture family whose kernels are available
+    (Hopper runs int8 through the sm80 kernels); else the first available (the kernels list their best general
+    configuration first); None if there is none."""
+    for family in (90, 80) if sm == 90 else (80,):
+        compiled = [(max_m, name) for max_m, name in _DEFAULTS[family] if name in available]
+        if compiled:
+            return next((name for max_m, name in compiled if m <= max_m), compiled[-1][1])
     return available[0] if available else None
 
 
