@@ -67,9 +67,9 @@ def time_kind(kind: torch.dtype, m: int, n: int, k: int, repeats: int) -> dict:
     times = {}
     for config in cuda_gemm.available_configs(kind, out_dtype, torch.cuda.current_device()):
         if quantized:
-            calls = [lambda s=s, c=config: cuda_gemm.scaled_mm(*s, out_dtype, None, config=c) for s in sets]
+            calls = [lambda s=s, c=config: cuda_gemm.scaled_mm_with_config(*s, out_dtype, None, c) for s in sets]
         else:
-            calls = [lambda s=s, c=config: cuda_gemm.gemm(s[0], s[1], None, config=c) for s in sets]
+            calls = [lambda s=s, c=config: cuda_gemm.gemm_with_config(s[0], s[1], None, c) for s in sets]
         times[config] = median_ms(rotating(calls), repeats)
     bf16 = operands(torch.bfloat16, m, n, k, copies)
     baselines = {"cublas_bf16_ms": median_ms(rotating([lambda s=s: s[0] @ s[1].T for s in bf16]), repeats)}

@@ -52,7 +52,7 @@ def test_gemm(kernels, dtype, shape, with_bias):
     bias = torch.randn(n, device="cuda", dtype=dtype) if with_bias else None
     ref = gemm_reference.gemm(a, b, bias)
     for config in configs(dtype, dtype):
-        out = cuda_gemm.gemm(a, b, bias, config=config)
+        out = cuda_gemm.gemm_with_config(a, b, bias, config)
         assert out.dtype == dtype and out.shape == (m, n)
         torch.testing.assert_close(out, ref, rtol=2 * OUT_RTOL[dtype], atol=1e-3, msg=lambda s, c=config: f"{c}: {s}")
 
@@ -75,7 +75,7 @@ def test_scaled_mm(kernels, operand, out_dtype, shape, scales, with_bias):
     bias = torch.randn(n, device="cuda", dtype=out_dtype) * 10 if with_bias else None
     ref = gemm_reference.scaled_mm(a, b, a_scale, b_scale, out_dtype, bias)
     for config in configs(operand, out_dtype):
-        out = cuda_gemm.scaled_mm(a, b, a_scale, b_scale, out_dtype, bias, config=config)
+        out = cuda_gemm.scaled_mm_with_config(a, b, a_scale, b_scale, out_dtype, bias, config)
         assert out.dtype == out_dtype and out.shape == (m, n)
         if operand == torch.int8:
             atol = 1e-4 * ref.float().abs().max().item()
@@ -118,4 +118,4 @@ def test_an_unknown_configuration_is_a_value_error():
     a = torch.randn(4, 64, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8, 64, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="no GEMM configuration nope"):
-        cuda_gemm.gemm(a, b, config="nope")
+        cuda_gemm.gemm_with_config(a, b, None, "nope")

@@ -103,3 +103,24 @@ def test_the_defaults_name_compiled_configurations(sm, operand, out_dtype):
     expected = {name for _, name in gemm_dispatch._DEFAULTS[family]}
     assert expected <= set(names)
     assert all(default_config(sm, m, names) in expected for m in (1, 16, 64, 256, 4096))
+
+
+@pytest.mark.skipif(not ops.HAS_CUDA_KERNELS, reason="kvserve._kernels was not built (no nvcc)")
+def test_gemm_launchers_reject_bad_problems_before_touching_the_device():
+    from kvserve import _kernels
+
+    bf16, fp8 = _kernels.OPERAND_BFLOAT16, _kernels.OPERAND_FLOAT8_E4M3
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _kernels.gemm(2, 0, 0, 0, 0, m=4, n=12, k=64, config="sm90_128x128_c2x1_coop", stream=0)
+    with pytest.raises(ValueError, match="multiple of 16 bytes"):
+        _kernels.gemm(2, 0, 0, 0, 0, m=4, n=16, k=4, config="sm90_128x128_c2x1_coop", stream=0)
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        _kernels.gemm(0, 0, 0, 0, 0, m=4, n=16, k=64, config="sm90_128x128_c2x1_coop", stream=0)
+    with pytest.raises(ValueError, match="fp8 or int8"):
+        _kernels.scaled_mm(bf16, 2, 0, 0, 0, 0, 0, 0, True, 4, 16, 64, "sm90_128x128_c2x1_coop", 0)
+    with pytest.raises(ValueError, match="both scales"):
+        _kernels.scaled_mm(fp8, 2, 0, 0, 0, 0, 0, 0, True, 4, 16, 64, "sm90_128x128_c2x1_coop", 0)
+    with pytest.raises(ValueError, match="operand code"):
+        _kernels.gemm_configs(9, 2, 90)
+    with pytest.raises(ValueError, match="bad shape or stride"):
+        _kernels.dynamic_quantize(fp8, 2, 0, 0, 0, rows=2, cols=64, x_stride=32, stream=0)

@@ -59,10 +59,14 @@ dynamic_quantize = _custom_op(gemm_reference.dynamic_quantize, _no_cpu_kernel)
 
 # True when kvserve._kernels was built (nvcc was found at build time); it imports without a GPU.
 HAS_CUDA_KERNELS = importlib.util.find_spec("kvserve._kernels") is not None
+# Each op's CUDA implementation, with its reference's signature (none without kvserve._kernels).
+CUDA_KERNELS: dict[str, Callable] = {}
 if HAS_CUDA_KERNELS:
     from kvserve.ops import cuda_gemm, cuda_kernels
 
-    for _name, _kernel in {**cuda_kernels.KERNELS, **cuda_gemm.KERNELS}.items():
+    CUDA_KERNELS.update(cuda_kernels.KERNELS)
+    CUDA_KERNELS.update(cuda_gemm.KERNELS)
+    for _name, _kernel in CUDA_KERNELS.items():
         CUSTOM_OPS[_name].register_kernel("cuda")(_kernel)
 
 

@@ -2,8 +2,8 @@
 
 Each wrapper takes exactly the arguments of its reference op (`ops/gemm_reference.py`), checks that the inputs
 fit a compiled kernel (types, 16-byte rows, a configuration for this device) and otherwise runs the reference.
-The tile configuration comes from `gemm_dispatch` (the tuned table, else a default by M); `config=` forces
-one, for the tests and the tuning script.
+The tile configuration comes from `gemm_dispatch` (the tuned table, else a default by M); `gemm_with_config`
+and `scaled_mm_with_config` force one, for the tests and the tuning script.
 """
 
 from __future__ import annotations
@@ -75,7 +75,12 @@ def _contiguous_aligned(t: torch.Tensor | None) -> torch.Tensor | None:
     return t if _aligned(t) else t.clone()
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, config: str | None = None) -> torch.Tensor:
+def gemm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return gemm_with_config(a, b, bias, None)
+
+
+def gemm_with_config(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None, config: str | None) -> torch.Tensor:
+    """gemm with the named tile configuration, or the dispatch table's when config is None."""
     if not (_operands_fit(a, b, bias, a.dtype) and a.dtype in OUT_DTYPES):
         return gemm_reference.gemm(a, b, bias)
     (m, k), n = a.shape, b.shape[0]
@@ -98,8 +103,20 @@ def scaled_mm(
     b_scale: torch.Tensor,
     out_dtype: torch.dtype,
     bias: torch.Tensor | None = None,
-    config: str | None = None,
 ) -> torch.Tensor:
+    return scaled_mm_with_config(a, b, a_scale, b_scale, out_dtype, bias, None)
+
+
+def scaled_mm_with_config(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None,
+    config: str | None,
+) -> torch.Tensor:
+    """scaled_mm with the named tile configuration, or the dispatch table's when config is None."""
     (m, k), n = a.shape, b.shape[0]
     fits = (
         _operands_fit(a, b, bias, out_dtype)
