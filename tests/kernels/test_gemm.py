@@ -9,10 +9,11 @@ Tolerances, against the reference computed in float32 from the same operands and
   an exact int32 sum; the epilogue's fused multiply-add rounds once where the reference rounds twice), so the
   outputs differ by at most one rounding of the output type: 2^-8 relative for bf16, 2^-11 for fp16 (2 ulps
   allowed at the rounding boundary), plus a float32-sized atol for cancellations.
-- fp8 e4m3: the FP8FastAccum schedules accumulate in the tensor core's reduced-precision accumulator without
-  promotion to float32 each k-block (as cuBLAS's fast-accumulation fp8 GEMMs do): for K <= 4096 and random
-  operands this adds well under 1e-2 relative error; bf16/fp16 output rounding adds 2^-9 rms. The check is
-  ||out - ref|| / ||ref|| < 1e-2 plus an elementwise bound of 3% of the output's rms.
+- fp8 e4m3: the FP8FastAccum schedules accumulate in the tensor core's reduced-precision (~14-bit mantissa)
+  accumulator without promotion to float32 each k-block (as cuBLAS's fast-accumulation fp8 GEMMs do);
+  DeepSeek-V3's report measured up to ~2% relative error from it at K = 4096, and the bf16/fp16 output rounding
+  adds 2^-9 rms. The checks: ||out - ref|| / ||ref|| < 2e-2 and every element within 3% of the output's rms
+  plus 2^-7 of its largest magnitude. A wrong scale, row or tile is off by ~100%.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def test_scaled_mm(kernels, operand, out_dtype, shape, scales, with_bias):
             rtol = 2 * OUT_RTOL[out_dtype]
             torch.testing.assert_close(out, ref, rtol=rtol, atol=atol, msg=lambda s, c=config: f"{c}: {s}")
         else:
-            assert relative_error(out, ref) < 1e-2, config
+            assert relative_error(out, ref) < 2e-2, config
             rms = ref.float().pow(2).mean().sqrt().item()
             assert (out.float() - ref.float()).abs().max().item() < 0.03 * rms + 2**-7 * ref.float().abs().max().item()
 
