@@ -10,12 +10,12 @@ SERVE_ARGS ?= --host 127.0.0.1 --port 8000
 # schemathesis lives in its own venv (its pytest plugin stays out of the test environment).
 FUZZ_VENV := .venv-fuzz
 
-CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc/*/*/*.cu csrc/*/*/*.cuh csrc/*/*/*.h)
 
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install serve test test-sanitize bench bench-throughput bench-host bench-cpu clean fuzz-deps fuzz soak \
+.PHONY: install serve test cuda-gemm-compile test-sanitize bench bench-throughput bench-host bench-cpu clean fuzz-deps fuzz soak \
   docker-cpu docker-sagemaker docker-cuda docker-cuda-builder docker-lint docker-ci-cpu
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
@@ -31,8 +31,10 @@ $(VENV)/.deps: pyproject.toml
 
 # Editable install: Python sources are used in place; the C++ core is rebuilt when its sources change.
 # The ray extra (~240 MB, ~40 s) is there for tests/integrations (a local Ray Serve cluster, ~75 s).
+# The CUTLASS GEMMs are left out here (6-13 min of nvcc on 2 cores, and no GPU to run them): `pip install .`
+# builds them, and so does `make cuda-gemm-compile`, which .ci/run calls after the tests.
 $(VENV)/.installed: $(VENV)/.deps CMakeLists.txt $(CORE_SOURCES)
-	$(PIP) install -q --no-build-isolation -e ".[test,ray]"
+	$(PIP) install -q --no-build-isolation -Ccmake.define.KVSERVE_CUDA_GEMM=OFF -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +45,15 @@ serve: install
 
 test: install $(FUZZ_VENV)/.deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Compile-only check of every CUDA kernel, the CUTLASS GEMMs included, in a build directory of its own
+# (when nvcc is on PATH; the development install leaves the GEMMs out).
+GEMM_BUILD := build/cuda-gemm
+cuda-gemm-compile: install
+	@if ! command -v nvcc >/dev/null; then echo "no nvcc on PATH: nothing to compile"; exit 0; fi; \
+	cmake -S . -B $(GEMM_BUILD) -G Ninja -DKVSERVE_CUDA=ON -DKVSERVE_CUDA_GEMM=ON \
+	  -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())') \
+	  && cmake --build $(GEMM_BUILD) --target _kernels -j 2
 
 # schemathesis in its own venv (its pytest plugin and dependencies stay out of kvserve's); tests/reliability
 # runs a bounded pass over /openapi.json in `make test`, `make fuzz` a long one.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (see benchmarks/README.md): installs the Python wheels brought along, builds
-# the extension (C++ core + CUDA kernels), runs the `cuda` tests and the kernel benchmarks, and writes logs and
-# JSON to OUT_DIR. Usage: benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR (default .whl)]
+# the extension (C++ core + CUDA kernels), runs the `cuda` tests, the kernel benchmarks and a GEMM tuning run,
+# and writes logs and JSON to OUT_DIR. Usage: benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR (default .whl)]
 set -uo pipefail
 
 out=${1:?usage: benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR]}
@@ -40,5 +40,11 @@ timeout 240 $py -m pytest -p no:cacheprovider -q -m cuda tests/kernels --junitxm
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 timeout 120 $py benchmarks/kernels/bench_kernels.py --json "$out/bench_kernels.json" 2>&1 | tee "$out/bench.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+# GEMM tuning on Llama-3-8B's linear shapes (bf16 and fp8, M = 1, 16, 256, 4096): the tuned table (commit it as
+# python/kvserve/ops/gemm_tables/<device>.json) and every timing, with cuBLAS and torch._scaled_mm alongside.
+timeout 120 $py benchmarks/kernels/tune_gemm.py --kinds bf16 fp8 --m 1 16 256 4096 --repeats 10 \
+  --table "$out/gemm_table.json" --json "$out/tune_gemm.json" 2>&1 | tee "$out/tune_gemm.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit $status

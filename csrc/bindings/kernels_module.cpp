@@ -5,4 +5,7 @@
 PYBIND11_MODULE(_kernels, m) {
   m.doc() = "kvserve's CUDA kernels on raw device pointers (see kvserve.ops.cuda_kernels)";
   kvserve::bindings::register_cuda_kernels(m);
+#ifdef KVSERVE_WITH_GEMM
+  kvserve::bindings::register_gemm_kernels(m);
+#endif
 }

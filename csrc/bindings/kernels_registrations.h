@@ -6,5 +6,6 @@
 namespace kvserve::bindings {
 
 void register_cuda_kernels(pybind11::module_& m);
+void register_gemm_kernels(pybind11::module_& m);
 
 }  // namespace kvserve::bindings

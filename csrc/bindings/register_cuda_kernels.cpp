@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../kernels/kernels.h"
+#include "kernel_args.h"
 #include "kernels_registrations.h"
 
 namespace py = pybind11;
@@ -13,16 +14,6 @@ namespace kvserve::bindings {
 namespace {
 
 namespace k = kvserve::kernels;
-
-template <typename T>
-T* ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-k::DType dtype_of(int code) {
-  if (code < 0 || code > 2) throw std::invalid_argument("dtype code must be 0 (fp32), 1 (fp16) or 2 (bf16)");
-  return static_cast<k::DType>(code);
-}
 
 }  // namespace
 

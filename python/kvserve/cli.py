@@ -232,6 +232,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "non-zero (0: no watchdog; default 300)",
     )
     engine.add_argument(
+        "--quantization",
+        "-q",
+        choices=["fp8"],
+        help="fp8: quantize the weights to fp8 e4m3 per output channel at load time (W8A8, activations per "
+        "token); quantized checkpoints (fp8, compressed-tensors) need no flag",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -313,6 +320,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             engine_step_timeout=args.engine_step_timeout or None,
             enable_sleep_mode=args.enable_sleep_mode,
             runner=args.runner,
+            quantization=args.quantization,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

@@ -33,6 +33,7 @@ class EngineConfig:
     max_num_queued_tokens: int | None = None  # prompt tokens waiting to be scheduled; beyond, refused (503)
     request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
     engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
+    quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -59,5 +60,7 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+        if self.quantization not in (None, "fp8"):
+            raise ValueError(f"quantization must be 'fp8' (or unset), got {self.quantization!r}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

@@ -36,6 +36,7 @@ from kvserve.errors import (
 from kvserve.messages import AbortRequest, PauseForSleep, RequestsScheduled, Resume, RunnerCall
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
+from kvserve.model.quantization import resolve_quantization
 from kvserve.model.runner import ModelRunner
 from kvserve.outputs import RequestOutput
 from kvserve.request import EngineRequest, PreparedRequest
@@ -46,8 +47,12 @@ logger = logging.getLogger(__name__)
 
 
 def load_model_config(config: EngineConfig, model_dir: Path) -> ModelConfig:
-    """The model's config; request defaults from --generation-config (auto: the model's, vllm: none, or a dir)."""
+    """The model's config; request defaults from --generation-config (auto: the model's, vllm: none, or a dir);
+    --quantization on an unquantized checkpoint."""
     model_config = ModelConfig.from_directory(model_dir)
+    if config.quantization is not None:
+        quantization = resolve_quantization(config.quantization, model_config.quantization)
+        model_config = dataclasses.replace(model_config, quantization=quantization)
     if config.generation_config == "auto":
         return model_config
     defaults = (

@@ -17,6 +17,7 @@ from torch import nn
 from kvserve import ops
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.model_config import ModelConfig
+from kvserve.model.quantization import Linear, linear_method
 from kvserve.model.rope import RotaryEmbedding
 from kvserve.model.weights import WeightAssembler
 from kvserve.request import PoolingType, TaskKind
@@ -38,16 +39,19 @@ class DecoderLayer(nn.Module):
         self.sliding_window = config.sliding_windows[layer_index] or 0
         self.input_layernorm = _param(h)
         self.post_attention_layernorm = _param(h)
-        self.qkv_proj = _param(self.q_size + 2 * self.kv_size, h)
-        self.qkv_bias = _param(self.q_size + 2 * self.kv_size) if config.qkv_bias else None
         self.q_norm = _param(d) if config.qk_norm else None
         self.k_norm = _param(d) if config.qk_norm else None
-        self.o_proj = _param(h, self.q_size)
-        self.o_bias = _param(h) if config.o_proj_bias else None
-        self.gate_up_proj = _param(2 * config.intermediate_size, h)
-        self.gate_up_bias = _param(2 * config.intermediate_size) if config.mlp_bias else None
-        self.down_proj = _param(h, config.intermediate_size)
-        self.down_bias = _param(h) if config.mlp_bias else None
+        inter = config.intermediate_size
+
+        def projection(in_features: int, out_features: int, bias: bool, *checkpoint_names: str) -> Linear:
+            names = [f"model.layers.{layer_index}.{name}" for name in checkpoint_names]
+            return Linear(in_features, out_features, bias, linear_method(config.quantization, names))
+
+        qkv_names = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+        self.qkv_proj = projection(h, self.q_size + 2 * self.kv_size, config.qkv_bias, *qkv_names)
+        self.o_proj = projection(self.q_size, h, config.o_proj_bias, "self_attn.o_proj")
+        self.gate_up_proj = projection(h, 2 * inter, config.mlp_bias, "mlp.gate_proj", "mlp.up_proj")
+        self.down_proj = projection(inter, h, config.mlp_bias, "mlp.down_proj")
 
     def forward(
         self,
@@ -64,7 +68,7 @@ class DecoderLayer(nn.Module):
             hidden, residual = ops.fused_add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
 
         num_tokens = hidden.shape[0]
-        qkv = F.linear(hidden, self.qkv_proj, self.qkv_bias)
+        qkv = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(num_tokens, self.num_heads, self.head_dim)
         k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
@@ -85,11 +89,11 @@ class DecoderLayer(nn.Module):
             self.scale,
             self.sliding_window,
         )
-        hidden = F.linear(attn.view(num_tokens, self.q_size), self.o_proj, self.o_bias)
+        hidden = self.o_proj(attn.view(num_tokens, self.q_size))
 
         hidden, residual = ops.fused_add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
-        hidden = ops.silu_and_mul(F.linear(hidden, self.gate_up_proj, self.gate_up_bias))
-        return F.linear(hidden, self.down_proj, self.down_bias), residual
+        hidden = ops.silu_and_mul(self.gate_up_proj(hidden))
+        return self.down_proj(hidden), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -127,16 +131,17 @@ class LlamaForCausalLM(nn.Module):
         """Copies Hugging Face-named tensors into the fused parameters; raises on missing or unknown ones."""
         c = self.config
         q, kv, inter = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim, c.intermediate_size
-        # HF projection -> (our parameter stem, first row inside it)
+        # HF projection -> (our fused projection, first row inside it, rows)
         projections = {
-            "q_proj": ("qkv", 0),
-            "k_proj": ("qkv", q),
-            "v_proj": ("qkv", q + kv),
-            "o_proj": ("o", 0),
-            "gate_proj": ("gate_up", 0),
-            "up_proj": ("gate_up", inter),
-            "down_proj": ("down", 0),
+            "q_proj": ("qkv_proj", 0, q),
+            "k_proj": ("qkv_proj", q, kv),
+            "v_proj": ("qkv_proj", q + kv, kv),
+            "o_proj": ("o_proj", 0, c.hidden_size),
+            "gate_proj": ("gate_up_proj", 0, inter),
+            "up_proj": ("gate_up_proj", inter, inter),
+            "down_proj": ("down_proj", 0, c.hidden_size),
         }
+        linears = {name: module for name, module in self.named_modules() if isinstance(module, Linear)}
         assembler = WeightAssembler(self)
         for name, tensor in weights:
             name = name.removeprefix("model.")
@@ -145,10 +150,13 @@ class LlamaForCausalLM(nn.Module):
             parts = name.split(".")
             if parts[0] != "layers":
                 assembler.copy(name.removesuffix(".weight"), tensor)
-            elif len(parts) == 5 and parts[3] in projections:  # layers.i.self_attn.q_proj.weight
-                stem, offset = projections[parts[3]]
-                kind = "proj" if parts[4] == "weight" else "bias"
-                assembler.copy(f"layers.{parts[1]}.{stem}_{kind}", tensor, offset)
+            elif len(parts) == 5 and parts[3] in projections:  # layers.i.self_attn.q_proj.weight (.bias, .weight_scale)
+                fused, offset, rows = projections[parts[3]]
+                linear = linears.get(f"layers.{parts[1]}.{fused}")
+                kind = parts[4]
+                loaded = (kind, tensor) if linear is None else linear.method.checkpoint_tensor(kind, tensor, rows)
+                if loaded is not None:
+                    assembler.copy(f"layers.{parts[1]}.{fused}.{loaded[0]}", loaded[1], offset)
             else:  # layers.i.input_layernorm.weight, layers.i.self_attn.q_norm.weight
                 assembler.copy(f"layers.{parts[1]}.{parts[-2]}", tensor)
         assembler.finish()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from safetensors import safe_open
 from torch import nn
 
 from kvserve.model.model_config import ModelConfig
+from kvserve.model.quantization import finish_loading
 from kvserve.model.registry import model_class
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,11 @@ def build_model(
     config: ModelConfig, weights: Iterator[tuple[str, torch.Tensor]] | None, dtype: torch.dtype, device: torch.device
 ) -> nn.Module:
     """Allocates the model on `device` in `dtype` and fills it from `weights`, or with random values
-    (normal, std 0.02; norms at 1) when `weights` is None: --load-format dummy, for speed runs."""
+    (normal, std 0.02; norms at 1) when `weights` is None: --load-format dummy, for speed runs. Random weights of
+    a quantized model are drawn in `dtype` and quantized, as --quantization does."""
+    if weights is None and config.quantization is not None:
+        quantization = dataclasses.replace(config.quantization, quantize_on_load=True)
+        config = dataclasses.replace(config, quantization=quantization)
     cls = model_class(config.architecture)
     with torch.device(device), _default_dtype(dtype):
         model = cls(config)
@@ -89,4 +95,5 @@ def build_model(
                     param.normal_(0.0, 0.02)
     else:
         model.load_weights(weights)
+    finish_loading(model)
     return model.eval()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from kvserve.model.encoders.sentence_transformers import PoolerConfig, read_pooler_config
+from kvserve.model.quantization.config import QuantizationConfig
 from kvserve.model.rope import RopeParameters, rope_parameters_from_hf_config
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
     generation_defaults: dict[str, Any] = field(default_factory=dict)
+    # 8-bit linear layers: the checkpoint's quantization_config, or --quantization (see load_model_config).
+    quantization: QuantizationConfig | None = None
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
     pooler: PoolerConfig | None = None  # the sentence-transformers layout's pooling, when the model has one
     hf_generation_config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -125,6 +128,7 @@ class ModelConfig:
             bos_token_id=None if bos is None else int(bos),
             eos_token_ids=tuple(eos),
             generation_defaults=generation_defaults(generation_config),
+            quantization=QuantizationConfig.from_hf_config(hf_config),
             hf_config=hf_config,
             hf_generation_config=generation_config,
         )

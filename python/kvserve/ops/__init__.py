@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import torch
 
-from kvserve.ops import cpu_kernels, reference
+from kvserve.ops import cpu_kernels, gemm_reference, reference
 
 F = TypeVar("F", bound=Callable)
 
@@ -52,13 +52,29 @@ rotary_embedding_gptj = _custom_op(reference.rotary_embedding_gptj, _no_cpu_kern
 reshape_and_cache = _custom_op(reference.reshape_and_cache, cpu_kernels.reshape_and_cache, mutates_args=("kv_cache",))
 paged_attention = _custom_op(reference.paged_attention, cpu_kernels.paged_attention)
 cross_attention = _custom_op(reference.cross_attention, cpu_kernels.cross_attention)
+# Linear layers' matrix products (CUTLASS on CUDA; on CPU the reference: float32 products of the dequantized
+# operands).
+gemm = _custom_op(gemm_reference.gemm, _no_cpu_kernel)
+scaled_mm = _custom_op(gemm_reference.scaled_mm, _no_cpu_kernel)
+dynamic_quantize = _custom_op(gemm_reference.dynamic_quantize, _no_cpu_kernel)
 
 # True when kvserve._kernels was built (nvcc was found at build time); it imports without a GPU.
 HAS_CUDA_KERNELS = importlib.util.find_spec("kvserve._kernels") is not None
+# Each op's CUDA implementation, with its reference's signature (none without kvserve._kernels; no GEMMs in a
+# build configured with KVSERVE_CUDA_GEMM=OFF, such as `make install`'s).
+CUDA_KERNELS: dict[str, Callable] = {}
+HAS_GEMM_KERNELS = False
 if HAS_CUDA_KERNELS:
+    from kvserve import _kernels
     from kvserve.ops import cuda_kernels
 
-    for _name, _kernel in cuda_kernels.KERNELS.items():
+    CUDA_KERNELS.update(cuda_kernels.KERNELS)
+    HAS_GEMM_KERNELS = hasattr(_kernels, "gemm_configs")
+    if HAS_GEMM_KERNELS:
+        from kvserve.ops import cuda_gemm
+
+        CUDA_KERNELS.update(cuda_gemm.KERNELS)
+    for _name, _kernel in CUDA_KERNELS.items():
         CUSTOM_OPS[_name].register_kernel("cuda")(_kernel)
 
 
@@ -75,6 +91,8 @@ def reference_only() -> Iterator[None]:
 __all__ = [
     "HAS_CUDA_KERNELS",
     "cross_attention",
+    "dynamic_quantize",
+    "gemm",
     "fused_add_rms_norm",
     "paged_attention",
     "reference_only",
@@ -82,5 +100,6 @@ __all__ = [
     "rms_norm",
     "rotary_embedding",
     "rotary_embedding_gptj",
+    "scaled_mm",
     "silu_and_mul",
 ]

@@ -34,11 +34,16 @@ def reference_only() -> Iterator[None]:
         _enabled = previous
 
 
+def kernels_enabled() -> bool:
+    """False within reference_only(): every wrapper (the GEMMs' too) then runs the reference."""
+    return _enabled
+
+
 def _fits(*tensors: torch.Tensor) -> bool:
     """Kernels on: all tensors on the current CUDA device, in one dtype that the kernels support."""
     first = tensors[0]
     return (
-        _enabled
+        kernels_enabled()
         and first.dtype in DTYPE_CODES
         and first.device.index == torch.cuda.current_device()
         and all(t.dtype == first.dtype and t.device == first.device for t in tensors)

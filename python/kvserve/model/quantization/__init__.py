@@ -1,0 +1,17 @@
+"""Quantized weights: the checkpoint's (or --quantization's) configuration and the linear-layer methods."""
+
+from __future__ import annotations
+
+from kvserve.model.quantization.config import QUANTIZATION_METHODS, QuantizationConfig, resolve_quantization
+from kvserve.model.quantization.linear import Int8Fp8LinearMethod, Linear, LinearMethod, finish_loading, linear_method
+
+__all__ = [
+    "QUANTIZATION_METHODS",
+    "Int8Fp8LinearMethod",
+    "Linear",
+    "LinearMethod",
+    "QuantizationConfig",
+    "finish_loading",
+    "linear_method",
+    "resolve_quantization",
+]
