@@ -34,6 +34,8 @@ _MODELS: dict[str, type[nn.Module]] = {
 
 Runner = Literal["generate", "pooling"]
 RUNNERS = ("auto", "generate", "pooling")
+# Task kinds whose outputs are generated text: such a model is served by the generative API families.
+_GENERATIVE = frozenset({TaskKind.GENERATE, TaskKind.ENCODER_DECODER})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,7 @@ class ModelTasks:
             cls.pooling_kinds,
             cls.default_pooling,
             uses_kv_cache=getattr(cls, "uses_kv_cache", True),
-            runner="generate" if TaskKind.GENERATE in cls.supported_tasks else "pooling",
+            runner="generate" if cls.supported_tasks & _GENERATIVE else "pooling",
         )
 
     def served_as(self, runner: str, pooler: PoolerConfig | None) -> ModelTasks:
@@ -62,7 +64,7 @@ class ModelTasks:
         files, generation otherwise), with the model's own pooling defaults."""
         if runner == "auto":
             runner = "pooling" if pooler is not None else self.runner
-        if runner == "generate" and TaskKind.GENERATE not in self.tasks:
+        if runner == "generate" and not self.tasks & _GENERATIVE:
             raise ValueError("--runner generate: this model cannot generate text (it is a pooling model)")
         if runner not in ("generate", "pooling"):
             raise ValueError(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
