@@ -50,7 +50,8 @@ test: install $(FUZZ_VENV)/.deps
 # (when nvcc is on PATH; the development install leaves the GEMMs out).
 GEMM_BUILD := build/cuda-gemm
 cuda-gemm-compile: install
-	@if ! command -v nvcc >/dev/null; then echo "no nvcc on PATH: nothing to compile"; exit 0; fi; \
+	@export PATH="$(abspath $(VENV))/bin:$$PATH"; \
+	if ! command -v nvcc >/dev/null; then echo "no nvcc on PATH: nothing to compile"; exit 0; fi; \
 	cmake -S . -B $(GEMM_BUILD) -G Ninja -DKVSERVE_CUDA=ON -DKVSERVE_CUDA_GEMM=ON \
 	  -DPython_EXECUTABLE=$(abspath $(PY)) -Dpybind11_DIR=$$($(PY) -c 'import pybind11; print(pybind11.get_cmake_dir())') \
 	  && cmake --build $(GEMM_BUILD) --target _kernels -j 2
