@@ -12,8 +12,8 @@ import pytest
 
 from tests.api.conftest import OPS_API_KEYS
 from tests.api.http_calls import call, call_json
-from tests.api.server_process import ServerProcess
-from tests.api.test_structured_tools import CITY_SCHEMA, NO_ARGUMENTS, TOOLS_TEMPLATE
+from tests.api.test_structured_tools import CITY_SCHEMA, NO_ARGUMENTS, tools_server  # noqa: F401 (a fixture)
+from tests.api.test_structured_tools import MODEL as TOOLS_MODEL
 
 MODEL = "tiny-llama"
 USER = [{"role": "user", "content": "Tell me about the weather in Paris."}]
@@ -198,25 +198,10 @@ TOOLS = [
 
 
 @pytest.fixture(scope="module")
-def tools_claude(tiny_model_dir, tmp_path_factory):
-    template = tmp_path_factory.mktemp("template") / "tools.jinja"
-    template.write_text(TOOLS_TEMPLATE)
-    process = ServerProcess(
-        str(tiny_model_dir("llama")),
-        "--served-model-name",
-        MODEL,
-        "--kv-cache-memory",
-        "64MiB",
-        "--max-model-len",
-        "512",
-        "--chat-template",
-        str(template),
-        "--enable-auto-tool-choice",
-        "--tool-call-parser",
-        "hermes",
-    )
-    yield anthropic.Anthropic(base_url=process.base_url, api_key="unused", max_retries=0, timeout=120)
-    assert process.stop() == 0, process.log()
+def tools_claude(request):
+    """The tool-calling server of the chat tests (hermes markup, a template that renders tools and results)."""
+    server = request.getfixturevalue("tools_server")
+    return anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0, timeout=120)
 
 
 def tool_uses(message) -> list:
@@ -228,8 +213,8 @@ def test_forced_tool_use_streamed_and_not(tools_claude):
     stop_reason tool_use, as Anthropic answers a forced call); the stream helper rebuilds the same call from
     its input_json_delta events (greedy: the same tokens)."""
     kw = dict(max_tokens=400, tools=TOOLS, tool_choice={"type": "tool", "name": "get_weather"})
-    message = create(tools_claude, **kw)
-    final = stream_final(tools_claude, **kw)
+    message = create(tools_claude, model=TOOLS_MODEL, **kw)
+    final = stream_final(tools_claude, model=TOOLS_MODEL, **kw)
     for answer in (message, final):
         (call,) = tool_uses(answer)
         assert call.id.startswith("toolu_") and call.name == "get_weather"
@@ -241,7 +226,11 @@ def test_forced_tool_use_streamed_and_not(tools_claude):
 
 def test_any_tool_choice_calls_one_of_the_tools(tools_claude):
     message = create(
-        tools_claude, max_tokens=400, tools=TOOLS, tool_choice={"type": "any", "disable_parallel_tool_use": True}
+        tools_claude,
+        model=TOOLS_MODEL,
+        max_tokens=400,
+        tools=TOOLS,
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
     )
     (call,) = tool_uses(message)
     assert call.name in ("get_weather", "get_time")
@@ -253,7 +242,9 @@ def test_any_tool_choice_calls_one_of_the_tools(tools_claude):
         {"role": "assistant", "content": [block.model_dump() for block in message.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C"}]},
     ]
-    answer = create(tools_claude, messages=follow_up, max_tokens=5, tools=TOOLS, tool_choice={"type": "none"})
+    answer = create(
+        tools_claude, model=TOOLS_MODEL, messages=follow_up, max_tokens=5, tools=TOOLS, tool_choice={"type": "none"}
+    )
     assert answer.stop_reason == "max_tokens" and not tool_uses(answer)
-    counted = tools_claude.messages.count_tokens(model=MODEL, messages=follow_up, tools=TOOLS)
+    counted = tools_claude.messages.count_tokens(model=TOOLS_MODEL, messages=follow_up, tools=TOOLS)
     assert counted.input_tokens == answer.usage.input_tokens

@@ -4,6 +4,7 @@ the per-token latencies from hand-written request timestamps."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -148,6 +149,18 @@ def test_groups_max_tokens_and_failures_from_submitted_requests():
     metrics.on_outputs([outputs_of("g-1", 10.0, [], "stop")[0]])  # accepted, then the engine fails it
     metrics.on_failed("g-1")
     metrics.on_failed("refused")
+    value = exposed(metrics)
+
+    assert value("request_success_total", finished_reason="stop") == 1
+    assert value("request_success_total", finished_reason="error") == 1
+    assert value("request_params_n_count") == 1 and value("request_params_n_sum") == 2
+    assert value("request_max_num_generation_tokens_sum") == 2  # the longer sample: 2 tokens
+    assert value("request_params_max_tokens_sum") == 64 - 3  # the context left after a 3-token prompt
+    assert not metrics._tracked and not metrics._groups
+
+
+def exposed(metrics: ServerMetrics) -> Callable[..., float]:
+    """A metric's value (`kvserve:` name, labels but model and engine) as the exposition shows it."""
     samples = {
         (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("model_name", "engine")))): s.value
         for family in text_string_to_metric_families(metrics.exposition().decode())
@@ -157,12 +170,7 @@ def test_groups_max_tokens_and_failures_from_submitted_requests():
     def value(name: str, **labels: str) -> float:
         return samples[(f"kvserve:{name}", tuple(sorted(labels.items())))]
 
-    assert value("request_success_total", finished_reason="stop") == 1
-    assert value("request_success_total", finished_reason="error") == 1
-    assert value("request_params_n_count") == 1 and value("request_params_n_sum") == 2
-    assert value("request_max_num_generation_tokens_sum") == 2  # the longer sample: 2 tokens
-    assert value("request_params_max_tokens_sum") == 64 - 3  # the context left after a 3-token prompt
-    assert not metrics._tracked and not metrics._groups
+    return value
 
 
 def outputs_of(request_id: str, arrival: float, token_times: list[float], reason: str) -> list[RequestOutput]:
@@ -204,14 +212,7 @@ def test_latencies_follow_the_request_timestamps():
             num_pooled=0,
         )
     )
-    samples = {
-        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k not in ("model_name", "engine")))): s.value
-        for family in text_string_to_metric_families(metrics.exposition().decode())
-        for s in family.samples
-    }
-
-    def value(name: str, **labels: str) -> float:
-        return samples[(f"kvserve:{name}", tuple(sorted(labels.items())))]
+    value = exposed(metrics)
 
     assert value("time_to_first_token_seconds_sum") == pytest.approx(1.0)
     assert value("inter_token_latency_seconds_count") == 2
