@@ -122,3 +122,10 @@ def test_plain_text_stop_reasons():
             "usage": {"input_tokens": 4, "output_tokens": 0},
         },
     )
+
+
+def test_a_call_cut_by_max_tokens_comes_back_as_its_text():
+    named = MessageParser(named_function="get_weather")
+    message = MessageShaper("msg_1", "m", output("", 0), named).message(output('{"city": "Par', 5, "length"))
+    assert message.stop_reason == "max_tokens"
+    assert [block.model_dump() for block in message.content] == [{"type": "text", "text": '{"city": "Par'}]
