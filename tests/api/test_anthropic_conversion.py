@@ -11,16 +11,9 @@ from kvserve.api.anthropic.conversion import conversation_of, output_constraint,
 from kvserve.api.anthropic.protocol import MessagesRequest
 from kvserve.api.settings import ServerSettings
 from kvserve.errors import InvalidRequestError
-from kvserve.text.tools.registry import tool_parser
+from tests.structured.test_chat_options import SETTINGS as AUTO  # --enable-auto-tool-choice, hermes
 
 SETTINGS = ServerSettings(served_model_names=("m",), model_root="m", chat_template=None)
-AUTO = ServerSettings(
-    served_model_names=("m",),
-    model_root="m",
-    chat_template=None,
-    enable_auto_tool_choice=True,
-    tool_parser=tool_parser("hermes"),
-)
 WEATHER = {
     "name": "get_weather",
     "description": "Weather.",
