@@ -102,6 +102,15 @@ class Truncation:
 
 
 @dataclass(frozen=True, slots=True)
+class SampleGroup:
+    """The n samples of one prompt that one API request asked for (OpenAI's `n`): their engine requests share
+    this, so metrics can count them once, as vLLM counts a parent request."""
+
+    group_id: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
 class EngineRequest:
     request_id: str
     prompt: str | list[int] | TextPair  # text, token ids (an encoder-decoder's decoder prompt), or a text pair
@@ -114,6 +123,7 @@ class EngineRequest:
     truncation: Truncation | None = None
     arrival_time: float = field(default_factory=time.monotonic)  # engine timestamps are all monotonic
     timeout: float | None = None  # seconds from arrival to the end (None: the engine's --request-timeout)
+    samples: SampleGroup | None = None  # one of n > 1 samples of its prompt (None: a request of its own)
 
     def __post_init__(self) -> None:
         if (self.sampling is None) == (self.pooling is None):

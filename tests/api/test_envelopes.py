@@ -33,6 +33,7 @@ def test_openai_body_and_stream_error():
         (403, "permission_error"),
         (404, "not_found_error"),
         (405, "invalid_request_error"),
+        (408, "timeout_error"),
         (413, "request_too_large"),
         (429, "rate_limit_error"),
         (500, "api_error"),
@@ -64,16 +65,17 @@ def test_reports_of_kvserve_and_unexpected_errors():
     assert report == ErrorReport("Internal server error: RuntimeError: device lost", 500, "InternalServerError")
 
 
-# -- families: a stand-in Anthropic family plugged in beside OpenAI's, handlers untouched ------------------
+# -- families: a stand-in family in Anthropic's envelope plugged in beside OpenAI's, handlers untouched ----
+# (under its own prefix: the real /v1/messages routes need the engine, which these apps do not have)
 messages_bp = Blueprint("test_messages", __name__)
 
 
-@messages_bp.post("/v1/messages")
+@messages_bp.post("/v1/stand-in")
 async def refuse() -> Response:
     raise InvalidRequestError("max_tokens is required", "max_tokens")
 
 
-@messages_bp.post("/v1/messages/stream")
+@messages_bp.post("/v1/stand-in/stream")
 async def fail_midway() -> Response:
     async def events() -> AsyncIterator[bytes]:
         yield b"event: message_start\ndata: {}\n\n"
@@ -82,13 +84,13 @@ async def fail_midway() -> Response:
     return stream_response(events())
 
 
-@messages_bp.get("/v1/messages/crash")
+@messages_bp.get("/v1/stand-in/crash")
 async def crash() -> Response:
     raise ZeroDivisionError("oops")
 
 
 FAMILIES = ApiFamilies(
-    default=API_FAMILIES.default, others=(ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)),)
+    default=API_FAMILIES.default, others=(ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/stand-in",)),)
 )
 
 
@@ -109,25 +111,25 @@ def anthropic(status: int, message: str) -> bytes:
 
 
 def test_a_family_route_error_is_in_its_envelope():
-    assert call("POST", "/v1/messages") == (400, anthropic(400, "max_tokens is required"))
+    assert call("POST", "/v1/stand-in") == (400, anthropic(400, "max_tokens is required"))
 
 
 def test_an_unexpected_error_in_a_family_route_is_a_500_in_its_envelope():
-    status, body = call("GET", "/v1/messages/crash")
+    status, body = call("GET", "/v1/stand-in/crash")
     assert (status, orjson.loads(body)["error"]["type"]) == (500, "api_error")
 
 
 def test_an_error_after_the_stream_started_is_the_family_error_event():
-    status, body = call("POST", "/v1/messages/stream")
+    status, body = call("POST", "/v1/stand-in/stream")
     assert status == 200
     error_event = b"event: error\ndata: " + anthropic(500, "engine stopped") + b"\n\n"
     assert body == b"event: message_start\ndata: {}\n\n" + error_event
 
 
 def test_unknown_routes_and_methods_take_the_envelope_of_the_matching_prefix():
-    assert call("GET", "/v1/messages/nowhere")[0] == 404
-    assert orjson.loads(call("GET", "/v1/messages/nowhere")[1])["error"]["type"] == "not_found_error"
-    status, body = call("GET", "/v1/messages")
+    assert call("GET", "/v1/stand-in/nowhere")[0] == 404
+    assert orjson.loads(call("GET", "/v1/stand-in/nowhere")[1])["error"]["type"] == "not_found_error"
+    status, body = call("GET", "/v1/stand-in")
     assert (status, orjson.loads(body)["error"]["type"]) == (405, "invalid_request_error")
 
 

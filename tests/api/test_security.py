@@ -82,14 +82,21 @@ def walk_routes(model_dir, protect_metrics: bool) -> list[tuple[str, str, str, i
 def test_every_route_but_the_public_ones_needs_a_key(tiny_model_dir, protect_metrics):
     results = walk_routes(tiny_model_dir("llama"), protect_metrics)
     rules = {rule for _, rule, _, _, _ in results}
-    assert {"/v1/chat/completions", "/v1/completions", "/sleep", "/collective_rpc", "/metrics"} <= rules
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/sleep", "/collective_rpc", "/metrics"} <= rules
     public = PUBLIC_RULES - ({"/metrics"} if protect_metrics else set())
     for method, rule, credentials, status, body in results:
         if rule in public or credentials in ("bearer", "x-api-key"):
             assert status != 401, (method, rule, credentials)
         else:
             assert status == 401, (method, rule, credentials, status)
-            assert orjson.loads(body) == UNAUTHORIZED
+            if rule.startswith("/v1/messages"):  # Anthropic's family answers in its own envelope
+                message = UNAUTHORIZED["error"]["message"]
+                assert orjson.loads(body) == {
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": message},
+                }
+            else:
+                assert orjson.loads(body) == UNAUTHORIZED
 
 
 # Spellings of protected paths; none may answer without the key.

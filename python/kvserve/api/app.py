@@ -14,10 +14,11 @@ from kvserve.api.admin.load import install_load_tracking
 from kvserve.api.admin.metrics import bp as metrics_bp
 from kvserve.api.admin.metrics import install_metrics
 from kvserve.api.admin.sleep import bp as sleep_bp
+from kvserve.api.anthropic.routes import bp as anthropic_messages_bp
 from kvserve.api.cohere.embed import bp as cohere_embed_bp
 from kvserve.api.context import ServingContext
 from kvserve.api.docs.routes import install_docs
-from kvserve.api.envelopes import OPENAI, ErrorReport
+from kvserve.api.envelopes import ANTHROPIC, OPENAI, ErrorReport
 from kvserve.api.errors import error_response
 from kvserve.api.families import ApiFamilies, ApiFamily
 from kvserve.api.limits import check_header_count
@@ -46,8 +47,7 @@ if TYPE_CHECKING:  # annotations only: the app is built in tests around a fake e
     from kvserve.engine import AsyncEngine
 
 # The one place a family joins the server. vLLM answers its own extras (tokenize, health) in OpenAI's
-# envelope, which is also the envelope of any path no family claims. Anthropic's and Cohere's families will
-# add themselves here, e.g. ApiFamily("anthropic", ANTHROPIC, (messages_bp,), ("/v1/messages",)).
+# envelope, which is also the envelope of any path no family claims.
 # vLLM answers its pooling routes in this envelope too, Cohere's /v2/embed and the rerank routes included.
 POOLING_BLUEPRINTS = (embeddings_bp, cohere_embed_bp, pooling_bp, classify_bp, score_bp, invocations_bp)
 API_FAMILIES = ApiFamilies(
@@ -69,6 +69,7 @@ API_FAMILIES = ApiFamilies(
             realtime_bp,
         ),
     ),
+    others=(ApiFamily("anthropic", ANTHROPIC, (anthropic_messages_bp,), ("/v1/messages",)),),
 )
 # --enable-dev-endpoints: routes that change the engine's state (documented as dangerous).
 DEV_BLUEPRINTS = (sleep_bp, collective_rpc_bp)

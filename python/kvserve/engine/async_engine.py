@@ -24,7 +24,7 @@ from kvserve.actors.scheduler import SchedulerActor
 from kvserve.actors.tokenizer import TokenizerActor
 from kvserve.config import EngineConfig
 from kvserve.engine.admission import AdmissionControl
-from kvserve.engine.output_router import OutputListener, OutputRouter, StatsListener
+from kvserve.engine.output_router import OutputListener, OutputRouter, RequestListener, StatsListener
 from kvserve.engine.request_stream import RequestStream
 from kvserve.errors import (
     EngineDeadError,
@@ -205,6 +205,8 @@ class AsyncEngine:
             self.admission.enter(request_id)
             self.tokenizer_actor.send(request)
             submitted = True
+            for listener in self.router.request_listeners:
+                listener.on_submitted(request)
             deadline = self._start_deadline(request, stream)
             accepted = False
             async for output in stream:
@@ -270,6 +272,10 @@ class AsyncEngine:
         """Calls `listener` with every batch of request outputs (one delta per request and step, the final
         ones included), on the event loop, before they reach their streams."""
         self.router.output_listeners.append(listener)
+
+    def add_request_listener(self, listener: RequestListener) -> None:
+        """Tells `listener` of each request submitted and each one that failed, on the event loop."""
+        self.router.request_listeners.append(listener)
 
     # -- runner calls: sleep mode and collective RPC ----------------------------------------------------
     def _runner_call(self, method: str, *args: Any, collective_rpc: bool = False, **kwargs: Any) -> RunnerCall:

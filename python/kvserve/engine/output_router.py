@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from kvserve.actors.base import Actor
 from kvserve.engine.request_stream import RequestStream
 from kvserve.errors import InvalidRequestError, KvserveError
 from kvserve.messages import RequestFailed, RunnerReply, StepStats, StreamOutputs
 from kvserve.outputs import RequestOutput
+from kvserve.request import EngineRequest
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,15 @@ StatsListener = Callable[[StepStats], None]
 # Called with every batch of outputs before they reach their streams (which may merge them): each output is
 # one request's delta of one step. It runs on the event loop once per batch, so keep its work per output tiny.
 OutputListener = Callable[[Sequence[RequestOutput]], None]
+
+
+class RequestListener(Protocol):
+    """Told of each request as it is submitted, and of a request that failed (its stream gets the error and
+    no final output follows); every other request ends with a finished output to the output listeners."""
+
+    def on_submitted(self, request: EngineRequest) -> None: ...
+
+    def on_failed(self, request_id: str) -> None: ...
 
 
 class OutputRouter(Actor):
@@ -30,6 +41,7 @@ class OutputRouter(Actor):
         self.streams: dict[str, RequestStream] = {}
         self.stats_listeners: list[StatsListener] = []
         self.output_listeners: list[OutputListener] = []
+        self.request_listeners: list[RequestListener] = []
         self.pending_calls: dict[int, asyncio.Future] = {}  # RunnerCall id -> the engine call awaiting it
         self.handles(StreamOutputs, self.on_outputs)
         self.handles(RequestFailed, self.on_failed)
@@ -54,6 +66,8 @@ class OutputRouter(Actor):
                 stream.put(output)
 
     def on_failed(self, failure: RequestFailed) -> None:
+        for listener in self.request_listeners:
+            listener.on_failed(failure.request_id)
         stream = self.streams.get(failure.request_id)
         if stream is not None:
             stream.put(failure.error.to_exception())

@@ -5,8 +5,13 @@ gateways that expect vLLM's names), fed by the engine's listeners, never by scan
                                      counters (prefix-cache queries and hits, preemptions, tokens per step)
     RequestOutput (each delta)       prompt and generation token counters, time to first token,
                                      inter-token latency; on the final output the per-request histograms
-                                     (end-to-end, queue, prefill, decode, inference time, token counts) and
-                                     request_success by finish reason
+                                     (end-to-end, queue, prefill, decode, inference time, token counts,
+                                     max_tokens) and request_success by finish reason (stop, length, abort)
+    EngineRequest (each submitted)   what the final output needs of its request: max_tokens, its sample
+                                     group; n and the group's most generated tokens are observed once per
+                                     group of n samples (a request of its own is a group of 1), as vLLM does
+                                     for a parent request; a request that fails after it was accepted
+                                     counts as request_success{finished_reason="error"}
 
 Labels are vLLM's: model_name and engine ("0": one engine per server).
 """
@@ -14,16 +19,36 @@ Labels are vLLM's: model_name and engine ("0": one engine per server).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kvserve.messages import StepStats
 from kvserve.metrics import buckets
 from kvserve.outputs import RequestOutput
+from kvserve.request import EngineRequest
 
 LABELS = ("model_name", "engine")
 FINISH_REASONS = ("stop", "length", "abort", "error")
 SLEEP_STATES = ("awake", "weights_offloaded", "discard_all")
+N_BUCKETS = (1, 2, 5, 10, 20)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """A submitted request, until its final output or its failure."""
+
+    max_tokens: int | None  # as asked (None: up to the context length, resolved once the prompt is known)
+    group_id: str
+    accepted: bool = False
+
+
+@dataclass(slots=True)
+class _Group:
+    n: int
+    num_unfinished: int
+    max_generated: int = 0
+    served: bool = False  # a sample was accepted: the group is observed when its last sample ends
 
 
 class ServerMetrics:
@@ -109,6 +134,15 @@ class ServerMetrics:
             "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
             token_buckets,
         )
+        self.request_params_n = histogram("request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
+        self.request_params_max_tokens = histogram(
+            "request_params_max_tokens", "Histogram of the max_tokens request parameter.", token_buckets
+        )
+        self.request_max_num_generation_tokens = histogram(
+            "request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            token_buckets,
+        )
         sleep_state = Gauge(
             f"{prefix}:engine_sleep_state",
             "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
@@ -121,6 +155,38 @@ class ServerMetrics:
         sleep_state.labels(*values, "weights_offloaded").set_function(lambda: float(sleep_level() == 1))
         sleep_state.labels(*values, "discard_all").set_function(lambda: float(sleep_level() == 2))
         self._latest_token: dict[str, float] = {}  # request id -> time of its latest token, while it runs
+        self._max_model_len = max_model_len
+        self._tracked: dict[str, _Tracked] = {}  # request id -> its request, from submission to its end
+        self._groups: dict[str, _Group] = {}  # sample group id -> its unfinished count, while one runs
+
+    def on_submitted(self, request: EngineRequest) -> None:
+        if request.sampling is None:  # pooling requests have no n or max_tokens
+            return
+        samples = request.samples
+        group_id = samples.group_id if samples is not None else request.request_id
+        if group_id not in self._groups:
+            self._groups[group_id] = _Group(samples.n if samples is not None else 1, 0)
+        self._groups[group_id].num_unfinished += 1
+        self._tracked[request.request_id] = _Tracked(request.sampling.max_tokens, group_id)
+
+    def on_failed(self, request_id: str) -> None:
+        tracked = self._tracked.pop(request_id, None)
+        if tracked is None:
+            return
+        if tracked.accepted:  # one refused before acceptance (a 4xx) is not a request the engine served
+            self.success["error"].inc()
+        self._sample_ended(tracked.group_id, 0, tracked.accepted)
+
+    def _sample_ended(self, group_id: str, num_generated: int, served: bool) -> None:
+        group = self._groups[group_id]
+        group.num_unfinished -= 1
+        group.max_generated = max(group.max_generated, num_generated)
+        group.served |= served
+        if group.num_unfinished == 0:
+            del self._groups[group_id]
+            if group.served:
+                self.request_params_n.observe(group.n)
+                self.request_max_num_generation_tokens.observe(group.max_generated)
 
     def on_step(self, stats: StepStats) -> None:
         self.running.set(stats.num_running)
@@ -134,6 +200,9 @@ class ServerMetrics:
     def on_outputs(self, outputs: Sequence[RequestOutput]) -> None:
         # Per output: a dict lookup and a few observations; nothing per request beyond its latest token time.
         for output in outputs:
+            tracked = self._tracked.get(output.request_id)
+            if tracked is not None:
+                tracked.accepted = True
             num_tokens = len(output.token_ids)
             if num_tokens or output.pooled is not None:
                 self._on_rows(output, num_tokens)
@@ -174,6 +243,13 @@ class ServerMetrics:
         self.prefill_kv_computed.observe(output.num_prompt_tokens - output.num_cached_tokens)
         if output.num_output_tokens > 1 and times.decode_time is not None:
             self.tpot.observe(times.decode_time / (output.num_output_tokens - 1))
+        tracked = self._tracked.pop(output.request_id, None)
+        if tracked is not None:
+            max_tokens = tracked.max_tokens
+            self.request_params_max_tokens.observe(
+                max_tokens if max_tokens is not None else self._max_model_len - output.num_prompt_tokens
+            )
+            self._sample_ended(tracked.group_id, output.num_output_tokens, served=True)
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

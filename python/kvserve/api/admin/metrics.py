@@ -22,6 +22,7 @@ def install_metrics(app: Quart, engine, settings: ServerSettings) -> ServerMetri
     metrics.registry.register(AdmissionCollector(engine, settings.model_name, settings.metrics_prefix))
     engine.add_stats_listener(metrics.on_step)
     engine.add_output_listener(metrics.on_outputs)
+    engine.add_request_listener(metrics)
     app.config[_CONFIG_KEY] = metrics
     return metrics
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from kvserve.api.admin.collective_rpc import CollectiveRpcRequest, CollectiveRpcResponse
+from kvserve.api.anthropic.protocol import CountTokensRequest, CountTokensResponse, Message, MessagesRequest
 from kvserve.api.openai.chat_protocol import ChatCompletionRequest, ChatCompletionResponse
 from kvserve.api.openai.completion_protocol import CompletionRequest, CompletionResponse
 from kvserve.api.render.protocol import RenderedRequest
@@ -27,6 +28,10 @@ ROUTE_MODELS: dict[str, RouteModels] = {
     "openai_completions.create_completion": RouteModels(CompletionRequest, CompletionResponse, summary="Completions"),
     "openai_chat.create_chat_completion": RouteModels(
         ChatCompletionRequest, ChatCompletionResponse, summary="Chat completions"
+    ),
+    "anthropic_messages.create_message": RouteModels(MessagesRequest, Message, summary="Messages (Anthropic)"),
+    "anthropic_messages.count_tokens": RouteModels(
+        CountTokensRequest, CountTokensResponse, summary="Count a Messages request's input tokens (Anthropic)"
     ),
     "render.render_completion": RouteModels(CompletionRequest, RenderedRequest, True, "Render a completion request"),
     "render.render_chat_completion": RouteModels(

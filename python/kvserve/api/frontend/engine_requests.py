@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from kvserve.api.frontend.validation import require
 from kvserve.errors import InvalidRequestError
-from kvserve.request import EngineRequest, Truncation
+from kvserve.request import EngineRequest, SampleGroup, Truncation
 from kvserve.sampling_params import SamplingParams
 
 if TYPE_CHECKING:  # annotations only: the API modules import (and are tested with fakes) without the engine
@@ -48,9 +48,17 @@ def fan_out(
     base: EngineRequest, prompts: Sequence[str | list[int]], choice_params: Sequence[SamplingParams]
 ) -> list[EngineRequest]:
     """One engine request per prompt and choice (id `<base id>-<prompt>-<choice>`), in choice order; all keep
-    the rest of `base` (priority, cache salt, truncation, arrival time)."""
+    the rest of `base` (priority, cache salt, truncation, arrival time). A prompt's n > 1 choices form a
+    SampleGroup."""
+    n = len(choice_params)
     return [
-        dataclasses.replace(base, request_id=f"{base.request_id}-{i}-{j}", prompt=prompt, sampling=params)
+        dataclasses.replace(
+            base,
+            request_id=f"{base.request_id}-{i}-{j}",
+            prompt=prompt,
+            sampling=params,
+            samples=SampleGroup(f"{base.request_id}-{i}", n) if n > 1 else None,
+        )
         for i, prompt in enumerate(prompts)
         for j, params in enumerate(choice_params)
     ]

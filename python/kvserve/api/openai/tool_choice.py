@@ -87,10 +87,21 @@ def _required_schema(functions: dict[str, dict[str, Any]], max_calls: int | None
 
 
 def tool_plan(body: ChatCompletionRequest, settings: ServerSettings) -> ToolPlan:
-    tools = body.tools
     given = "tool_choice" in body.model_fields_set and body.tool_choice is not None
-    choice = body.tool_choice if given else ("auto" if tools else "none")
-    max_calls = None if body.parallel_tool_calls is not False else 1
+    return plan_tools(
+        body.tools, body.tool_choice if given else None, None if body.parallel_tool_calls is not False else 1, settings
+    )
+
+
+def plan_tools(
+    tools: list[dict[str, Any]] | None,
+    tool_choice: str | dict[str, Any] | None,
+    max_calls: int | None,
+    settings: ServerSettings,
+) -> ToolPlan:
+    """Any family's tools in OpenAI's shape and its choice in OpenAI's terms (None: not given, so "auto" with
+    tools, else "none"); max_calls 1 when parallel calls are off."""
+    choice = tool_choice if tool_choice is not None else ("auto" if tools else "none")
     none = NO_TOOLS
     if choice == "none":
         return none

@@ -32,6 +32,8 @@ GENERATE, EMBED, TOKEN_EMBED, CLASSIFY, SCORE, POOLING = (
 _ROUTES: dict[str, tuple[str, str]] = {
     "/v1/chat/completions": (GENERATE, "Chat Completions API"),
     "/v1/completions": (GENERATE, "Completions API"),
+    "/v1/messages": (GENERATE, "Messages API"),
+    "/v1/messages/count_tokens": (GENERATE, "Messages API"),
     "/v1/embeddings": (EMBED, "Embeddings API"),
     "/v1/embed": (EMBED, "Embeddings API"),
     "/v2/embed": (EMBED, "Embeddings API"),
