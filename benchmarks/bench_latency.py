@@ -50,6 +50,7 @@ def measure(preset: str, enforce_eager: bool, args: argparse.Namespace) -> dict:
             prompt = list(range(1000, 1000 + args.input_len))
             await one_request(engine, "warmup", prompt, 16)
             count, times = await one_request(engine, "timed", prompt, args.output_len)
+            (graph_sizes,) = await engine.collective_rpc("captured_graph_sizes")
         finally:
             await engine.shutdown()
         decode_s = times.latest_token - times.first_token
@@ -57,7 +58,7 @@ def measure(preset: str, enforce_eager: bool, args: argparse.Namespace) -> dict:
         roofline_tok_s = bandwidth / decode_bytes(preset)
         return {
             "preset": preset,
-            "cuda_graphs": not enforce_eager,
+            "cuda_graphs": bool(graph_sizes),  # False with --enforce-eager, or when the capture failed
             "engine_start_s": start_s,
             "ttft_ms": 1e3 * (times.first_token - times.arrival),
             "decode_tok_s": decode_tok_s,

@@ -139,7 +139,11 @@ def run_kvserve(model: Path, workloads: list[Workload], args: argparse.Namespace
         engine = await AsyncEngine.start(config)
         try:
             await consume(engine, workloads[0].prompts[0][:8], 8, "warmup")
-            return [await timed(engine, workload) for workload in workloads]
+            seconds = [await timed(engine, workload) for workload in workloads]
+            if args.device == "cuda":
+                (graph_sizes,) = await engine.collective_rpc("captured_graph_sizes")
+                print(f"kvserve: CUDA graphs for batch sizes {graph_sizes or 'none'}", flush=True)
+            return seconds
         finally:
             await engine.shutdown()
 

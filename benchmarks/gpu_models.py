@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
 def hf_config(preset: str):
     import transformers
 
-    return transformers.LlamaConfig(**PRESETS[preset], torch_dtype="bfloat16", rms_norm_eps=1e-5)
+    return transformers.LlamaConfig(**PRESETS[preset], rms_norm_eps=1e-5, architectures=["LlamaForCausalLM"])
 
 
 def write_model_dir(preset: str, directory: Path) -> Path:

@@ -12,6 +12,7 @@ from kvserve.model.memory_planning import (
     ModelDoesNotFitError,
     cuda_graph_pool_estimate,
     plan_kv_cache,
+    profile_memory,
     profiling_inputs,
     resolve_kv_cache_dtype,
 )
@@ -107,3 +108,25 @@ def test_an_fp8_kv_cache_fails_at_start(tiny_model_dir):
     engine = EngineConfig(model=str(model_dir), kv_cache_memory=4 * MiB, kv_cache_dtype="fp8")
     with pytest.raises(ValueError, match="--kv-cache-dtype fp8 is not supported"):
         ModelRunner(engine, ModelConfig.from_directory(model_dir), model_dir)
+
+
+def test_profile_memory_reads_weights_peak_and_non_torch_memory(monkeypatch):
+    # The allocator's counters as CUDA would report them around the profiling step (no GPU needed).
+    allocated = iter([10 * GiB])
+    counters = {
+        "synchronize": lambda device=None: None,
+        "empty_cache": lambda: None,
+        "reset_peak_memory_stats": lambda device=None: None,
+        "memory_allocated": lambda device=None: next(allocated),
+        "max_memory_allocated": lambda device=None: 13 * GiB,
+        "mem_get_info": lambda device=None: (60 * GiB, 80 * GiB),  # 20 GiB used by the process
+        "memory_reserved": lambda device=None: 14 * GiB,
+    }
+    for name, fake in counters.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    steps = []
+    profile = profile_memory(torch.device("cuda"), lambda: steps.append(1), lambda peak: peak // 3)
+    assert steps == [1]
+    assert profile == MemoryProfile(
+        total=80 * GiB, weights=10 * GiB, peak_activations=3 * GiB, non_torch=6 * GiB, cuda_graphs=GiB
+    )

@@ -145,14 +145,16 @@ class DecodeGraphs:
         self.seq_lens[n:size].fill_(1)
 
     def capture(self, forward: ModelForward) -> None:
-        """CUDA only: captures every size, largest first, into one memory pool, after an eager warm-up run
-        of each (lazy buffers such as RoPE tables and cuBLAS workspaces must exist before capture)."""
+        """CUDA only: captures every size, largest first, into one memory pool, each after an eager warm-up
+        run (lazy buffers such as RoPE tables, cuBLAS workspaces and allocator blocks exist before capture)."""
         from tqdm.auto import tqdm
 
-        # Warm-up positions at the largest position any step has: a lazily grown table reaches full size now.
-        self.positions.fill_(self.max_seq_len - 1)
-        self.seq_lens.fill_(self.max_seq_len)
         start = time.perf_counter()
+        # One row at the largest position a replayed step can have: lazily grown tables (RoPE) reach their
+        # full size before any capture.
+        self.positions[0], self.seq_lens[0] = self.max_seq_len - 1, self.max_seq_len
+        forward(*self.static_inputs(1))
+        self.positions[0], self.seq_lens[0] = 0, 1
         pool = torch.cuda.graph_pool_handle()
         device = self.input_ids.device
         before = torch.cuda.memory_reserved(device)
@@ -164,8 +166,6 @@ class DecodeGraphs:
                 output = forward(*self.static_inputs(size))
             self.graphs[size] = (graph, output)
         torch.cuda.synchronize(device)
-        self.positions.zero_()
-        self.seq_lens.fill_(1)
         logger.info(
             "captured %d CUDA graphs (decode batch sizes %s) in %.1f s, using %.2f GiB",
             len(self.graphs),

@@ -244,8 +244,16 @@ class ModelRunner:
             with torch.inference_mode():
                 graphs.capture(self.model)
         except RuntimeError as e:
-            raise RuntimeError(f"capturing CUDA graphs failed: {e}; pass --enforce-eager to run without them") from e
+            # A forward that synchronises with the host (an op reading a device value) cannot be captured.
+            # Serving still works eagerly; the log says why, and captured_graph_sizes() reports none.
+            logger.warning("capturing CUDA graphs failed, decode steps run eagerly (--enforce-eager skips it): %s", e)
+            torch.cuda.synchronize(self.device)
+            return None
         return graphs
+
+    def captured_graph_sizes(self) -> list[int]:
+        """The decode batch sizes replayed from CUDA graphs (none on CPU, eager, or after a failed capture)."""
+        return [] if self.cuda_graphs is None else sorted(self.cuda_graphs.graphs)
 
     def _num_accounting_blocks(self) -> int:
         """Blocks for a model that keeps no KV cache (encoders): the core still books blocks for the tokens it
