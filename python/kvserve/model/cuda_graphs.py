@@ -37,7 +37,9 @@ from kvserve.model.memory_planning import blocks_per_request
 logger = logging.getLogger(__name__)
 
 MAX_CAPTURE_SIZE = 512
-MAX_GRAPH_SEQ_LEN = 16384  # 512 rows x 8 KV heads x 32 splits x 4 rows x 128 dims x 4 bytes: 268 MB of workspace
+# Attention workspace at the largest graph: 512 tiles x 8 KV heads x 16 splits x 4 rows x 128 dims x 4 bytes
+# = 134 MB; the splits past a row's context are launched and exit at once, a cost that grows with the bound.
+MAX_GRAPH_SEQ_LEN = 8192
 
 ModelForward = Callable[[torch.Tensor, torch.Tensor, ForwardContext], torch.Tensor]
 
