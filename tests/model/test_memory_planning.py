@@ -130,3 +130,16 @@ def test_profile_memory_reads_weights_peak_and_non_torch_memory(monkeypatch):
     assert profile == MemoryProfile(
         total=80 * GiB, weights=10 * GiB, peak_activations=3 * GiB, non_torch=6 * GiB, cuda_graphs=GiB
     )
+
+
+def test_the_gpu_flags_reach_the_engine_config():
+    from kvserve.cli import build_parser, engine_config_from_args
+
+    args = build_parser().parse_args(
+        ["serve", "m", "--gpu-memory-utilization", "0.8", "--enforce-eager", "--cuda-graph-sizes", "1", "4"]
+    )
+    config = engine_config_from_args(args)
+    assert (config.gpu_memory_utilization, config.enforce_eager, config.cuda_graph_sizes) == (0.8, True, (1, 4))
+    assert config.kv_cache_dtype == "auto"
+    fp8 = engine_config_from_args(build_parser().parse_args(["serve", "m", "--kv-cache-dtype", "fp8"]))
+    assert fp8.kv_cache_dtype == "fp8" and fp8.cuda_graph_sizes is None and not fp8.enforce_eager
