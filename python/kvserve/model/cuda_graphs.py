@@ -91,7 +91,7 @@ class DecodeGraphs:
     ) -> None:
         if not sizes:
             raise ValueError("no CUDA graph sizes to capture")
-        self.sizes = list(sizes)
+        self.sizes = sorted(sizes)
         self.max_seq_len = min(max_model_len, MAX_GRAPH_SEQ_LEN)
         self.max_blocks_per_seq = blocks_per_request(self.max_seq_len, block_size)
         self.dummy_block = dummy_block
