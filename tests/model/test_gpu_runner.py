@@ -11,6 +11,7 @@ import torch
 
 from kvserve.config import EngineConfig
 from kvserve.model.input_staging import InputStaging
+from kvserve.model.memory_planning import ModelDoesNotFitError
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.runner import ModelRunner
 from kvserve.sampling_params import SamplingParams
@@ -54,6 +55,16 @@ def test_the_kv_cache_takes_what_the_profiled_step_leaves(llama_d64):
     assert torch.cuda.memory_allocated() <= 0.1 * total
     assert kv_bytes > 0.05 * total  # a tiny model: nearly all of the share is KV cache
     release(runner)
+
+
+def test_a_share_too_small_for_the_cuda_context_fails_at_start_with_the_numbers(llama_d64):
+    # 0.2% of the card is less than the CUDA context alone (the non-torch part of the profile), or than what
+    # earlier tests in this process left allocated (counted with the weights).
+    with pytest.raises(ModelDoesNotFitError) as error:
+        make_runner(llama_d64, gpu_memory_utilization=0.002, enforce_eager=True)
+    assert "0.002" in str(error.value) and "--gpu-memory-utilization" in str(error.value)
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def greedy_run(runner: ModelRunner, prompts: list[list[int]], steps: int) -> tuple[list[list[int]], int]:
