@@ -44,13 +44,13 @@ MAX_GRAPH_SEQ_LEN = 8192
 ModelForward = Callable[[torch.Tensor, torch.Tensor, ForwardContext], torch.Tensor]
 
 
-def capture_sizes(max_num_seqs: int, requested: Sequence[int] | None = None) -> list[int]:
-    """Batch sizes to capture, ascending: `requested` (capped by max_num_seqs), else 1, 2, 4, 8 and every
-    multiple of 8 from 16 up to max_num_seqs (512 at most), with max_num_seqs itself so every decode batch
-    has a graph."""
-    limit = min(max_num_seqs, MAX_CAPTURE_SIZE)
+def capture_sizes(max_rows: int, requested: Sequence[int] | None = None) -> list[int]:
+    """Batch sizes to capture, ascending, for decode steps of at most `max_rows` requests: `requested` (those
+    up to max_rows), else 1, 2, 4, 8 and every multiple of 8 from 16 up to max_rows (512 at most), with
+    max_rows itself so every decode batch has a graph."""
+    limit = min(max_rows, MAX_CAPTURE_SIZE)
     if requested is not None:
-        return sorted({size for size in requested if size <= max_num_seqs})
+        return sorted({size for size in requested if size <= max_rows})
     sizes = {size for size in (1, 2, 4, 8) if size <= limit}
     sizes.update(range(16, limit + 1, 8))
     sizes.add(limit)

@@ -227,7 +227,9 @@ class ModelRunner:
             and TaskKind.GENERATE in self.tasks.tasks
             and TaskKind.ENCODER_DECODER not in self.tasks.tasks
         )
-        return capture_sizes(c.max_num_seqs, c.cuda_graph_sizes) if capturable else []
+        # A decode step has at most one row per sequence and per budgeted token.
+        max_decode_rows = min(c.max_num_seqs, self.max_num_batched_tokens)
+        return capture_sizes(max_decode_rows, c.cuda_graph_sizes) if capturable else []
 
     def _capture_cuda_graphs(self) -> DecodeGraphs | None:
         if not self.graph_sizes or not self.kv_caches:
