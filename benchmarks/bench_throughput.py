@@ -15,6 +15,13 @@ table; `--json PATH` writes the figures.
 
     python benchmarks/bench_throughput.py                      # a random-weight Llama built on the fly
     python benchmarks/bench_throughput.py --model DIR         # any supported HF model directory
+
+On CUDA (`--device cuda`), the models are Llama-3.2-1B- and Llama-3-8B-shaped with random bf16 weights
+(`--preset`, gpu_models.py; kvserve with --load-format dummy and its KV cache planned from
+--gpu-memory-utilization, transformers from the config on the GPU), and the uniform workload runs at each
+`--concurrency` (64 and 256) in one engine and one transformers process per model, in the same run:
+
+    python benchmarks/bench_throughput.py --device cuda --json OUT.json
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from gpu_models import PRESETS, device_name, write_model_dir, write_placeholder_tokenizer
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class Workload:
 def make_workloads(args: argparse.Namespace, vocab: int) -> list[Workload]:
     rng = np.random.default_rng(args.seed)
     n, i, o = args.batch_size, args.input_len, args.output_len
-    uniform = Workload("uniform", rng.integers(0, vocab, (n, i)).tolist(), [o] * n)
+    uniform = uniform_workload("uniform", n, i, o, vocab, rng)
     prompt_lens = rng.integers(i // 2, 3 * i // 2 + 1, n)
     mixed = Workload(
         "mixed",
@@ -55,6 +63,10 @@ def make_workloads(args: argparse.Namespace, vocab: int) -> list[Workload]:
         rng.integers(o // 2, 3 * o // 2 + 1, n).tolist(),
     )
     return [w for w in (uniform, mixed) if args.workload in (w.name, "both")]
+
+
+def uniform_workload(name: str, n: int, input_len: int, output_len: int, vocab: int, rng) -> Workload:
+    return Workload(name, rng.integers(0, vocab, (n, input_len)).tolist(), [output_len] * n)
 
 
 def build_random_llama(directory: Path, hidden: int, layers: int, vocab: int) -> Path:
@@ -74,33 +86,35 @@ def build_random_llama(directory: Path, hidden: int, layers: int, vocab: int) ->
     )
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
-    _write_placeholder_tokenizer(directory, vocab)
+    write_placeholder_tokenizer(directory, vocab)
     return directory
 
 
-def _write_placeholder_tokenizer(directory: Path, vocab: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    tokenizer = Tokenizer(models.BPE(vocab={f"t{i}": i for i in range(vocab)}, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.decoder = decoders.BPEDecoder()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    (directory / "tokenizer_config.json").write_text(json.dumps({"eos_token": None}))
-
-
-def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> float:
+def kvserve_config(model: Path, args: argparse.Namespace):
     from kvserve.config import EngineConfig
-    from kvserve.engine import AsyncEngine
-    from kvserve.request import EngineRequest
-    from kvserve.sampling_params import SamplingParams
 
-    config = EngineConfig(
+    if args.device == "cuda":
+        return EngineConfig(
+            model=str(model), device="cuda", dtype="bfloat16", load_format="dummy", enable_prefix_caching=False,
+            max_model_len=args.input_len + args.output_len + 16, max_num_seqs=max(args.concurrency),
+            max_num_batched_tokens=args.max_num_batched_tokens, gpu_memory_utilization=0.85,
+        )  # fmt: skip
+    return EngineConfig(
         model=str(model),
         dtype=args.dtype,
         kv_cache_memory=args.kv_cache_gib << 30,
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=False,
     )
+
+
+def run_kvserve(model: Path, workloads: list[Workload], args: argparse.Namespace) -> list[float]:
+    """Seconds for each workload, in one engine (started and warmed up once)."""
+    from kvserve.engine import AsyncEngine
+    from kvserve.request import EngineRequest
+    from kvserve.sampling_params import SamplingParams
+
+    config = kvserve_config(model, args)
 
     async def consume(engine: AsyncEngine, prompt: list[int], max_tokens: int, request_id: str) -> int:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -109,38 +123,62 @@ def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> fl
             count += len(output.token_ids)
         return count
 
-    async def main() -> float:
+    async def timed(engine: AsyncEngine, workload: Workload) -> float:
+        start = time.perf_counter()
+        counts = await asyncio.gather(
+            *(
+                consume(engine, p, n, f"{workload.name}-{i}")
+                for i, (p, n) in enumerate(zip(workload.prompts, workload.output_lens))
+            )
+        )
+        elapsed = time.perf_counter() - start
+        assert counts == workload.output_lens, counts
+        return elapsed
+
+    async def main() -> list[float]:
         engine = await AsyncEngine.start(config)
         try:
-            await consume(engine, workload.prompts[0][:8], 8, "warmup")
-            start = time.perf_counter()
-            counts = await asyncio.gather(
-                *(
-                    consume(engine, p, n, f"r{i}")
-                    for i, (p, n) in enumerate(zip(workload.prompts, workload.output_lens))
-                )
-            )
-            elapsed = time.perf_counter() - start
-            assert counts == workload.output_lens, counts
-            return elapsed
+            await consume(engine, workloads[0].prompts[0][:8], 8, "warmup")
+            seconds = [await timed(engine, workload) for workload in workloads]
+            if args.device == "cuda":
+                (graph_sizes,) = await engine.collective_rpc("captured_graph_sizes")
+                print(f"kvserve: CUDA graphs for batch sizes {graph_sizes or 'none'}", flush=True)
+            return seconds
         finally:
             await engine.shutdown()
 
     return asyncio.run(main())
 
 
-def run_transformers(model: Path, workload: Workload, args: argparse.Namespace) -> float:
+def load_transformers(model: Path, args: argparse.Namespace):
     import torch
     import transformers
 
+    if args.device == "cuda":  # the same random-weight shape as kvserve's dummy load, built on the GPU
+        config = transformers.AutoConfig.from_pretrained(model)
+        with torch.device("cuda"):
+            return transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    hf = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(model, dtype=dtype).eval()
+
+
+def run_transformers(model: Path, workloads: list[Workload], args: argparse.Namespace) -> list[float]:
+    """Seconds of one batch generate per workload, in one process (the model loaded once)."""
+    hf = load_transformers(model, args)
     hf.generation_config.eos_token_id = None
+    return [generate_batch(hf, workload) for workload in workloads]
+
+
+def generate_batch(hf, workload: Workload) -> float:
+    import torch
+    import transformers
+
+    device = hf.device
     width = max(map(len, workload.prompts))
-    input_ids = torch.zeros(len(workload.prompts), width, dtype=torch.long)
+    input_ids = torch.zeros(len(workload.prompts), width, dtype=torch.long, device=device)
     attention_mask = torch.zeros_like(input_ids)
     for row, prompt in enumerate(workload.prompts):  # left padding, as decoder-only batch generation needs
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, device=device)
         attention_mask[row, width - len(prompt) :] = 1
     longest = max(workload.output_lens)
     generation = transformers.GenerationConfig(
@@ -151,6 +189,8 @@ def run_transformers(model: Path, workload: Workload, args: argparse.Namespace) 
         hf.generate(input_ids[:1, -8:], generation_config=warmup)
         start = time.perf_counter()
         out = hf.generate(input_ids, attention_mask=attention_mask, generation_config=generation)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
     assert out.shape == (len(workload.prompts), width + longest)
     return elapsed
@@ -176,55 +216,77 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--preset", nargs="+", default=list(PRESETS), choices=list(PRESETS), help="models on CUDA")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[64, 256], help="batch sizes on CUDA")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
+    if args.device == "cuda":
+        args.max_num_batched_tokens = max(args.max_num_batched_tokens, 8192)
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or in_fresh_process(
-            build_random_llama, Path(tmp), args.hidden_size, args.num_layers, args.vocab_size
-        )
-        vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-        for workload in make_workloads(args, vocab):
+        for model_name, model, workloads in models_and_workloads(args, Path(tmp)):
             runs = [
                 (
-                    in_fresh_process(run_kvserve, model, workload, args),
-                    in_fresh_process(run_transformers, model, workload, args),
+                    in_fresh_process(run_kvserve, model, workloads, args),
+                    in_fresh_process(run_transformers, model, workloads, args),
                 )
                 for _ in range(args.repeats)
             ]
-            kvserve_s = statistics.median(k for k, _ in runs)
-            hf_s = statistics.median(h for _, h in runs)
-            results.append(
-                {
-                    "workload": workload.name,
-                    "requested_tokens": workload.requested_tokens,
-                    "kvserve_s": kvserve_s,
-                    "transformers_s": hf_s,
-                    "kvserve_tok_s": workload.requested_tokens / kvserve_s,
-                    "transformers_tok_s": workload.requested_tokens / hf_s,
-                    "ratio": hf_s / kvserve_s,
-                }
-            )
+            for w, workload in enumerate(workloads):
+                kvserve_s = statistics.median(k[w] for k, _ in runs)
+                hf_s = statistics.median(h[w] for _, h in runs)
+                results.append(
+                    {
+                        "model": model_name,
+                        "workload": workload.name,
+                        "requested_tokens": workload.requested_tokens,
+                        "kvserve_s": kvserve_s,
+                        "transformers_s": hf_s,
+                        "kvserve_tok_s": workload.requested_tokens / kvserve_s,
+                        "transformers_tok_s": workload.requested_tokens / hf_s,
+                        "ratio": hf_s / kvserve_s,
+                    }
+                )
 
-    print(
-        f"offline throughput, batch {args.batch_size}, ~{args.input_len} in / ~{args.output_len} out, {args.dtype}, "
-        f"model {args.model or f'random Llama h{args.hidden_size} x{args.num_layers}'}"
-    )
-    print(f"{'workload':<10}{'kvserve s':>11}{'hf s':>9}{'kvserve tok/s':>15}{'hf tok/s':>11}{'ratio':>8}")
+    dtype = "bfloat16" if args.device == "cuda" else args.dtype
+    print(f"offline throughput on {args.device}, ~{args.input_len} in / ~{args.output_len} out, {dtype}")
+    print(f"{'model':<16}{'workload':<14}{'kvserve s':>11}{'hf s':>9}{'kvserve tok/s':>15}{'hf tok/s':>11}{'ratio':>8}")
     for r in results:
         print(
-            f"{r['workload']:<10}{r['kvserve_s']:>11.2f}{r['transformers_s']:>9.2f}"
+            f"{r['model']:<16}{r['workload']:<14}{r['kvserve_s']:>11.2f}{r['transformers_s']:>9.2f}"
             f"{r['kvserve_tok_s']:>15.1f}{r['transformers_tok_s']:>11.1f}{r['ratio']:>7.2f}x"
         )
     if args.json:
         payload = {
             "benchmark": "offline_throughput",
             "machine": platform.machine(),
+            "device": in_fresh_process(device_name) if args.device == "cuda" else platform.processor(),
             "args": {**vars(args), "model": str(args.model)},
             "results": results,
         }
         Path(args.json).write_text(json.dumps(payload, indent=2))
+
+
+def models_and_workloads(args: argparse.Namespace, tmp: Path):
+    """(name, model directory, workloads): on CUDA the presets at each concurrency, else one CPU model."""
+    if args.device == "cuda":
+        for preset in args.preset:
+            model = write_model_dir(preset, tmp / preset)
+            vocab = PRESETS[preset]["vocab_size"]
+            rng = np.random.default_rng(args.seed)
+            workloads = [
+                uniform_workload(f"concurrent-{n}", n, args.input_len, args.output_len, vocab, rng)
+                for n in args.concurrency
+            ]
+            yield preset, model, workloads
+        return
+    model = args.model or in_fresh_process(build_random_llama, tmp, args.hidden_size, args.num_layers, args.vocab_size)
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    name = str(args.model) if args.model else f"llama-h{args.hidden_size}x{args.num_layers}"
+    for workload in make_workloads(args, vocab):
+        yield name, model, [workload]
 
 
 if __name__ == "__main__":

@@ -193,7 +193,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=byte_size,
         help="KV cache size, e.g. 4GiB (default: 4GiB on CPU, from free memory on CUDA)",
     )
-    engine.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    engine.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="share of the GPU's memory for weights, activations, CUDA graphs and the KV cache (0.9)",
+    )
+    engine.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=["auto", "fp8"],
+        help="KV cache storage: auto (the model's dtype); fp8 is refused at start until the kernels support it",
+    )
+    engine.add_argument("--enforce-eager", action="store_true", help="never capture CUDA graphs (decode batches)")
+    engine.add_argument(
+        "--cuda-graph-sizes",
+        type=int,
+        nargs="+",
+        help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8 16 24 ... max-num-seqs, at most 512)",
+    )
     engine.add_argument("--scheduling-policy", default="fcfs", choices=["fcfs", "priority"])
     engine.add_argument("--seed", type=int, default=0)
     engine.add_argument(
@@ -306,6 +324,9 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             block_size=args.block_size,
             kv_cache_memory=args.kv_cache_memory,
             gpu_memory_utilization=args.gpu_memory_utilization,
+            kv_cache_dtype=args.kv_cache_dtype,
+            enforce_eager=args.enforce_eager,
+            cuda_graph_sizes=None if args.cuda_graph_sizes is None else tuple(args.cuda_graph_sizes),
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
             enable_prefix_caching=args.enable_prefix_caching,

@@ -18,6 +18,9 @@ class EngineConfig:
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes of KV cache; default 4 GiB on CPU, from memory on CUDA
     gpu_memory_utilization: float = 0.9
+    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8 (refused until the kernels read fp8 caches)
+    enforce_eager: bool = False  # True: no CUDA graphs for decode batches
+    cuda_graph_sizes: tuple[int, ...] | None = None  # decode batch sizes to capture; None: 1, 2, 4, 8, 16, 24, ...
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None  # default 2048 on CPU, 8192 on CUDA
     enable_prefix_caching: bool = True
@@ -44,6 +47,10 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.kv_cache_dtype not in ("auto", "fp8"):
+            raise ValueError(f"kv_cache_dtype must be 'auto' or 'fp8', got {self.kv_cache_dtype!r}")
+        if self.cuda_graph_sizes is not None and not all(size >= 1 for size in self.cuda_graph_sizes):
+            raise ValueError(f"cuda_graph_sizes must be positive batch sizes, got {list(self.cuda_graph_sizes)}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be positive, got {self.max_num_seqs}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:

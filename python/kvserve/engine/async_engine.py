@@ -122,7 +122,7 @@ class AsyncEngine:
             num_blocks=runner.num_blocks,
             block_size=config.block_size,
             max_num_seqs=config.max_num_seqs,
-            max_num_batched_tokens=config.max_num_batched_tokens or (8192 if runner.device.type == "cuda" else 2048),
+            max_num_batched_tokens=runner.max_num_batched_tokens,
             max_model_len=max_model_len,
             # A model without a KV cache (an encoder) has nothing to reuse: its blocks only book tokens.
             enable_prefix_caching=config.enable_prefix_caching and runner.tasks.uses_kv_cache,

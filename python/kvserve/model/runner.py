@@ -2,8 +2,9 @@
 executes one step at a time.
 
 It runs on the runner actor's dedicated thread. Inputs arrive as the scheduler's numpy arrays and go to
-the model's device with one copy each; outputs go back as numpy arrays. All per-request state is keyed by
-the request's persistent batch slot (`NewRequest.slot`).
+the model's device in one copy (input_staging.py); decode-only steps replay CUDA graphs (cuda_graphs.py);
+outputs go back as numpy arrays. On CUDA the KV cache is sized by profiling (memory_planning.py). All
+per-request state is keyed by the request's persistent batch slot (`NewRequest.slot`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,20 @@ from kvserve.config import EngineConfig, GiB
 from kvserve.errors import InvalidRequestError
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
 from kvserve.model.cross_attention import cross_attention_context
+from kvserve.model.cuda_graphs import DecodeGraphs, capture_sizes
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.input_batch import InputBatch
+from kvserve.model.input_staging import InputStaging, staging_capacity
 from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
 from kvserve.model.logits_pipeline import LogitsPipeline
+from kvserve.model.memory_planning import (
+    blocks_per_request,
+    cuda_graph_pool_estimate,
+    plan_kv_cache,
+    profile_memory,
+    profiling_inputs,
+    resolve_kv_cache_dtype,
+)
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
 from kvserve.model.pooling import pool_rows
@@ -40,6 +51,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_KV_CACHE_MEMORY = 4 * GiB
 MAX_DEFAULT_BATCHED_TOKENS = 8192  # the larger of the engine's default token budgets (CUDA's)
+
+
+def default_max_num_batched_tokens(config: EngineConfig, device: torch.device) -> int:
+    """--max-num-batched-tokens, or its default on the device: 8192 on CUDA, 2048 on CPU."""
+    return config.max_num_batched_tokens or (MAX_DEFAULT_BATCHED_TOKENS if device.type == "cuda" else 2048)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +89,7 @@ class StepInputs:
     input_ids: torch.Tensor
     positions: torch.Tensor
     ctx: ForwardContext
+    graph_size: int | None = None  # the CUDA graph (padded batch size) this step replays; None: eager
 
 
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -98,9 +115,24 @@ class ModelRunner:
         self.tasks: ModelTasks = model_tasks(model_config.architecture).served_as(
             engine_config.runner, model_config.pooler
         )
+        self.kv_cache_dtype = resolve_kv_cache_dtype(engine_config.kv_cache_dtype, self.dtype, self.device)
+        self.max_model_len = engine_config.max_model_len or model_config.max_position_embeddings
+        self.max_num_batched_tokens = default_max_num_batched_tokens(engine_config, self.device)
         self.model = self._load_model(model_dir)
+        self.graph_sizes = self._cuda_graph_sizes()
+        # Graphs pad their batches with rows that write one block outside the scheduler's pool.
+        self.num_reserved_blocks = 1 if self.graph_sizes else 0
         self.num_blocks = self._num_kv_blocks() if self.tasks.uses_kv_cache else self._num_accounting_blocks()
         self.kv_caches = self._allocate_kv_cache()
+        self.staging = InputStaging(
+            self.device,
+            staging_capacity(
+                self.max_num_batched_tokens,
+                engine_config.max_num_seqs,
+                blocks_per_request(self.max_model_len, engine_config.block_size),
+            ),
+        )
+        self.cuda_graphs = self._capture_cuda_graphs()
         self.asleep: dict[str, int] = {}  # part ("weights", "kv_cache") -> the sleep level that released it
         matchers = None if grammars is None else GrammarMatchers(grammars, model_config.vocab_size)
         self.input_batch = InputBatch(model_config.vocab_size, self.device, grammars=matchers)
@@ -129,22 +161,101 @@ class ModelRunner:
         if self.config.load_format == "noop" or not self.tasks.uses_kv_cache:
             return []
         c = self.model_config
-        shape = (2, self.num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
-        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
+        num_blocks = self.num_blocks + self.num_reserved_blocks
+        shape = (2, num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
+        return [torch.zeros(shape, dtype=self.kv_cache_dtype, device=self.device) for _ in range(c.num_hidden_layers)]
 
     def _num_kv_blocks(self) -> int:
-        block_bytes = kv_block_bytes(self.model_config, self.config.block_size, self.dtype)
-        if self.config.kv_cache_memory is not None:
-            budget = self.config.kv_cache_memory
-        elif self.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(self.device)
-            budget = free - (1.0 - self.config.gpu_memory_utilization) * total
-        else:
-            budget = DEFAULT_CPU_KV_CACHE_MEMORY
-        num_blocks = int(budget // block_bytes)
-        if num_blocks < 1:
-            raise ValueError(f"no room for the KV cache: one block takes {block_bytes} bytes, {int(budget)} available")
-        return num_blocks
+        """Blocks for the scheduler: --kv-cache-memory, 4 GiB on CPU, or on CUDA what a profiled step leaves
+        of --gpu-memory-utilization (memory_planning.py); fewer the blocks reserved for graph padding."""
+        c = self.config
+        kv_cache_memory = c.kv_cache_memory
+        if kv_cache_memory is None and self.device.type != "cuda":
+            kv_cache_memory = DEFAULT_CPU_KV_CACHE_MEMORY
+        profile = None
+        if kv_cache_memory is None:
+            largest_graph = self.graph_sizes[-1] if self.graph_sizes else 0
+            profile = profile_memory(
+                self.device,
+                self._profile_step,
+                lambda peak: cuda_graph_pool_estimate(peak, self.max_num_batched_tokens, largest_graph),
+            )
+        plan = plan_kv_cache(
+            block_bytes=kv_block_bytes(self.model_config, c.block_size, self.kv_cache_dtype),
+            block_size=c.block_size,
+            max_model_len=self.max_model_len,
+            kv_cache_memory=kv_cache_memory,
+            profile=profile,
+            gpu_memory_utilization=c.gpu_memory_utilization,
+            require_max_model_len=c.max_model_len is not None,
+        )
+        logger.info("%s", plan.describe(c.block_size))
+        if plan.num_blocks <= self.num_reserved_blocks:
+            raise ValueError(f"no room for the KV cache: {plan.num_blocks} block(s), one is reserved for CUDA graphs")
+        return plan.num_blocks - self.num_reserved_blocks
+
+    @torch.inference_mode()
+    def _profile_step(self) -> None:
+        """The largest step memory planning measures: a forward at max_num_batched_tokens over up to
+        max_num_seqs sequences, then logits for max_num_seqs rows with the sampler's largest temporaries (a
+        sorted copy with its indices, for top-p/top-k, and the probabilities)."""
+        c = self.config
+        if TaskKind.ENCODER_DECODER in self.tasks.tasks:
+            # Its forward needs encoder outputs and cross-attention blocks; its decoder steps are small.
+            logger.warning("activation memory is not profiled for encoder-decoder models")
+            return
+        input_ids, positions, ctx = profiling_inputs(
+            self.model_config, self.max_num_batched_tokens, c.max_num_seqs, c.block_size, self.kv_cache_dtype,
+            self.device,
+        )  # fmt: skip
+        hidden = self.model(input_ids, positions, ctx)
+        rows = torch.arange(c.max_num_seqs, device=self.device) % hidden.shape[0]
+        logits = self.model.compute_logits(hidden[rows])
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        del logits, sorted_logits, order, probs
+
+    def _cuda_graph_sizes(self) -> list[int]:
+        """Decode batch sizes to capture: none on CPU, with --enforce-eager, for models without a paged KV
+        cache, for the noop model and for encoder-decoder models (their decode steps read cross-attention)."""
+        c = self.config
+        capturable = (
+            self.device.type == "cuda"
+            and not c.enforce_eager
+            and c.load_format != "noop"
+            and self.tasks.uses_kv_cache
+            and TaskKind.GENERATE in self.tasks.tasks
+            and TaskKind.ENCODER_DECODER not in self.tasks.tasks
+        )
+        # A decode step has at most one row per sequence and per budgeted token.
+        max_decode_rows = min(c.max_num_seqs, self.max_num_batched_tokens)
+        return capture_sizes(max_decode_rows, c.cuda_graph_sizes) if capturable else []
+
+    def _capture_cuda_graphs(self) -> DecodeGraphs | None:
+        if not self.graph_sizes or not self.kv_caches:
+            return None
+        graphs = DecodeGraphs(
+            self.graph_sizes,
+            max_model_len=self.max_model_len,
+            block_size=self.config.block_size,
+            dummy_block=self.num_blocks,
+            kv_caches=self.kv_caches,
+            device=self.device,
+        )
+        try:
+            with torch.inference_mode():
+                graphs.capture(self.model)
+        except RuntimeError as e:
+            # A forward that synchronises with the host (an op reading a device value) cannot be captured.
+            # Serving still works eagerly; the log says why, and captured_graph_sizes() reports none.
+            logger.warning("capturing CUDA graphs failed, decode steps run eagerly (--enforce-eager skips it): %s", e)
+            torch.cuda.synchronize(self.device)
+            return None
+        return graphs
+
+    def captured_graph_sizes(self) -> list[int]:
+        """The decode batch sizes replayed from CUDA graphs (none on CPU, eager, or after a failed capture)."""
+        return [] if self.cuda_graphs is None else sorted(self.cuda_graphs.graphs)
 
     def _num_accounting_blocks(self) -> int:
         """Blocks for a model that keeps no KV cache (encoders): the core still books blocks for the tokens it
@@ -220,13 +331,26 @@ class ModelRunner:
             self._add_request(new)
 
     def prepare_inputs(self, batch: ExecuteBatch) -> StepInputs:
-        q_lens = np.diff(batch.query_start_loc)
+        token_seq_lens = np.repeat(batch.seq_lens, np.diff(batch.query_start_loc))
+        input_ids, positions, slot_mapping, block_tables, seq_lens, query_start_loc, token_seq_lens = (
+            self.staging.to_device(
+                (
+                    batch.input_ids,
+                    batch.positions,
+                    batch.slot_mapping,
+                    batch.block_tables,
+                    batch.seq_lens,
+                    batch.query_start_loc,
+                    token_seq_lens,
+                )
+            )
+        )
         ctx = ForwardContext(
-            slot_mapping=self._to_device(batch.slot_mapping),
-            block_tables=self._to_device(batch.block_tables),
-            seq_lens=self._to_device(batch.seq_lens),
-            query_start_loc=self._to_device(batch.query_start_loc),
-            token_seq_lens=self._to_device(np.repeat(batch.seq_lens, q_lens)),
+            slot_mapping=slot_mapping,
+            block_tables=block_tables,
+            seq_lens=seq_lens,
+            query_start_loc=query_start_loc,
+            token_seq_lens=token_seq_lens,
             max_query_len=batch.max_query_len,
             max_seq_len=batch.max_seq_len,
             kv_caches=self.kv_caches,
@@ -234,7 +358,8 @@ class ModelRunner:
         )
         if getattr(self.model, "uses_token_type_ids", False):
             ctx = dataclasses.replace(ctx, token_type_ids=self._to_device(self._token_type_ids(batch)))
-        return StepInputs(self._to_device(batch.input_ids), self._to_device(batch.positions), ctx)
+        graph_size = None if self.cuda_graphs is None else self.cuda_graphs.size_for(batch)
+        return StepInputs(input_ids, positions, ctx, graph_size)
 
     def _token_type_ids(self, batch: ExecuteBatch) -> np.ndarray:
         """[T] segment ids: 0, except the second text of TextPair prompts. Visits only the step's requests,
@@ -250,6 +375,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
+        if inputs.graph_size is not None:
+            return self.cuda_graphs.replay(inputs.input_ids, inputs.positions, inputs.ctx, inputs.graph_size)
         return self.model(inputs.input_ids, inputs.positions, inputs.ctx)
 
     @torch.inference_mode()
@@ -306,6 +433,7 @@ class ModelRunner:
             raise ValueError("the model runner is already asleep")
         before = self.memory_bytes()
         self.kv_caches = []
+        self.cuda_graphs = None  # they hold the addresses of the cache and the weights
         if level == 2:
             self.model = None
         elif self.device.type != "cpu":
@@ -328,6 +456,8 @@ class ModelRunner:
                 self.model.to(self.device)
         if "kv_cache" in parts and self.asleep.pop("kv_cache", None) is not None:
             self.kv_caches = self._allocate_kv_cache()
+        if not self.asleep and self.cuda_graphs is None:
+            self.cuda_graphs = self._capture_cuda_graphs()
         return sorted(self.asleep)
 
     def _release_memory(self) -> None:
