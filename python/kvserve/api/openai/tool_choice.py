@@ -87,10 +87,19 @@ def _required_schema(functions: dict[str, dict[str, Any]], max_calls: int | None
 
 
 def tool_plan(body: ChatCompletionRequest, settings: ServerSettings) -> ToolPlan:
-    tools = body.tools
     given = "tool_choice" in body.model_fields_set and body.tool_choice is not None
-    choice = body.tool_choice if given else ("auto" if tools else "none")
-    max_calls = None if body.parallel_tool_calls is not False else 1
+    return plan_tools(body.tools, body.tool_choice if given else None, body.parallel_tool_calls, settings)
+
+
+def plan_tools(
+    tools: list[dict[str, Any]] | None,
+    tool_choice: str | dict[str, Any] | None,
+    parallel_tool_calls: bool | None,
+    settings: ServerSettings,
+) -> ToolPlan:
+    """Tools and tool_choice in chat's shape (None: not given); any API family's request converts to it."""
+    choice = tool_choice if tool_choice is not None else ("auto" if tools else "none")
+    max_calls = None if parallel_tool_calls is not False else 1
     none = NO_TOOLS
     if choice == "none":
         return none
