@@ -18,11 +18,10 @@ import pytest
 from openai.types.responses import Response
 
 from tests.api.http_calls import call_json
-from tests.api.server_process import ServerProcess
 from tests.api.test_metrics import scrape
-from tests.api.test_structured_tools import CITY_SCHEMA, PERSON, THINK, TOOLS_TEMPLATE, TWO_CALLS
+from tests.api.test_structured_tools import CITY_SCHEMA, PERSON, THINK, TWO_CALLS
 
-MODEL = "tiny-responses"
+MODEL = "tiny-tools"  # the tools_server of conftest.py
 QUESTION = "What is the weather?"
 FUNCTION_TOOLS = [
     {"type": "function", "name": "get_weather", "description": "Weather in a city", "parameters": CITY_SCHEMA},
@@ -30,36 +29,6 @@ FUNCTION_TOOLS = [
 ]
 CHAT_TOOLS = [{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in FUNCTION_TOOLS]
 GREEDY = {"temperature": 0.0, "max_output_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def responses_server(tiny_model_dir, tmp_path_factory):
-    template = tmp_path_factory.mktemp("template") / "tools.jinja"
-    template.write_text(TOOLS_TEMPLATE)
-    process = ServerProcess(
-        str(tiny_model_dir("llama")),
-        "--served-model-name",
-        MODEL,
-        "--kv-cache-memory",
-        "64MiB",
-        "--max-model-len",
-        "512",
-        "--chat-template",
-        str(template),
-        "--enable-auto-tool-choice",
-        "--tool-call-parser",
-        "hermes",
-        "--reasoning-parser",
-        "qwen3",
-        "--enable-responses-store",
-    )
-    yield process
-    assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def rclient(responses_server):
-    return openai.OpenAI(base_url=f"{responses_server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def create(client, **kw):
@@ -86,10 +55,38 @@ def without_ids(items: list[dict]) -> list[dict]:
     return [{k: v for k, v in item.items() if k not in ("id", "call_id")} for item in items]
 
 
+# -- input items -> chat messages ------------------------------------------------------------------------------
+def test_items_become_one_chat_turn_each():
+    from kvserve.api.openai.responses.input_items import chat_messages
+
+    def call(call_id: str, name: str) -> dict:
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+    items = [
+        {"role": "user", "content": "Q"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hm"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A", "annotations": []}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}", "status": "completed"},
+        {"type": "function_call_output", "call_id": "c1", "output": "r1"},
+        {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "r2"}]},
+        {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "again"}]},
+        {"type": "function_call", "call_id": "c3", "name": "f", "arguments": "{}"},
+    ]
+    assert chat_messages("Be kind.", items) == [
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A", "reasoning": "hm", "tool_calls": [call("c1", "f"), call("c2", "g")]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r1"},
+        {"role": "tool", "tool_call_id": "c2", "content": "r2"},
+        {"role": "assistant", "content": None, "reasoning": "again", "tool_calls": [call("c3", "f")]},
+    ]
+
+
 # -- one turn, not streamed ---------------------------------------------------------------------------------
-def test_string_input_equals_chat(rclient):
-    response = sdk_valid(create(rclient, **GREEDY))
-    chat = rclient.chat.completions.create(
+def test_string_input_equals_chat(tools_client):
+    response = sdk_valid(create(tools_client, **GREEDY))
+    chat = tools_client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=24, temperature=0.0
     )
     assert response.id.startswith("resp_") and response.object == "response" and response.model == MODEL
@@ -109,7 +106,7 @@ def test_string_input_equals_chat(rclient):
     assert response.text.format.type == "text" and response.parallel_tool_calls is True
 
 
-def test_items_with_instructions_equal_chat(rclient):
+def test_items_with_instructions_equal_chat(tools_client):
     items = [
         {"role": "user", "content": "Hello there"},
         {
@@ -120,7 +117,7 @@ def test_items_with_instructions_equal_chat(rclient):
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "input_text", "text": QUESTION}]},
     ]
-    response = create(rclient, input=items, instructions="You are terse.", **GREEDY)
+    response = create(tools_client, input=items, instructions="You are terse.", **GREEDY)
     messages = [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "Hello there"},
@@ -128,40 +125,40 @@ def test_items_with_instructions_equal_chat(rclient):
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": QUESTION},
     ]
-    assert response.output_text == chat_text(rclient, messages)
+    assert response.output_text == chat_text(tools_client, messages)
     assert response.instructions == "You are terse."
 
 
-def test_max_output_tokens_gives_an_incomplete_response(rclient):
-    response = sdk_valid(create(rclient, max_output_tokens=5, extra_body={"ignore_eos": True}))
+def test_max_output_tokens_gives_an_incomplete_response(tools_client):
+    response = sdk_valid(create(tools_client, max_output_tokens=5, extra_body={"ignore_eos": True}))
     assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
     assert response.usage.output_tokens == 5 and message_items(response)[0].status == "incomplete"
 
 
-def test_json_schema_text_format_always_validates(rclient):
+def test_json_schema_text_format_always_validates(tools_client):
     text = {"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}}
     for seed in range(4):
-        response = create(rclient, text=text, temperature=1.0, max_output_tokens=200, extra_body={"seed": seed})
+        response = create(tools_client, text=text, temperature=1.0, max_output_tokens=200, extra_body={"seed": seed})
         assert response.status == "completed"
         jsonschema.validate(json.loads(response.output_text), PERSON)
         assert response.text.format.name == "person"
 
 
-def test_sdk_parse_with_a_pydantic_model(rclient):
+def test_sdk_parse_with_a_pydantic_model(tools_client):
     from pydantic import BaseModel, Field
 
     class Pet(BaseModel):
         kind: str = Field(pattern="^(cat|dog)$")
         legs: int = Field(ge=0, le=4)
 
-    parsed = rclient.responses.parse(model=MODEL, input=QUESTION, text_format=Pet, max_output_tokens=100)
+    parsed = tools_client.responses.parse(model=MODEL, input=QUESTION, text_format=Pet, max_output_tokens=100)
     assert isinstance(parsed.output_parsed, Pet)
 
 
 # -- tools ----------------------------------------------------------------------------------------------------
-def test_function_calls_round_trip(rclient):
+def test_function_calls_round_trip(tools_client):
     forced = {"structured_outputs": {"regex": TWO_CALLS}}
-    response = sdk_valid(create(rclient, tools=FUNCTION_TOOLS, max_output_tokens=200, extra_body=forced))
+    response = sdk_valid(create(tools_client, tools=FUNCTION_TOOLS, max_output_tokens=200, extra_body=forced))
     calls = [item for item in response.output if item.type == "function_call"]
     assert [c.name for c in calls] == ["get_weather", "get_time"] and response.output_text == "Sure."
     assert all(c.id.startswith("fc_") and c.call_id.startswith("call_") and c.status == "completed" for c in calls)
@@ -171,7 +168,7 @@ def test_function_calls_round_trip(rclient):
     # The calls and their outputs go back as the next input; the conversation is chat's with tool messages.
     results = [{"type": "function_call_output", "call_id": c.call_id, "output": f"result of {c.name}"} for c in calls]
     items = [{"role": "user", "content": QUESTION}, *[item.to_dict() for item in response.output], *results]
-    follow_up = create(rclient, input=items, tools=FUNCTION_TOOLS, tool_choice="none", **GREEDY)
+    follow_up = create(tools_client, input=items, tools=FUNCTION_TOOLS, tool_choice="none", **GREEDY)
     messages = [
         {"role": "user", "content": QUESTION},
         {
@@ -185,15 +182,17 @@ def test_function_calls_round_trip(rclient):
         *[{"role": "tool", "tool_call_id": r["call_id"], "content": r["output"]} for r in results],
     ]
     # With tool_choice "none" the template gets no tools (vLLM's Responses); chat is asked the same way.
-    assert follow_up.output_text == chat_text(rclient, messages)
+    assert follow_up.output_text == chat_text(tools_client, messages)
 
 
-def test_named_and_required_tool_choice(rclient):
-    named = create(rclient, tools=FUNCTION_TOOLS, tool_choice={"type": "function", "name": "get_weather"})
+def test_named_and_required_tool_choice(tools_client):
+    named = create(tools_client, tools=FUNCTION_TOOLS, tool_choice={"type": "function", "name": "get_weather"})
     (call,) = named.output
     assert call.type == "function_call" and call.name == "get_weather"
     jsonschema.validate(json.loads(call.arguments), CITY_SCHEMA)
-    required = create(rclient, tools=FUNCTION_TOOLS, tool_choice="required", parallel_tool_calls=False, temperature=0)
+    required = create(
+        tools_client, tools=FUNCTION_TOOLS, tool_choice="required", parallel_tool_calls=False, temperature=0
+    )
     assert [item.type for item in required.output] == ["function_call"]
 
 
@@ -241,18 +240,18 @@ def check_stream(events: list, whole) -> None:
     ],
     ids=["text", "incomplete", "tool_calls", "reasoning", "named_tool"],
 )
-def test_stream_rebuilds_the_response(rclient, kw):
-    whole = create(rclient, **kw)
-    check_stream(list(create(rclient, stream=True, **kw)), whole)
+def test_stream_rebuilds_the_response(tools_client, kw):
+    whole = create(tools_client, **kw)
+    check_stream(list(create(tools_client, stream=True, **kw)), whole)
 
 
-def test_stream_helper_final_response(rclient):
+def test_stream_helper_final_response(tools_client):
     kw = {"max_output_tokens": 100, "extra_body": {"structured_outputs": {"regex": THINK}, "seed": 5}}
-    whole = create(rclient, **kw)
+    whole = create(tools_client, **kw)
     reasoning = [item for item in whole.output if item.type == "reasoning"]
     assert reasoning and reasoning[0].id.startswith("rs_") and reasoning[0].content[0].type == "reasoning_text"
     assert whole.usage.output_tokens_details.reasoning_tokens > 0
-    with rclient.responses.stream(model=MODEL, input=QUESTION, **kw) as stream:
+    with tools_client.responses.stream(model=MODEL, input=QUESTION, **kw) as stream:
         deltas = [e.delta for e in stream if e.type == "response.reasoning_text.delta"]
         final = stream.get_final_response()
     assert "".join(deltas) == reasoning[0].content[0].text
@@ -260,10 +259,10 @@ def test_stream_helper_final_response(rclient):
 
 
 # -- the store ------------------------------------------------------------------------------------------------
-def test_retrieve_and_previous_response_id(rclient):
-    first = create(rclient, instructions="Answer briefly.", **GREEDY)
-    assert rclient.responses.retrieve(first.id).to_dict() == first.to_dict()
-    second = create(rclient, input="And tomorrow?", previous_response_id=first.id, **GREEDY)
+def test_retrieve_and_previous_response_id(tools_client):
+    first = create(tools_client, instructions="Answer briefly.", **GREEDY)
+    assert tools_client.responses.retrieve(first.id).to_dict() == first.to_dict()
+    second = create(tools_client, input="And tomorrow?", previous_response_id=first.id, **GREEDY)
     assert second.previous_response_id == first.id
     # The earlier turn's input and output come first; its instructions do not carry over (OpenAI's rule).
     messages = [
@@ -271,15 +270,15 @@ def test_retrieve_and_previous_response_id(rclient):
         {"role": "assistant", "content": first.output_text},
         {"role": "user", "content": "And tomorrow?"},
     ]
-    assert second.output_text == chat_text(rclient, messages)
-    third = create(rclient, input="Thanks.", previous_response_id=second.id, **GREEDY)
+    assert second.output_text == chat_text(tools_client, messages)
+    third = create(tools_client, input="Thanks.", previous_response_id=second.id, **GREEDY)
     messages += [{"role": "assistant", "content": second.output_text}, {"role": "user", "content": "Thanks."}]
-    assert third.output_text == chat_text(rclient, messages)
+    assert third.output_text == chat_text(tools_client, messages)
     # store=false: answered, not kept.
-    unstored = create(rclient, store=False, **GREEDY)
+    unstored = create(tools_client, store=False, **GREEDY)
     assert unstored.store is False
     with pytest.raises(openai.NotFoundError):
-        rclient.responses.retrieve(unstored.id)
+        tools_client.responses.retrieve(unstored.id)
 
 
 def wait_for(client, response_id: str, statuses: tuple[str, ...], timeout: float = 60):
@@ -292,50 +291,52 @@ def wait_for(client, response_id: str, statuses: tuple[str, ...], timeout: float
     raise AssertionError(f"{response_id} never reached {statuses}: {response.status}")
 
 
-def test_background_poll(rclient):
-    queued = create(rclient, background=True, **GREEDY)
+def test_background_poll(tools_client):
+    queued = create(tools_client, background=True, **GREEDY)
     assert queued.status in ("queued", "in_progress") and queued.background is True and queued.output == []
-    done = wait_for(rclient, queued.id, ("completed", "incomplete"))
-    assert done.output_text == create(rclient, **GREEDY).output_text
+    done = wait_for(tools_client, queued.id, ("completed", "incomplete"))
+    assert done.output_text == create(tools_client, **GREEDY).output_text
     with pytest.raises(openai.BadRequestError):  # finished: nothing to cancel
-        rclient.responses.cancel(queued.id)
+        tools_client.responses.cancel(queued.id)
 
 
-def test_background_cancel_frees_the_engine(rclient, responses_server):
+def test_background_cancel_frees_the_engine(tools_client, tools_server):
     long = {"max_output_tokens": 480, "extra_body": {"ignore_eos": True}}
-    started = create(rclient, background=True, **long)
-    wait_for(rclient, started.id, ("in_progress",))
-    cancelled = rclient.responses.cancel(started.id)
+    started = create(tools_client, background=True, **long)
+    wait_for(tools_client, started.id, ("in_progress",))
+    cancelled = tools_client.responses.cancel(started.id)
     assert cancelled.status == "cancelled"
-    assert rclient.responses.retrieve(started.id).status == "cancelled"
+    assert tools_client.responses.retrieve(started.id).status == "cancelled"
     # A request run to its end afterwards: the last step's stats show nothing left running and no block held.
-    create(rclient, **GREEDY)
-    metrics = scrape(responses_server)
+    create(tools_client, **GREEDY)
+    metrics = scrape(tools_server)
     assert metrics[("kvserve:num_requests_running", ())] == 0
     assert metrics[("kvserve:num_requests_waiting", ())] == 0
     assert metrics[("kvserve:kv_cache_usage_perc", ())] == 0
 
 
-def test_background_stream_and_replay(rclient):
+def test_background_stream_and_replay(tools_client):
     kw = {"temperature": 1.0, "max_output_tokens": 30, "extra_body": {"seed": 11}}
-    events = list(create(rclient, background=True, stream=True, **kw))
-    check_stream(events, create(rclient, **kw))
+    events = list(create(tools_client, background=True, stream=True, **kw))
+    check_stream(events, create(tools_client, **kw))
     response_id = events[0].response.id
-    assert wait_for(rclient, response_id, ("completed", "incomplete")).output_text == events[-1].response.output_text
-    replayed = list(rclient.responses.retrieve(response_id, stream=True, starting_after=2))
+    assert (
+        wait_for(tools_client, response_id, ("completed", "incomplete")).output_text == events[-1].response.output_text
+    )
+    replayed = list(tools_client.responses.retrieve(response_id, stream=True, starting_after=2))
     assert [e.sequence_number for e in replayed] == list(range(3, len(events)))
     assert [e.type for e in replayed] == [e.type for e in events[3:]]
 
 
-def test_unknown_ids_are_404s(rclient):
+def test_unknown_ids_are_404s(tools_client):
     with pytest.raises(openai.NotFoundError) as info:
-        rclient.responses.retrieve("resp_nope")
+        tools_client.responses.retrieve("resp_nope")
     assert info.value.body["message"] == "Response with id 'resp_nope' not found."
     assert info.value.body["param"] == "response_id"
     with pytest.raises(openai.NotFoundError):
-        rclient.responses.cancel("resp_nope")
+        tools_client.responses.cancel("resp_nope")
     with pytest.raises(openai.NotFoundError):
-        create(rclient, previous_response_id="resp_nope")
+        create(tools_client, previous_response_id="resp_nope")
 
 
 def test_store_evicts_least_recently_used_and_old_entries():
@@ -400,7 +401,7 @@ def test_without_the_store(client, server):
         ({"model": "other"}, 404, "model"),
     ],
 )
-def test_invalid_requests(responses_server, rclient, body, status, param):
-    code, answer = call_json(responses_server.base_url, "POST", "/v1/responses", {"input": "hi", **body})
+def test_invalid_requests(tools_server, tools_client, body, status, param):
+    code, answer = call_json(tools_server.base_url, "POST", "/v1/responses", {"input": "hi", **body})
     assert code == status and answer["error"]["param"] == param, answer
-    assert create(rclient, max_output_tokens=2).status in ("completed", "incomplete")  # still serving
+    assert create(tools_client, max_output_tokens=2).status in ("completed", "incomplete")  # still serving

@@ -59,7 +59,8 @@ class _Messages:
         require(isinstance(item, dict), f"{param} must be an object.", "input")
         kind = item.get("type", "message")
         if kind == "message":
-            role = _ROLES.get(item.get("role"))
+            role = item.get("role")
+            role = _ROLES.get(role) if isinstance(role, str) else None
             require(
                 role is not None,
                 f"{param}.role must be one of user, assistant, system, developer; got {item.get('role')!r:.50}.",

@@ -133,8 +133,8 @@ async def retrieve_response(response_id: str) -> Response:
     )
     starting_after = request.args.get("starting_after")
     require(
-        starting_after is None or starting_after.lstrip("-").isdigit(),
-        "starting_after must be an integer.",
+        starting_after is None or starting_after.isdigit(),
+        "starting_after must be a sequence number (a non-negative integer).",
         "starting_after",
     )
     return stream_response(replay(entry, None if starting_after is None else int(starting_after)))

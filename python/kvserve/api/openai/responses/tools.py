@@ -38,7 +38,7 @@ _FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 
 
 def _unserved(kind: Any, param: str) -> KvserveError:
-    if kind in HOSTED_TOOL_TYPES:
+    if isinstance(kind, str) and kind in HOSTED_TOOL_TYPES:
         return NotImplementedFeature(
             f"Tool type {kind!r} is not supported by this server; only function tools are.", param
         )
