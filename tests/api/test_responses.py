@@ -373,6 +373,9 @@ def test_without_the_store(client, server):
     assert "--enable-responses-store" in info.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="tiny-llama", input="Hi", previous_response_id=response.id)
+    # Tools without --enable-auto-tool-choice: no error (vLLM's Responses, unlike chat); the answer is text.
+    answer = client.responses.create(model="tiny-llama", input="Hi", tools=FUNCTION_TOOLS, max_output_tokens=4)
+    assert [item.type for item in answer.output] == ["message"]
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="tiny-llama", input="Hi", background=True)
     assert info.value.body["param"] == "background" and "--enable-responses-store" in info.value.body["message"]
@@ -386,7 +389,13 @@ def test_without_the_store(client, server):
         ({"input": [{"type": "computer_call_output", "call_id": "x"}]}, 400, "input"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, 501, "input"),
         ({"input": [{"type": "function_call", "name": "f"}]}, 400, "input"),
+        ({"input": [{"role": ["user"], "content": "hi"}]}, 400, "input"),
+        ({"input": [{"type": "reasoning", "encrypted_content": "gAAA"}]}, 501, "input"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, 501, "input"),
         ({"tools": [{"type": "web_search"}]}, 501, "tools"),
+        ({"tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}, 501, "tool_choice"),
+        ({"reasoning": {"effort": 3}}, 400, "reasoning"),
+        ({"conversation": "conv_1"}, 501, "conversation"),
         ({"tools": [{"type": "mcp", "server_label": "x"}]}, 501, "tools"),
         ({"tools": [{"type": "teleport"}]}, 400, "tools"),
         ({"tool_choice": "required"}, 400, "tool_choice"),

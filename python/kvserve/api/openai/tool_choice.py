@@ -43,7 +43,7 @@ class ToolPlan:
 NO_TOOLS = ToolPlan(None, None, None, False, None)
 
 
-def _functions(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def function_definitions(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The tools' function definitions by name; each tool must be {"type": "function", "function": {name, ...}}."""
     functions: dict[str, dict[str, Any]] = {}
     for index, tool in enumerate(tools):
@@ -104,7 +104,7 @@ def plan_tools(
     if choice == "none":
         return none
     require(tools is not None, "When using `tool_choice`, `tools` must be set.", "tool_choice")
-    functions = _functions(tools)
+    functions = function_definitions(tools)
     if isinstance(choice, str):
         require(
             choice in ("auto", "required"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvserve.api.frontend.validation import NotImplementedFeature, require
-from kvserve.api.openai.tool_choice import ToolPlan, plan_tools
+from kvserve.api.openai.tool_choice import NO_TOOLS, ToolPlan, function_definitions, plan_tools
 from kvserve.api.settings import ServerSettings
 from kvserve.errors import InvalidRequestError, KvserveError
 
@@ -70,8 +70,13 @@ def responses_tool_plan(
     tools: list[dict[str, Any]], choice: str | dict[str, Any], parallel: bool | None, settings: ServerSettings
 ) -> tuple[ToolPlan, list[dict[str, Any]] | None]:
     """How the output is constrained and read, and the tools the chat template sees (none with tool_choice
-    "none", as vLLM renders it)."""
+    "none", as vLLM renders it). As in vLLM's Responses (unlike its chat), "auto" on a server without
+    --enable-auto-tool-choice is no error: the tools reach the template and the answer stays text."""
     converted = chat_tools(tools)
     chat_choice = chat_tool_choice(choice)
+    template_tools = (converted or None) if chat_choice != "none" else None
+    if chat_choice == "auto" and not (settings.enable_auto_tool_choice and settings.tool_parser is not None):
+        function_definitions(converted)
+        return NO_TOOLS, template_tools
     plan = plan_tools(converted or None, chat_choice if converted or choice != "auto" else None, parallel, settings)
-    return plan, (converted or None) if chat_choice != "none" else None
+    return plan, template_tools
