@@ -258,6 +258,18 @@ def test_stream_helper_final_response(tools_client):
     assert final.output_text == whole.output_text
 
 
+def test_stream_failure_ends_with_error_and_failed(tools_client):
+    """A timeout after the stream started: an `error` event, then `response.failed` (stored as failed)."""
+    long = {"max_output_tokens": 480, "extra_body": {"ignore_eos": True, "request_timeout": 1.0}}
+    events = list(create(tools_client, stream=True, **long))
+    assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2].code == "RequestTimeoutError" and "timeout" in events[-2].message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    failed = tools_client.responses.retrieve(events[0].response.id)
+    assert failed.status == "failed" and failed.error.code == "RequestTimeoutError"
+
+
 # -- the store ------------------------------------------------------------------------------------------------
 def test_retrieve_and_previous_response_id(tools_client):
     first = create(tools_client, instructions="Answer briefly.", **GREEDY)

@@ -1,6 +1,7 @@
 """A response's engine output -> the response object, or its SSE events (`event: <type>` / `data: <json>`, each
 with the next `sequence_number`): response.created, response.in_progress, the output items' events (see
-output_items.py), then response.completed, or response.incomplete when max_output_tokens cut the answer.
+output_items.py), then response.completed, or response.incomplete when max_output_tokens cut the answer (or
+`error` and response.failed when the request fails after the start).
 
 The stream runs in ShaperBase's loop; a delta's events come from the same OutputItems that builds the
 non-streamed output, so the items streamed are the items of the final response, ids included.
@@ -8,17 +9,19 @@ non-streamed output, so the items streamed are the items of the final response, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
 
 from kvserve.api.context import ServingContext
+from kvserve.api.frontend.generations import Generation
 from kvserve.api.openai.request_options import RequestOptions
 from kvserve.api.openai.responses.output_items import ItemStatus, OutputItems
 from kvserve.api.openai.responses.protocol import (
     InputTokensDetails,
     OutputTokensDetails,
+    ResponseError,
     ResponseObject,
     ResponsesRequest,
     ResponseUsage,
@@ -26,6 +29,7 @@ from kvserve.api.openai.responses.protocol import (
 from kvserve.api.openai.responses.response_object import ResponseHeader, finished_status
 from kvserve.api.openai.shaper import ShaperBase
 from kvserve.api.openai.tool_choice import ToolPlan
+from kvserve.errors import KvserveError
 from kvserve.outputs import RequestOutput
 from kvserve.text.message_parser import CallDelta, MessageDelta, MessageStream
 from kvserve.text.reasoning.think_tags import reasoning_token_count
@@ -137,6 +141,18 @@ class ResponsesShaper(ShaperBase):
         yield self._sse(
             [{"type": "response.created", "response": snapshot}, {"type": "response.in_progress", "response": snapshot}]
         )
+
+    async def stream(self, generations: list[Generation]) -> AsyncIterator[bytes]:
+        """ShaperBase's loop; a failure after the start (a timeout, a dead engine) ends it as OpenAI's streams
+        end: an `error` event, then `response.failed` (the failed response is stored like a finished one)."""
+        try:
+            async for chunk in super().stream(generations):
+                yield chunk
+        except KvserveError as e:
+            failed = self.header.response("failed", error=ResponseError(code=e.error_type, message=e.message))
+            self.on_done(failed)
+            error = {"type": "error", "code": e.error_type, "message": e.message, "param": e.param}
+            yield self._sse([error, {"type": "response.failed", "response": failed.model_dump()}])
 
     def closing_chunks(self) -> Iterator[bytes]:
         if not self.opened:  # nothing was generated: the stream still opens before it closes
