@@ -120,6 +120,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--return-tokens-as-token-ids", action="store_true", help="logprob tokens as 'token_id:<id>' strings"
     )
     add_tool_arguments(parser)
+    add_responses_arguments(parser)
 
     server.add_argument(
         "--max-request-body-bytes",
@@ -286,6 +287,28 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_responses_arguments(parser: argparse.ArgumentParser) -> None:
+    responses = parser.add_argument_group("Responses API")
+    responses.add_argument(
+        "--enable-responses-store",
+        action="store_true",
+        help="keep responses in memory for GET /v1/responses/{id}, previous_response_id, background and cancel "
+        "(default: stateless, `store` is ignored)",
+    )
+    responses.add_argument(
+        "--responses-store-max-entries",
+        type=int,
+        default=1024,
+        help="stored responses kept; beyond, the least recently used are dropped (default 1024)",
+    )
+    responses.add_argument(
+        "--responses-store-max-age",
+        type=float,
+        default=3600.0,
+        help="seconds a stored response is kept (default 3600)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvserve", description="kvserve: an OpenAI-compatible LLM server.")
     parser.add_argument("--version", action="version", version=f"kvserve {kvserve.__version__}")
@@ -360,6 +383,8 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
 
     if args.enable_auto_tool_choice and args.tool_call_parser is None:
         raise SystemExit("kvserve: error: when --enable-auto-tool-choice is set, --tool-call-parser must be set")
+    if args.responses_store_max_entries < 1 or args.responses_store_max_age <= 0:
+        raise SystemExit("kvserve: error: --responses-store-max-entries and --responses-store-max-age must be positive")
     model = served_model(args)
     served = tuple(args.served_model_name or [args.model or DEFAULT_MODEL_NAME])
     template_override = load_chat_template(args.chat_template) if args.chat_template else None
@@ -414,6 +439,9 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
             enable_auto_tool_choice=args.enable_auto_tool_choice,
             tool_parser=None if args.tool_call_parser is None else tool_parser(args.tool_call_parser),
             reasoning_parser=None if args.reasoning_parser is None else reasoning_parser(args.reasoning_parser),
+            enable_responses_store=args.enable_responses_store,
+            responses_store_max_entries=args.responses_store_max_entries,
+            responses_store_max_age=args.responses_store_max_age,
         )
 
     return make_settings

@@ -35,6 +35,15 @@ def test_chat_answers_the_capital_of_france(default_server):
     assert reply.choices[0].finish_reason == "stop"
 
 
+def test_responses_answer_the_capital_of_france(default_server):
+    client = openai.OpenAI(base_url=f"{default_server.base_url}/v1", api_key="unused", max_retries=0)
+    ask = dict(model=DEFAULT_MODEL_NAME, input="What is the capital of France?", max_output_tokens=40, temperature=0.0)
+    response = client.responses.create(**ask)
+    assert "Paris" in response.output_text and response.status == "completed"
+    with client.responses.stream(**ask) as stream:
+        assert stream.get_final_response().output_text == response.output_text
+
+
 @functools.cache
 def hf_gguf_model():
     import transformers

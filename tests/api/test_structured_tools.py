@@ -15,26 +15,9 @@ import openai
 import pytest
 import tokenizers
 
-from tests.api.server_process import ServerProcess
-
 MODEL = "tiny-tools"
 USER = [{"role": "user", "content": "What is the weather?"}]
 SEEDS = range(6)
-
-# A ChatML template that renders tools, assistant tool calls and tool results (as Qwen's does, shortened).
-TOOLS_TEMPLATE = (
-    "{%- if tools %}<|im_start|>system\n# Tools\n{%- for tool in tools %}\n{{ tool.function.name }}{%- endfor %}"
-    "<|im_end|>\n{%- endif %}"
-    "{%- for message in messages %}"
-    "{%- if message.role == 'assistant' and message.tool_calls is defined %}<|im_start|>assistant\n"
-    "{%- for call in message.tool_calls %}<tool_call>\n"
-    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}\n</tool_call>'
-    "{%- endfor %}<|im_end|>\n"
-    "{%- elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n"
-    "</tool_response><|im_end|>\n"
-    "{%- else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{%- endif %}"
-    "{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
-)
 
 CITY_SCHEMA = {
     "type": "object",
@@ -65,35 +48,6 @@ TWO_CALLS = (
     r'Sure\.<tool_call>\{"name": "get_weather", "arguments": \{"city": "(Paris|Rome)", "days": [1-7]\}\}</tool_call>'
     r'<tool_call>\{"name": "get_time", "arguments": \{\}\}</tool_call>'
 )
-
-
-@pytest.fixture(scope="module")
-def tools_server(tiny_model_dir, tmp_path_factory):
-    template = tmp_path_factory.mktemp("template") / "tools.jinja"
-    template.write_text(TOOLS_TEMPLATE)
-    process = ServerProcess(
-        str(tiny_model_dir("llama")),
-        "--served-model-name",
-        MODEL,
-        "--kv-cache-memory",
-        "64MiB",
-        "--max-model-len",
-        "512",
-        "--chat-template",
-        str(template),
-        "--enable-auto-tool-choice",
-        "--tool-call-parser",
-        "hermes",
-        "--reasoning-parser",
-        "qwen3",
-    )
-    yield process
-    assert process.stop() == 0, process.log()
-
-
-@pytest.fixture(scope="module")
-def tools_client(tools_server):
-    return openai.OpenAI(base_url=f"{tools_server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def chat(client, stream: bool = False, **kw):

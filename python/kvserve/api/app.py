@@ -27,6 +27,8 @@ from kvserve.api.openai.chat import bp as chat_bp
 from kvserve.api.openai.completions import bp as completions_bp
 from kvserve.api.openai.embeddings import bp as embeddings_bp
 from kvserve.api.openai.models import bp as models_bp
+from kvserve.api.openai.responses.routes import bp as responses_bp
+from kvserve.api.openai.responses.store import install_responses_store
 from kvserve.api.pooling.capabilities import refuse_unserved_routes
 from kvserve.api.pooling.classify import bp as classify_bp
 from kvserve.api.pooling.pool import bp as pooling_bp
@@ -57,6 +59,7 @@ API_FAMILIES = ApiFamilies(
         (
             completions_bp,
             chat_bp,
+            responses_bp,
             models_bp,
             health_bp,
             tokenize_bp,
@@ -82,6 +85,7 @@ def create_app(engine: AsyncEngine, settings: ServerSettings, families: ApiFamil
     app.config["BODY_TIMEOUT"] = 300
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_body_bytes
     families.install(app)
+    install_responses_store(app, settings)
     app.before_request(check_header_count)
     if settings.enable_dev_endpoints:
         for blueprint in DEV_BLUEPRINTS:

@@ -41,6 +41,10 @@ class ServerSettings:
     enable_auto_tool_choice: bool = False
     tool_parser: ToolParser | None = None  # --tool-call-parser: reads tool calls of tool_choice "auto"
     reasoning_parser: ThinkTagParser | None = None  # --reasoning-parser: splits reasoning from the answer
+    # The Responses API's store (api/openai/responses/store.py)
+    enable_responses_store: bool = False
+    responses_store_max_entries: int = 1024
+    responses_store_max_age: float = 3600.0  # seconds a stored response is kept
 
     @property
     def model_name(self) -> str:

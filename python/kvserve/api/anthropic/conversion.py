@@ -160,5 +160,5 @@ def tool_plan(body: MessagesInput, settings: ServerSettings) -> ToolPlan:
     choice = body.tool_choice
     if choice is None:
         return plan_tools(openai_tools(body), None, None, settings)
-    max_calls = 1 if choice.disable_parallel_tool_use else None
-    return plan_tools(openai_tools(body), _openai_choice(choice), max_calls, settings)
+    parallel = False if choice.disable_parallel_tool_use else None
+    return plan_tools(openai_tools(body), _openai_choice(choice), parallel, settings)

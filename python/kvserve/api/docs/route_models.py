@@ -11,6 +11,7 @@ from kvserve.api.admin.collective_rpc import CollectiveRpcRequest, CollectiveRpc
 from kvserve.api.anthropic.protocol import CountTokensRequest, CountTokensResponse, Message, MessagesRequest
 from kvserve.api.openai.chat_protocol import ChatCompletionRequest, ChatCompletionResponse
 from kvserve.api.openai.completion_protocol import CompletionRequest, CompletionResponse
+from kvserve.api.openai.responses.protocol import ResponseObject, ResponsesRequest
 from kvserve.api.render.protocol import RenderedRequest
 from kvserve.api.scoring.generative_protocol import GenerativeScoringRequest, GenerativeScoringResponse
 from kvserve.api.tokenize.protocol import DetokenizeRequest, TokenizeRequest
@@ -33,6 +34,9 @@ ROUTE_MODELS: dict[str, RouteModels] = {
     "anthropic_messages.count_tokens": RouteModels(
         CountTokensRequest, CountTokensResponse, summary="Count a Messages request's input tokens (Anthropic)"
     ),
+    "openai_responses.create_response": RouteModels(ResponsesRequest, ResponseObject, summary="Responses"),
+    "openai_responses.retrieve_response": RouteModels(response=ResponseObject, summary="Retrieve a stored response"),
+    "openai_responses.cancel_response": RouteModels(response=ResponseObject, summary="Cancel a background response"),
     "render.render_completion": RouteModels(CompletionRequest, RenderedRequest, True, "Render a completion request"),
     "render.render_chat_completion": RouteModels(
         ChatCompletionRequest, RenderedRequest, summary="Render a chat request"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,19 @@ class Conversation:
     documents: list[dict[str, str]] | None = None
     chat_template: str | None = None  # a template sent with the request (needs --trust-request-chat-template)
     chat_template_kwargs: dict[str, Any] | None = None
+
+
+def with_reasoning_effort(conversation: Conversation, effort: str | None) -> Conversation:
+    """The request's reasoning effort reaches the template, with enable_thinking (false for "none") unless the
+    request's own chat_template_kwargs set it."""
+    if effort is None:
+        return conversation
+    kwargs = {
+        "reasoning_effort": effort,
+        "enable_thinking": effort != "none",
+        **(conversation.chat_template_kwargs or {}),
+    }
+    return dataclasses.replace(conversation, chat_template_kwargs=kwargs)
 
 
 def chat_template_for(conversation: Conversation, ctx: ServingContext) -> ChatTemplate:

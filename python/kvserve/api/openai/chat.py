@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 from quart import Blueprint, Response
 
 from kvserve.api.context import ServingContext
-from kvserve.api.frontend.conversation import Conversation, render_conversation
+from kvserve.api.frontend.conversation import Conversation, render_conversation, with_reasoning_effort
 from kvserve.api.frontend.engine_requests import admit
 from kvserve.api.frontend.generations import open_all
 from kvserve.api.frontend.sampling import per_choice_params, sampling_params
@@ -49,16 +48,7 @@ bp = Blueprint("openai_chat", __name__)
 
 
 def conversation_of(body: ChatCompletionRequest) -> Conversation:
-    """The request's conversation; reasoning_effort reaches the template, with enable_thinking unless given."""
-    conversation = body.conversation()
-    if body.reasoning_effort is None:
-        return conversation
-    kwargs = {
-        "reasoning_effort": body.reasoning_effort,
-        "enable_thinking": body.reasoning_effort != "none",
-        **(body.chat_template_kwargs or {}),
-    }
-    return dataclasses.replace(conversation, chat_template_kwargs=kwargs)
+    return with_reasoning_effort(body.conversation(), body.reasoning_effort)
 
 
 def output_constraint(body: ChatCompletionRequest, plan: ToolPlan) -> GrammarSpec | None:
@@ -77,7 +67,7 @@ async def create_chat_completion() -> Response:
     body = await parse_json_body(ChatCompletionRequest)
     ctx = ServingContext.current()
     model = ctx.model_name(body.model)
-    options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="chatcmpl")
+    options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="chatcmpl-")
     plan = tool_plan(body, ctx.settings)
     structured = output_constraint(body, plan)
     top_logprobs = body.top_logprobs or 0

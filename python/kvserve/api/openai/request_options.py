@@ -47,7 +47,8 @@ class RequestOptions:
 def request_options(
     body: GenerationRequest, ctx: ServingContext, *, stream: bool, request_id_prefix: str
 ) -> RequestOptions:
-    """Checks the options that do not depend on the prompt; the base id honours X-Request-Id."""
+    """Checks the options that do not depend on the prompt; the id is the prefix (e.g. "chatcmpl-", "resp_") and
+    a base that honours X-Request-Id."""
     settings = ctx.settings
     require(
         body.stream_options is None or stream,
@@ -79,7 +80,7 @@ def request_options(
     stream_options = body.stream_options
     include_usage = bool(stream_options and stream_options.include_usage) or settings.enable_force_include_usage
     return RequestOptions(
-        request_id=f"{request_id_prefix}-{base_id}",
+        request_id=f"{request_id_prefix}{base_id}",
         include_usage=stream and include_usage,
         continuous_usage=stream and include_usage and bool(stream_options and stream_options.continuous_usage_stats),
         prompt_tokens_details=settings.enable_prompt_tokens_details,

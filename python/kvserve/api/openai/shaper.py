@@ -1,7 +1,7 @@
 """Turning one OpenAI request's engine outputs into its response body or its SSE events.
 
 ShaperBase owns the stream loop every OpenAI generation API shares (choices merged as they come, usage and
-fingerprint placement, the final usage chunk, [DONE]); chat and completions fill in small hooks.
+fingerprint placement, the final usage chunk, [DONE]); chat, completions and responses fill in small hooks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from quart import Response
 
 from kvserve.api.context import ServingContext
 from kvserve.api.frontend.generations import Generation, collect, merge
-from kvserve.api.openai.protocol_base import GenerationRequest, UsageInfo, now
+from kvserve.api.openai.protocol_base import GenerationRequest, now
 from kvserve.api.openai.request_options import RequestOptions
 from kvserve.api.openai.usage import usage
 from kvserve.api.responses import json_response
@@ -54,7 +54,8 @@ class ShaperBase(ABC):
         """The non-streamed body, from each choice's outputs merged into one."""
 
     @abstractmethod
-    def usage_of(self, results: list[RequestOutput]) -> UsageInfo: ...
+    def usage_of(self, results: list[RequestOutput]) -> BaseModel:
+        """The usage block of the response (each API has its own)."""
 
     @abstractmethod
     def chunk(self, choices: list[Any], **extra: Any) -> bytes:
@@ -84,6 +85,12 @@ class ShaperBase(ABC):
     def opening_chunks(self, num_choices: int) -> Iterator[bytes]:
         """Sent once, just before the first delta."""
         return iter(())
+
+    def closing_chunks(self) -> Iterator[bytes]:
+        """Sent once, after the last delta: the usage chunk when asked for, then [DONE]."""
+        if self.options.include_usage:
+            yield self.chunk([], usage=self.usage_of(self.accepted), system_fingerprint=self.fingerprint)
+        yield DONE
 
     # -- the loop -------------------------------------------------------------------------------------
     async def respond(self, generations: list[Generation], stream: bool) -> Response:
@@ -122,6 +129,5 @@ class ShaperBase(ABC):
                 chunk = self.chunk([self.delta_choice(index, output, text, first, sent_chars[index])], **extra)
             sent_chars[index] += len(text)
             yield chunk
-        if options.include_usage:
-            yield self.chunk([], usage=self.usage_of(self.accepted), system_fingerprint=self.fingerprint)
-        yield DONE
+        for chunk in self.closing_chunks():
+            yield chunk

@@ -17,7 +17,7 @@ from kvserve.structured.spec import GrammarSpec
 _RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
 
 
-def _schema_spec(schema: Any, param: str, disable_any_whitespace: bool) -> GrammarSpec:
+def schema_spec(schema: Any, param: str, disable_any_whitespace: bool) -> GrammarSpec:
     if isinstance(schema, str):
         try:
             schema = json.loads(schema)
@@ -50,13 +50,13 @@ def _response_format_spec(response_format: ResponseFormat) -> GrammarSpec | None
         "response_format",
     )
     schema = json_schema.get("schema", json_schema.get("json_schema"))
-    return _schema_spec(schema, "response_format", False)
+    return schema_spec(schema, "response_format", False)
 
 
 def _spec(kind: str, value: Any, param: str, disable_any_whitespace: bool) -> GrammarSpec:
     """One constraint of structured_outputs or guided_*: kind is its field's name (json, regex, ...)."""
     if kind == "json":
-        return _schema_spec(value, param, disable_any_whitespace)
+        return schema_spec(value, param, disable_any_whitespace)
     if kind == "choice":
         return _choice_spec(value, param)
     if kind == "json_object":

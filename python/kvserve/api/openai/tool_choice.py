@@ -43,7 +43,7 @@ class ToolPlan:
 NO_TOOLS = ToolPlan(None, None, None, False, None)
 
 
-def _functions(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def function_definitions(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The tools' function definitions by name; each tool must be {"type": "function", "function": {name, ...}}."""
     functions: dict[str, dict[str, Any]] = {}
     for index, tool in enumerate(tools):
@@ -77,6 +77,7 @@ def _required_schema(functions: dict[str, dict[str, Any]], max_calls: int | None
                 "parameters": function.get("parameters") or _ANY_OBJECT,
             },
             "required": ["name", "parameters"],
+            "additionalProperties": False,  # the grammar must not let the model add keys the parser drops
         }
         for name, function in functions.items()
     ]
@@ -88,25 +89,23 @@ def _required_schema(functions: dict[str, dict[str, Any]], max_calls: int | None
 
 def tool_plan(body: ChatCompletionRequest, settings: ServerSettings) -> ToolPlan:
     given = "tool_choice" in body.model_fields_set and body.tool_choice is not None
-    return plan_tools(
-        body.tools, body.tool_choice if given else None, None if body.parallel_tool_calls is not False else 1, settings
-    )
+    return plan_tools(body.tools, body.tool_choice if given else None, body.parallel_tool_calls, settings)
 
 
 def plan_tools(
     tools: list[dict[str, Any]] | None,
     tool_choice: str | dict[str, Any] | None,
-    max_calls: int | None,
+    parallel_tool_calls: bool | None,
     settings: ServerSettings,
 ) -> ToolPlan:
-    """Any family's tools in OpenAI's shape and its choice in OpenAI's terms (None: not given, so "auto" with
-    tools, else "none"); max_calls 1 when parallel calls are off."""
+    """Tools and tool_choice in chat's shape (None: not given); any API family's request converts to it."""
     choice = tool_choice if tool_choice is not None else ("auto" if tools else "none")
+    max_calls = None if parallel_tool_calls is not False else 1
     none = NO_TOOLS
     if choice == "none":
         return none
     require(tools is not None, "When using `tool_choice`, `tools` must be set.", "tool_choice")
-    functions = _functions(tools)
+    functions = function_definitions(tools)
     if isinstance(choice, str):
         require(
             choice in ("auto", "required"),
