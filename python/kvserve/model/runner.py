@@ -28,11 +28,13 @@ from kvserve.model.loader import build_model, iterate_safetensors, safetensors_f
 from kvserve.model.logits_pipeline import LogitsPipeline
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
+from kvserve.model.parallel import min_over_group, tp_group
 from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
+from kvserve.model.request_check import check_request
 from kvserve.model.token_suppression import TokenSuppression
-from kvserve.request import EngineRequest, PoolingParams, TaskKind
+from kvserve.request import EngineRequest, TaskKind
 from kvserve.structured.compiler import GrammarCompiler
 from kvserve.structured.matchers import GrammarMatchers
 
@@ -75,10 +77,15 @@ class StepInputs:
     ctx: ForwardContext
 
 
+def local_kv_heads(config: ModelConfig) -> int:
+    """The KV heads this process caches: its tensor-parallel share."""
+    return config.num_key_value_heads // tp_group().size
+
+
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-    """Bytes of one block across all layers: keys and values of block_size tokens."""
+    """Bytes of one block across all layers: keys and values of block_size tokens (this rank's heads)."""
     element = torch.tensor([], dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * block_size * config.num_key_value_heads * config.head_dim * element
+    return 2 * config.num_hidden_layers * block_size * local_kv_heads(config) * config.head_dim * element
 
 
 class ModelRunner:
@@ -129,7 +136,7 @@ class ModelRunner:
         if self.config.load_format == "noop" or not self.tasks.uses_kv_cache:
             return []
         c = self.model_config
-        shape = (2, self.num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
+        shape = (2, self.num_blocks, self.config.block_size, local_kv_heads(c), c.head_dim)
         return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(c.num_hidden_layers)]
 
     def _num_kv_blocks(self) -> int:
@@ -141,7 +148,7 @@ class ModelRunner:
             budget = free - (1.0 - self.config.gpu_memory_utilization) * total
         else:
             budget = DEFAULT_CPU_KV_CACHE_MEMORY
-        num_blocks = int(budget // block_bytes)
+        num_blocks = min_over_group(int(budget // block_bytes))  # one scheduler: the same blocks on every rank
         if num_blocks < 1:
             raise ValueError(f"no room for the KV cache: one block takes {block_bytes} bytes, {int(budget)} available")
         return num_blocks
@@ -164,32 +171,7 @@ class ModelRunner:
 
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
-        reason = (
-            self.tasks.unsupported(request)
-            or self._unsupported_pooling(request.pooling)
-            or self._unsupported_encoder_input(request)
-        )
-        structured = request.sampling is not None and request.sampling.structured is not None
-        if structured and self.input_batch.grammars is None:
-            reason = "structured outputs are not available: the tokenizer could not be read as a grammar vocabulary"
-        if reason is not None:
-            raise ValueError(reason)
-
-    def _unsupported_pooling(self, pooling: PoolingParams | None) -> str | None:
-        c = self.model_config
-        if pooling is None:
-            return None
-        if pooling.dimensions is not None and pooling.dimensions > c.hidden_size:
-            return f"dimensions {pooling.dimensions} exceeds the model's hidden size {c.hidden_size}"
-        if pooling.token_ids is not None and not all(0 <= t < c.vocab_size for t in pooling.token_ids):
-            return f"token_ids must be in [0, {c.vocab_size})"
-        return None
-
-    def _unsupported_encoder_input(self, request: EngineRequest) -> str | None:
-        # An encoder-decoder model says what its encoder takes; a wrong shape must not reach a step.
-        if request.encoder_input is None:
-            return None
-        return self.model.unsupported_encoder_input(request.encoder_input)
+        check_request(request, self.tasks, self.model_config, self.input_batch.grammars is not None, self.model)
 
     # -- per-request state, by slot ---------------------------------------------------------------------
     def _add_request(self, new: NewRequest) -> None:
