@@ -7,7 +7,11 @@ per layer, one embedding all-reduce and one logits all-gather). The broadcast is
 decode batches the engine really sent, pickled, written to a pipe, read and unpickled by another process
 that answers with a few bytes.
 
-    python benchmarks/bench_executor.py [--batch-sizes 1 16 64] [--steps 64] [--json out.json]
+TP=1 runs with as many torch threads as each TP=2 rank gets (cores / 2) unless --torch-threads says
+otherwise: on a small oversubscribed VM torch's default OpenMP team makes TP=1 itself many times slower
+(each parallel op waits at its barrier), which would hide the figure this measures.
+
+    python benchmarks/bench_executor.py [--batch-sizes 1 16 64] [--steps 64] [--torch-threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -99,8 +103,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--torch-threads", type=int, help="TP=1's torch threads (default: what a TP=2 rank gets)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    import torch
+
+    threads = args.torch_threads or max(1, multiprocessing.cpu_count() // 2)
+    torch.set_num_threads(threads)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +130,7 @@ def main() -> None:
                     message_bytes=message_bytes,
                 )
             )
-    print(f"Llama hidden {args.hidden}, {args.layers} layers, float32, CPU; median decode step")
+    print(f"Llama hidden {args.hidden}, {args.layers} layers, float32, CPU, {threads} torch thread(s) per rank")
     print(f"{'batch':>5} {'TP=1 ms':>8} {'TP=2 ms':>8} {'added ms':>9} {'broadcast ms':>13} {'bytes':>7}")
     for r in rows:
         print(
@@ -130,7 +139,8 @@ def main() -> None:
         )
     if args.json:
         meta = dict(machine=platform.processor() or platform.machine(), cpus=multiprocessing.cpu_count())
-        args.json.write_text(json.dumps(dict(meta, hidden=args.hidden, layers=args.layers, rows=rows), indent=2))
+        config = dict(hidden=args.hidden, layers=args.layers, torch_threads=threads)
+        args.json.write_text(json.dumps(dict(meta, **config, rows=rows), indent=2))
 
 
 if __name__ == "__main__":

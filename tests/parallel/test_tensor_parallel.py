@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kvserve.config import EngineConfig
-from kvserve.errors import EngineDeadError
+from kvserve.errors import EngineDeadError, InvalidRequestError
 from kvserve.executor import check_tensor_parallel
 from kvserve.llm import LLM
 from kvserve.model.model_config import ModelConfig
@@ -81,7 +81,11 @@ def test_collective_rpc_returns_one_result_per_rank(tp_llama):
     assert len(results) == 2
     # Same block count on both ranks, each with its one KV head of two.
     assert results[0]["kv_cache"] == results[1]["kv_cache"] > 0
-    assert tp_llama._engine.executor.num_blocks * 2 * 2 * 8 * 1 * 16 * 4 == results[0]["kv_cache"]
+    layers, block_size, kv_heads_per_rank, head_dim, float32 = 2, 8, 1, 16, 4
+    block_bytes = 2 * layers * block_size * kv_heads_per_rank * head_dim * float32
+    assert results[0]["kv_cache"] == tp_llama._engine.executor.num_blocks * block_bytes
+    with pytest.raises(InvalidRequestError, match="no method 'no_such_method'"):
+        tp_llama.collective_rpc("no_such_method")
 
 
 def test_what_tensor_parallelism_refuses(tiny_model_dir):

@@ -49,7 +49,6 @@ class DecoderLayer(nn.Module):
         self.q_norm = _param(d) if config.qk_norm else None
         self.k_norm = _param(d) if config.qk_norm else None
         inter = config.intermediate_size
-        shard_size(inter, "intermediate_size")
 
         def method(*checkpoint_names: str) -> LinearMethod:
             return linear_method(config.quantization, [f"model.layers.{layer_index}.{n}" for n in checkpoint_names])
