@@ -8,6 +8,7 @@ test that kills one of its workers runs last.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import signal
@@ -22,6 +23,7 @@ from kvserve.errors import EngineDeadError, InvalidRequestError
 from kvserve.executor import check_tensor_parallel
 from kvserve.llm import LLM
 from kvserve.model.model_config import ModelConfig
+from kvserve.model.quantization import QuantizationConfig
 from kvserve.request import EngineRequest
 from kvserve.sampling_params import SamplingParams
 from tests.engine_helpers import MiB
@@ -88,13 +90,24 @@ def test_collective_rpc_returns_one_result_per_rank(tp_llama):
         tp_llama.collective_rpc("no_such_method")
 
 
-def test_what_tensor_parallelism_refuses(tiny_model_dir):
-    with pytest.raises(ValueError, match="pipeline parallelism"):
+def test_what_tensor_parallelism_refuses(tiny_model_dir, monkeypatch):
+    with pytest.raises(ValueError, match="no pipeline parallelism"):
         EngineConfig(model="m", pipeline_parallel_size=2)
     model_dir = tiny_model_dir("llama")
-    config = EngineConfig(model=str(model_dir), tensor_parallel_size=3)
-    with pytest.raises(ValueError, match=r"num_attention_heads \(4\) is not divisible by --tensor-parallel-size 3"):
-        check_tensor_parallel(config, ModelConfig.from_directory(model_dir), torch.device("cpu"))
+    model_config = ModelConfig.from_directory(model_dir)
+    tp2 = EngineConfig(model=str(model_dir), tensor_parallel_size=2)
+    cpu = torch.device("cpu")
+    refusals = [
+        (EngineConfig(model=str(model_dir), tensor_parallel_size=3), model_config, cpu, r"num_attention_heads \(4\)"),
+        (tp2, dataclasses.replace(model_config, architecture="BertModel"), cpu, "BertModel does not support"),
+        (tp2, dataclasses.replace(model_config, quantization=QuantizationConfig.for_method("fp8")), cpu, "quantized"),
+        (EngineConfig(model="model.Q4_K_M.gguf", tensor_parallel_size=2), model_config, cpu, "GGUF"),
+        (tp2, model_config, torch.device("cuda"), "needs 2 GPUs, but only 1 are visible"),
+    ]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for config, model, device, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            check_tensor_parallel(config, model, device)
 
 
 def test_a_killed_worker_fails_the_request_in_flight_and_the_engine(tp_llama):
