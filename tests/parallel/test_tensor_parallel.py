@@ -26,6 +26,7 @@ from kvserve.model.model_config import ModelConfig
 from kvserve.model.quantization import QuantizationConfig
 from kvserve.request import EngineRequest
 from kvserve.sampling_params import SamplingParams
+from kvserve.structured.spec import GrammarSpec
 from tests.engine_helpers import MiB
 from tests.tiny_models import VOCAB_SIZE
 
@@ -62,10 +63,14 @@ def tp_llama(tiny_model_dir):
 
 
 def test_llama_tp2_greedy_is_token_exact_with_tp1(tiny_model_dir, tp_llama):
+    """Plain greedy rows, and a row under a grammar (each rank keeps its own matchers)."""
     batch = prompts(seed=0)
+    constrained = SamplingParams(max_tokens=24, temperature=0.0, structured=GrammarSpec("regex", r"[a-z]{5,30}\."))
     with LLM(str(tiny_model_dir("llama")), **ENGINE_ARGS) as tp1:
         expected = greedy_tokens(tp1, batch)
+        expected_text = tp1.generate([3, 4, 5], constrained, use_tqdm=False)[0].outputs[0].text
     assert greedy_tokens(tp_llama, batch) == expected
+    assert tp_llama.generate([3, 4, 5], constrained, use_tqdm=False)[0].outputs[0].text == expected_text
 
 
 def test_qwen3_tp2_greedy_is_token_exact_with_tp1_and_leaves_no_process(tiny_model_dir):
