@@ -258,6 +258,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "token); quantized checkpoints (fp8, compressed-tensors) need no flag",
     )
     engine.add_argument(
+        "--tensor-parallel-size",
+        "-tp",
+        type=int,
+        default=1,
+        help="split the model over N worker processes, one GPU each (NCCL); on CPU N processes over gloo, "
+        "for testing only (default 1: no extra process)",
+    )
+    engine.add_argument(
+        "--pipeline-parallel-size",
+        "-pp",
+        type=int,
+        default=1,
+        help="only 1: pipeline parallelism is not implemented (use --tensor-parallel-size)",
+    )
+    engine.add_argument(
         "--load-format",
         default="auto",
         choices=["auto", "dummy", "noop"],
@@ -365,6 +380,8 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             enable_sleep_mode=args.enable_sleep_mode,
             runner=args.runner,
             quantization=args.quantization,
+            tensor_parallel_size=args.tensor_parallel_size,
+            pipeline_parallel_size=args.pipeline_parallel_size,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

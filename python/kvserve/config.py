@@ -37,6 +37,8 @@ class EngineConfig:
     request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
     engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
     quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
+    tensor_parallel_size: int = 1  # >1: that many worker processes, one rank each (NCCL on GPUs, gloo on CPU)
+    pipeline_parallel_size: int = 1  # only 1: pipeline parallelism is not implemented
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -69,5 +71,12 @@ class EngineConfig:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value}")
         if self.quantization not in (None, "fp8"):
             raise ValueError(f"quantization must be 'fp8' (or unset), got {self.quantization!r}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be positive, got {self.tensor_parallel_size}")
+        if self.pipeline_parallel_size != 1:
+            raise ValueError(
+                f"pipeline_parallel_size {self.pipeline_parallel_size} is not supported: kvserve has no pipeline "
+                "parallelism; split the model with --tensor-parallel-size instead"
+            )
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be 'fcfs' or 'priority', got {self.scheduling_policy!r}")

@@ -161,6 +161,11 @@ class LLM:
         results = self._run_all([self._engine.encode(r) for r in requests], use_tqdm)
         return [EmbeddingOutput.of(r) for r in results]
 
+    def collective_rpc(self, method: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> list[Any]:
+        """Calls a model-runner method (e.g. "memory_bytes") on every tensor-parallel rank, between steps;
+        returns the per-rank results in rank order, as vLLM's LLM.collective_rpc does."""
+        return self._run(self._engine.collective_rpc(method, args, kwargs))
+
     def shutdown(self) -> None:
         if self._engine is not None:
             self._run(self._engine.shutdown())

@@ -34,7 +34,7 @@ def encode_all(config: EngineConfig, prompts: list, params: PoolingParams, toget
             outputs = [await engine.encode(r) for r in requests]
         await asyncio.sleep(0.05)  # the scheduler's bookkeeping of the last step
         core = engine.scheduler.core
-        return outputs, engine.runner.runner, core.block_pool.num_free_blocks, core.block_pool.num_blocks
+        return outputs, engine.runner.executor.runner, core.block_pool.num_free_blocks, core.block_pool.num_blocks
 
     return run_with_engine(config, body)
 

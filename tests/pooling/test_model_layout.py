@@ -60,7 +60,7 @@ def test_a_decoder_served_for_embeddings(tiny_model_dir):
 
     async def body(engine):
         output = await engine.encode(EngineRequest("e", [5, 9, 13, 2], pooling=PoolingParams()))
-        return served_apis(engine), engine.runner.runner, output
+        return served_apis(engine), engine.runner.executor.runner, output
 
     apis, runner, output = run_with_engine(config, body)
     assert apis == {EMBED, SCORE, POOLING}

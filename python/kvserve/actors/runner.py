@@ -1,5 +1,8 @@
 """RunnerActor: executes steps on a dedicated thread so the event loop stays free while the model runs.
 
+It drives an Executor: the ModelRunner itself (TP=1) or tensor-parallel worker processes, which the thread
+then waits on.
+
 All torch work, model loading included, happens on that one thread: once torch runs on two threads, their
 OpenMP teams compete for the cores and every op gets about 2x slower on a small machine (measured).
 Calls other than steps (sleep, wake up, collective RPC) arrive as RunnerCall messages and run on the same
@@ -14,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kvserve.actors.base import Actor
 from kvserve.errors import ErrorInfo, InvalidRequestError
+from kvserve.executor import Executor
 from kvserve.messages import ExecuteBatch, RunnerCall, RunnerReply
-from kvserve.model.runner import ModelRunner
 
 
 def runner_thread() -> ThreadPoolExecutor:
@@ -26,9 +29,9 @@ def runner_thread() -> ThreadPoolExecutor:
 class RunnerActor(Actor):
     name = "runner"
 
-    def __init__(self, runner: ModelRunner, thread: ThreadPoolExecutor, scheduler: Actor, router: Actor) -> None:
+    def __init__(self, executor: Executor, thread: ThreadPoolExecutor, scheduler: Actor, router: Actor) -> None:
         super().__init__()
-        self.runner = runner
+        self.executor = executor
         self.scheduler = scheduler
         self.router = router
         self.thread = thread
@@ -36,15 +39,17 @@ class RunnerActor(Actor):
         self.handles(RunnerCall, self.on_call)
 
     async def on_execute(self, batch: ExecuteBatch) -> None:
-        result = await asyncio.get_running_loop().run_in_executor(self.thread, self.runner.execute, batch)
+        result = await asyncio.get_running_loop().run_in_executor(self.thread, self.executor.execute, batch)
         self.scheduler.send(result)
 
     async def on_call(self, call: RunnerCall) -> None:
-        """A failing call is the caller's error, not the runner's: it is replied, and the actor lives on."""
+        """A failing call is the caller's error, not the runner's: it is replied, and the actor lives on.
+        A collective RPC's result is the list of every rank's result; the engine's own calls take rank 0's."""
         try:
-            method = self.runner.rpc_method(call.method, internal=not call.collective_rpc)
-            work = functools.partial(method, *call.args, **call.kwargs)
-            reply = RunnerReply(call.call_id, await asyncio.get_running_loop().run_in_executor(self.thread, work))
+            internal = not call.collective_rpc
+            work = functools.partial(self.executor.call, call.method, call.args, call.kwargs, internal=internal)
+            results = await asyncio.get_running_loop().run_in_executor(self.thread, work)
+            reply = RunnerReply(call.call_id, results if call.collective_rpc else results[0])
         except (TypeError, ValueError) as e:  # arguments the method does not take
             reply = RunnerReply(call.call_id, error=ErrorInfo.of(InvalidRequestError(f"{call.method}: {e}")))
         except Exception as e:

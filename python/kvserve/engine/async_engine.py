@@ -33,11 +33,12 @@ from kvserve.errors import (
     RequestTimeoutError,
     ServiceUnavailableError,
 )
+from kvserve.executor import Executor, start_executor
 from kvserve.messages import AbortRequest, PauseForSleep, RequestsScheduled, Resume, RunnerCall
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
 from kvserve.model.quantization import resolve_quantization
-from kvserve.model.runner import ModelRunner
+from kvserve.model.runner import default_max_num_batched_tokens
 from kvserve.outputs import RequestOutput
 from kvserve.request import EngineRequest, PreparedRequest
 from kvserve.structured.compiler import GrammarCompiler, ll_tokenizer
@@ -107,7 +108,7 @@ class AsyncEngine:
         config: EngineConfig,
         model_config: ModelConfig,
         tokenizer: Tokenizer,
-        runner: ModelRunner,
+        executor: Executor,
         thread: ThreadPoolExecutor,
         max_model_len: int,
         grammars: GrammarCompiler | None = None,
@@ -119,13 +120,13 @@ class AsyncEngine:
         self.eos_token_ids = eos_token_ids(tokenizer, model_config)
         self.grammars = grammars  # None: structured outputs are refused by the runner's request check
         scheduler_config = _core.SchedulerConfig(
-            num_blocks=runner.num_blocks,
+            num_blocks=executor.num_blocks,
             block_size=config.block_size,
             max_num_seqs=config.max_num_seqs,
-            max_num_batched_tokens=runner.max_num_batched_tokens,
+            max_num_batched_tokens=default_max_num_batched_tokens(config, executor.device),
             max_model_len=max_model_len,
             # A model without a KV cache (an encoder) has nothing to reuse: its blocks only book tokens.
-            enable_prefix_caching=config.enable_prefix_caching and runner.tasks.uses_kv_cache,
+            enable_prefix_caching=config.enable_prefix_caching and executor.tasks.uses_kv_cache,
             enable_chunked_prefill=config.enable_chunked_prefill,
             policy=_core.SchedulingPolicy.PRIORITY
             if config.scheduling_policy == "priority"
@@ -136,16 +137,17 @@ class AsyncEngine:
         self.router.handles(RequestsScheduled, lambda message: self.admission.leave(message.request_ids))
         self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
-        self.runner = RunnerActor(runner, thread, self.scheduler, self.router)
+        self.executor = executor
+        self.runner = RunnerActor(executor, thread, self.scheduler, self.router)
         self.scheduler.connect(self.runner, self.detokenizer, self.router)
-        self.supported_tasks = runner.supported_tasks
-        self.model_tasks = runner.tasks  # what the served model produces (--runner, pooling defaults)
+        self.supported_tasks = executor.tasks.tasks
+        self.model_tasks = executor.tasks  # what the served model produces (--runner, pooling defaults)
         self.tokenizer_actor = TokenizerActor(
             tokenizer,
             max_model_len,
             model_config.vocab_size,
             self.eos_token_ids,
-            runner.check_request,
+            executor.check_request,
             self.scheduler,
             self.detokenizer,
         )
@@ -160,8 +162,8 @@ class AsyncEngine:
 
     @classmethod
     async def start(cls, config: EngineConfig) -> AsyncEngine:
-        """Loads the model (off the event loop, on the runner's thread: the only one that uses torch) and
-        starts the actors."""
+        """Loads the model (off the event loop, on the runner's thread: the only one that uses torch; or in
+        --tensor-parallel-size worker processes) and starts the actors."""
         thread = runner_thread()
         loop = asyncio.get_running_loop()
         model_dir = await loop.run_in_executor(thread, resolve_model_dir, config.model, config.revision)
@@ -173,13 +175,19 @@ class AsyncEngine:
                 f"({model_config.max_position_embeddings})"
             )
         grammars = grammar_compiler(tokenizer, model_config)
-        runner = await loop.run_in_executor(thread, ModelRunner, config, model_config, model_dir, grammars)
-        max_model_len = context_length(config, model_config, runner.num_blocks * config.block_size)
-        if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
-            raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
-        engine = cls(config, model_config, tokenizer, runner, thread, max_model_len, grammars)
+        executor = await loop.run_in_executor(thread, start_executor, config, model_config, model_dir, grammars)
+        try:
+            max_model_len = context_length(config, model_config, executor.num_blocks * config.block_size)
+            if not config.enable_chunked_prefill and (config.max_num_batched_tokens or 0) < max_model_len:
+                raise ValueError("without chunked prefill, max_num_batched_tokens must be at least max_model_len")
+        except ValueError:
+            executor.shutdown()
+            raise
+        engine = cls(config, model_config, tokenizer, executor, thread, max_model_len, grammars)
         for actor in engine.actors:
             actor.start(engine._on_actor_failure)
+        # A worker that dies between steps fails the runner actor (and so the engine) at once.
+        executor.watch(lambda error: loop.call_soon_threadsafe(engine.runner.fail, error))
         return engine
 
     # -- requests -------------------------------------------------------------------------------------
@@ -287,11 +295,11 @@ class AsyncEngine:
         return self.router.expect_reply(call.call_id)
 
     async def collective_rpc(self, method: str, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> list:
-        """Calls `method` of the model runner (on its thread, between steps); one result per worker."""
+        """Calls `method` of the model runner (on its thread, between steps); one result per worker (rank)."""
         call = self._runner_call(method, *args, collective_rpc=True, **(kwargs or {}))
         reply = self._expect_reply(call)
         self.runner.send(call)
-        return [await reply]
+        return await reply
 
     async def sleep(self, level: int = 1) -> dict[str, int]:
         """Releases the KV cache (level 1) and the weights (level 2; level 1 moves them to host memory).
@@ -371,5 +379,6 @@ class AsyncEngine:
                 await actor.stop()
             else:  # a dead engine's actors may be stuck in a step that never returns: do not wait for them
                 actor.kill()
+        await asyncio.to_thread(self.executor.shutdown)  # tensor-parallel workers stopped and joined
         if self.grammars is not None:
             self.grammars.shutdown()

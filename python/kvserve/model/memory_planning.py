@@ -20,6 +20,7 @@ import torch
 
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.model_config import ModelConfig
+from kvserve.model.parallel import local_kv_heads
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -186,7 +187,7 @@ def profiling_inputs(
     query_start_loc[1:] = torch.cumsum(q_lens, 0)
     positions = torch.arange(num_tokens, dtype=torch.int32) - torch.repeat_interleave(query_start_loc[:-1], q_lens)
     width = blocks_per_request(int(q_lens.max()), block_size)
-    cache_shape = (2, 1, block_size, config.num_key_value_heads, config.head_dim)
+    cache_shape = (2, 1, block_size, local_kv_heads(config), config.head_dim)
     ctx = ForwardContext(
         slot_mapping=torch.zeros(num_tokens, dtype=torch.int64, device=device),
         block_tables=torch.zeros(num_seqs, width, dtype=torch.int32, device=device),

@@ -39,11 +39,13 @@ from kvserve.model.memory_planning import (
 )
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
+from kvserve.model.parallel import local_kv_heads, min_over_group
 from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
+from kvserve.model.request_check import check_request
 from kvserve.model.token_suppression import TokenSuppression
-from kvserve.request import EngineRequest, PoolingParams, TaskKind
+from kvserve.request import EngineRequest, TaskKind
 from kvserve.structured.compiler import GrammarCompiler
 from kvserve.structured.matchers import GrammarMatchers
 
@@ -93,9 +95,9 @@ class StepInputs:
 
 
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
-    """Bytes of one block across all layers: keys and values of block_size tokens."""
+    """Bytes of one block across all layers: keys and values of block_size tokens (this rank's heads)."""
     element = torch.tensor([], dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * block_size * config.num_key_value_heads * config.head_dim * element
+    return 2 * config.num_hidden_layers * block_size * local_kv_heads(config) * config.head_dim * element
 
 
 class ModelRunner:
@@ -162,7 +164,7 @@ class ModelRunner:
             return []
         c = self.model_config
         num_blocks = self.num_blocks + self.num_reserved_blocks
-        shape = (2, num_blocks, self.config.block_size, c.num_key_value_heads, c.head_dim)
+        shape = (2, num_blocks, self.config.block_size, local_kv_heads(c), c.head_dim)
         return [torch.zeros(shape, dtype=self.kv_cache_dtype, device=self.device) for _ in range(c.num_hidden_layers)]
 
     def _num_kv_blocks(self) -> int:
@@ -190,9 +192,10 @@ class ModelRunner:
             require_max_model_len=c.max_model_len is not None,
         )
         logger.info("%s", plan.describe(c.block_size))
-        if plan.num_blocks <= self.num_reserved_blocks:
-            raise ValueError(f"no room for the KV cache: {plan.num_blocks} block(s), one is reserved for CUDA graphs")
-        return plan.num_blocks - self.num_reserved_blocks
+        num_blocks = min_over_group(plan.num_blocks)  # one scheduler: the same blocks on every rank
+        if num_blocks <= self.num_reserved_blocks:
+            raise ValueError(f"no room for the KV cache: {num_blocks} block(s), one is reserved for CUDA graphs")
+        return num_blocks - self.num_reserved_blocks
 
     @torch.inference_mode()
     def _profile_step(self) -> None:
@@ -275,32 +278,7 @@ class ModelRunner:
 
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when this model cannot serve `request` (a task, pooling kind or option it lacks)."""
-        reason = (
-            self.tasks.unsupported(request)
-            or self._unsupported_pooling(request.pooling)
-            or self._unsupported_encoder_input(request)
-        )
-        structured = request.sampling is not None and request.sampling.structured is not None
-        if structured and self.input_batch.grammars is None:
-            reason = "structured outputs are not available: the tokenizer could not be read as a grammar vocabulary"
-        if reason is not None:
-            raise ValueError(reason)
-
-    def _unsupported_pooling(self, pooling: PoolingParams | None) -> str | None:
-        c = self.model_config
-        if pooling is None:
-            return None
-        if pooling.dimensions is not None and pooling.dimensions > c.hidden_size:
-            return f"dimensions {pooling.dimensions} exceeds the model's hidden size {c.hidden_size}"
-        if pooling.token_ids is not None and not all(0 <= t < c.vocab_size for t in pooling.token_ids):
-            return f"token_ids must be in [0, {c.vocab_size})"
-        return None
-
-    def _unsupported_encoder_input(self, request: EngineRequest) -> str | None:
-        # An encoder-decoder model says what its encoder takes; a wrong shape must not reach a step.
-        if request.encoder_input is None:
-            return None
-        return self.model.unsupported_encoder_input(request.encoder_input)
+        check_request(request, self.tasks, self.model_config, self.input_batch.grammars is not None, self.model)
 
     # -- per-request state, by slot ---------------------------------------------------------------------
     def _add_request(self, new: NewRequest) -> None:

@@ -14,6 +14,15 @@ class WeightAssembler:
         self.rows_filled = {name: 0 for name in self.params}
         self.unexpected: list[str] = []
 
+    def load(self, name: str, tensor: torch.Tensor, part: int = 0) -> None:
+        """A full checkpoint tensor (of fused part `part`) into parameter `name`, through the parameter's
+        `weight_loader` when it has one: (tensor, part) -> (the share this process holds, its row offset)."""
+        loader = getattr(self.params.get(name), "weight_loader", None)
+        if loader is None:
+            self.copy(name, tensor)
+        else:
+            self.copy(name, *loader(tensor, part))
+
     def copy(self, name: str, tensor: torch.Tensor, row_offset: int = 0) -> None:
         param = self.params.get(name)
         if param is None:

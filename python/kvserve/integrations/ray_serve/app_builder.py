@@ -39,7 +39,9 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     # them to a replica with room), which is what its autoscaler's target_ongoing_requests counts against.
     deployment_options.setdefault("max_ongoing_requests", namespace.max_num_seqs)
     actor_options = dict(deployment_options.pop("ray_actor_options", None) or {})
-    actor_options.setdefault("num_gpus", replica_gpus(engine_config.device))
+    # A tensor-parallel replica's workers use the GPUs Ray gives it (its CUDA_VISIBLE_DEVICES): one per rank.
+    num_gpus = replica_gpus(engine_config.device) * engine_config.tensor_parallel_size
+    actor_options.setdefault("num_gpus", num_gpus)
     return KvserveDeployment.options(ray_actor_options=actor_options, **deployment_options).bind(namespace)
 
 
