@@ -16,6 +16,7 @@ import torch
 
 from kvserve.model.input_batch import InputBatch
 from kvserve.model.logits_pipeline import apply_bias_and_penalties, apply_constraints
+from kvserve.model.sampler import NUCLEUS_CANDIDATES
 from kvserve.sampling_params import SamplingParams
 from tests.model.batches import prepared
 
@@ -105,7 +106,9 @@ def check_metadata(batch: InputBatch, slots: list[int], lives: list[Live]) -> No
             values = [value(getattr(p, name)) for p in picked]
             assert column is None if all(v == off for v in values) else column.tolist() == values
         assert r.truncated.tolist() == [i for i, p in enumerate(picked) if p.top_k > 0 or p.top_p < 1.0]
-        assert r.max_top_k == max([p.top_k for p in picked if p.top_k > 0 or p.top_p < 1.0], default=0)
+        max_top_k = max([p.top_k for p in picked if p.top_k > 0 or p.top_p < 1.0], default=0)
+        assert r.whole_row_mass == any(p.top_p < 1.0 and p.top_k <= 0 for p in picked)
+        assert r.num_candidates == (max(max_top_k, NUCLEUS_CANDIDATES) if r.whole_row_mass else max_top_k)
         seeded = [i for i, p in enumerate(picked) if p.seed is not None]
         assert sorted(r.generators) == seeded
         for i in seeded:

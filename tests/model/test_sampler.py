@@ -11,6 +11,7 @@ import torch
 
 from kvserve.model.logprobs import rank_logprobs
 from kvserve.model.sampler import (
+    NUCLEUS_CANDIDATES,
     Sampler,
     SamplingMetadata,
     _apply_min_p,
@@ -435,8 +436,9 @@ def test_candidates_keep_exactly_the_full_sorts_tokens_and_probabilities(case: i
     top_p = torch.full((64,), params.get("top_p", 1.0)) if "top_p" in params else None
     reference = scaled.clone()
     _mask_outside_top_k_top_p(reference, top_k, top_p)
-    max_top_k = int(params.get("top_k", 0))
-    candidates, candidate_ids, exact = _top_candidates(scaled, top_k, top_p, max_top_k)
+    whole_row_mass = "top_p" in params and "top_k" not in params
+    num_candidates = NUCLEUS_CANDIDATES if whole_row_mass else int(params["top_k"])
+    candidates, candidate_ids, exact = _top_candidates(scaled, top_k, top_p, num_candidates, whole_row_mass)
     assert exact.any()
     for row in torch.nonzero(exact).flatten().tolist():
         kept = candidate_ids[row][candidates[row] > float("-inf")]

@@ -51,9 +51,12 @@ class RandomRows:
     min_p: torch.Tensor | None  # [R] float32; None when no row uses min-p
     top_k: torch.Tensor | None  # [R] int64, 0 = off; None when no row uses top-k
     top_p: torch.Tensor | None  # [R] float32, 1.0 = off; None when no row uses top-p
-    # Host: positions (in R) of the rows that use top-k or top-p, and the largest top-k among them.
+    # Host: positions (in R) of the rows that use top-k or top-p; candidates per truncated row (the largest
+    # top-k, or NUCLEUS_CANDIDATES when a top-p row has no top-k); whether such a row needs its whole
+    # row's mass (top-p without top-k).
     truncated: np.ndarray
-    max_top_k: int
+    num_candidates: int
+    whole_row_mass: bool
     # Position in R -> the request's own generator. Each sampler call draws exactly one vector of V
     # exponentials from it, whatever path the row takes and wherever it sits in the batch.
     generators: dict[int, torch.Generator]
@@ -131,6 +134,8 @@ def _random_rows(
         seeded = generators
     uses_top_k, uses_top_p = top_k > 0, top_p < 1.0
     truncated = np.flatnonzero(uses_top_k | uses_top_p)
+    whole_row_mass = bool(np.count_nonzero(uses_top_p & ~uses_top_k))
+    max_top_k = int(top_k[truncated].max()) if len(truncated) else 0
     return RandomRows(
         rows=None if rows is None else to_device(rows),
         temperature=to_device(temperature),
@@ -138,7 +143,8 @@ def _random_rows(
         top_k=to_device(top_k) if np.count_nonzero(uses_top_k) else None,
         top_p=to_device(top_p) if np.count_nonzero(uses_top_p) else None,
         truncated=truncated,
-        max_top_k=int(top_k[truncated].max()) if len(truncated) else 0,
+        num_candidates=max(max_top_k, NUCLEUS_CANDIDATES) if whole_row_mass else max_top_k,
+        whole_row_mass=whole_row_mass,
         generators=seeded,
     )
 
@@ -150,9 +156,12 @@ class SamplerOutput:
 
 
 class Sampler:
-    """Stateless; the caller's `logits` and `raw_logits` are never modified."""
+    """Holds no request state, only a workspace; the caller's `logits` and `raw_logits` are never modified."""
 
-    __slots__ = ()
+    __slots__ = ("_workspace",)
+
+    def __init__(self) -> None:
+        self._workspace = Workspace()
 
     def __call__(
         self,
@@ -168,7 +177,7 @@ class Sampler:
             raise ValueError(
                 f"max_num_logprobs {metadata.max_num_logprobs} exceeds the vocabulary size {logits.shape[1]}"
             )
-        sampled_token_ids = _sample(logits, metadata)
+        sampled_token_ids = _sample(logits, metadata, self._workspace)
         logprobs = None
         if metadata.max_num_logprobs >= 0:
             logprobs = _logprobs(logits, raw_logits, sampled_token_ids, metadata)
@@ -186,15 +195,37 @@ def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
-def _sample(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+class Workspace:
+    """Two [rows, V] float32 buffers kept between steps: the scaled logits and the noise of random rows.
+
+    Fresh tensors of that size (50 MB at 256 x 49,152) are above glibc's largest mmap threshold, so each
+    would be mapped and page-faulted anew every step, which costs more than the arithmetic on them.
+    """
+
+    __slots__ = ("_buffers",)
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor | None] = [None, None]
+
+    def take(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        """Buffer `index` as float32 of `like`'s shape and device (contents undefined)."""
+        rows, width = like.shape
+        buffer = self._buffers[index]
+        if buffer is None or buffer.device != like.device or buffer.shape[1] != width or buffer.shape[0] < rows:
+            buffer = torch.empty(max(rows, 1), width, dtype=torch.float32, device=like.device)
+            self._buffers[index] = buffer
+        return buffer[:rows]
+
+
+def _sample(logits: torch.Tensor, metadata: SamplingMetadata, workspace: Workspace) -> torch.Tensor:
     random = metadata.random
     if random is None:
         return greedy_argmax(logits)
     if random.rows is None:
-        return _random_sample(logits, random)
+        return _random_sample(logits, random, workspace)
     token_ids = torch.empty(metadata.num_rows, dtype=torch.int64, device=logits.device)
     token_ids[metadata.greedy_rows] = greedy_argmax(logits[metadata.greedy_rows])
-    token_ids[random.rows] = _random_sample(logits[random.rows], random)
+    token_ids[random.rows] = _random_sample(logits[random.rows], random, workspace)
     return token_ids
 
 
@@ -219,30 +250,31 @@ def _logprobs(
     return full
 
 
-def _random_sample(logits: torch.Tensor, random: RandomRows) -> torch.Tensor:
-    # A fresh float32 tensor (type promotion with the float32 temperature), so the in-place masking below
-    # never reaches the caller's logits, whatever their dtype.
-    scaled = logits / random.temperature.unsqueeze(1)
+def _random_sample(logits: torch.Tensor, random: RandomRows, workspace: Workspace) -> torch.Tensor:
+    # Into the workspace, in float32 whatever the logits' dtype: the in-place work below never reaches the
+    # caller's logits.
+    scaled = torch.div(logits, random.temperature.unsqueeze(1), out=workspace.take(0, logits))
     if random.min_p is not None:
         _apply_min_p(scaled, random.min_p)
     # Each seeded row's V exponentials, drawn once whatever path its row takes (see RandomRows.generators).
     noise = {pos: _exponentials(scaled, generator) for pos, generator in random.generators.items()}
     num_rows, truncated = scaled.shape[0], random.truncated
     if len(truncated) == 0:
-        return _race(scaled, None, noise)
+        return _race(scaled, None, noise, workspace)
     if len(truncated) == num_rows:
-        return _truncated_sample(scaled, random.top_k, random.top_p, random.max_top_k, noise)
+        return _truncated_sample(scaled, random, random.top_k, random.top_p, noise, workspace)
     # Rows without truncation sample from the whole row, the others from their candidates.
     plain = np.setdiff1d(np.arange(num_rows), truncated, assume_unique=True)
     plain_rows, truncated_rows = (torch.from_numpy(r).to(scaled.device) for r in (plain, truncated))
     token_ids = torch.empty(num_rows, dtype=torch.int64, device=scaled.device)
-    token_ids[plain_rows] = _race(scaled[plain_rows], None, _noise_of(noise, plain))
+    token_ids[plain_rows] = _race(scaled[plain_rows], None, _noise_of(noise, plain), workspace)
     token_ids[truncated_rows] = _truncated_sample(
         scaled[truncated_rows],
+        random,
         None if random.top_k is None else random.top_k[truncated_rows],
         None if random.top_p is None else random.top_p[truncated_rows],
-        random.max_top_k,
         _noise_of(noise, truncated),
+        workspace,
     )
     return token_ids
 
@@ -254,27 +286,34 @@ def _noise_of(noise: dict[int, torch.Tensor], rows: np.ndarray) -> dict[int, tor
 
 def _truncated_sample(
     scaled: torch.Tensor,
+    random: RandomRows,
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
-    max_top_k: int,
     noise: dict[int, torch.Tensor],
+    workspace: Workspace,
 ) -> torch.Tensor:
-    """Samples rows that all use top-k or top-p: from their K candidates, or by the full sort where those
-    do not decide the row."""
-    candidates, candidate_ids, exact = _top_candidates(scaled, top_k, top_p, max_top_k)
-    token_ids = _race(candidates, candidate_ids, noise)
+    """Samples rows that all use top-k or top-p (`top_k`, `top_p`: theirs): from their candidates, or by
+    the full sort where those do not decide the row."""
+    candidates, candidate_ids, exact = _top_candidates(
+        scaled, top_k, top_p, random.num_candidates, random.whole_row_mass
+    )
+    token_ids = _race(candidates, candidate_ids, noise, None)
     inexact = torch.nonzero(~exact).flatten()
     if len(inexact):  # reads back one device value; rare with a trained model's distributions
         full = scaled[inexact]
         _mask_outside_top_k_top_p(
             full, None if top_k is None else top_k[inexact], None if top_p is None else top_p[inexact]
         )
-        token_ids[inexact] = _race(full, None, _noise_of(noise, inexact.cpu().numpy()))
+        token_ids[inexact] = _race(full, None, _noise_of(noise, inexact.cpu().numpy()), workspace)
     return token_ids
 
 
 def _top_candidates(
-    scaled: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None, max_top_k: int
+    scaled: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    num_candidates: int,
+    whole_row_mass: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's K best tokens, with the ones outside its top-k and top-p masked to -inf: candidate
     logits [R, K] and token ids [R, K], and [R] whether they hold exactly the tokens the full sort keeps.
@@ -283,7 +322,7 @@ def _top_candidates(
     ties its cutoff (the full sort keeps every token tied with the cutoff).
     """
     vocab_size = scaled.shape[1]
-    k_max = min(vocab_size, max(max_top_k, NUCLEUS_CANDIDATES if top_p is not None else 0))
+    k_max = min(vocab_size, num_candidates)
     values, token_ids = scaled.topk(k_max, dim=-1)  # sorted, descending
     cutoff = values.new_full((values.shape[0], 1), float("-inf"))
     settled = torch.zeros_like(cutoff, dtype=torch.bool)  # rows whose top-p cannot reach past the candidates
@@ -296,7 +335,12 @@ def _top_candidates(
         p = top_p.unsqueeze(1)
         # Top-p is measured on the distribution renormalised over the top-k survivors, which all lie among
         # the candidates (or the row is not exact anyway); without top-k, over the whole row.
-        log_total = torch.where(settled, masked.logsumexp(-1, keepdim=True), scaled.logsumexp(-1, keepdim=True))
+        if not whole_row_mass:  # every top-p row has top-k
+            log_total = masked.logsumexp(-1, keepdim=True)
+        elif top_k is None:
+            log_total = scaled.logsumexp(-1, keepdim=True)
+        else:
+            log_total = torch.where(settled, masked.logsumexp(-1, keepdim=True), scaled.logsumexp(-1, keepdim=True))
         cumulative = (masked - log_total).exp_().cumsum(dim=-1)
         # The smallest prefix whose mass reaches p: every position still short of p, plus the next one.
         num_kept = (cumulative < p).sum(dim=-1, keepdim=True).add_(1)
@@ -319,16 +363,27 @@ def _top_candidates(
     return values.masked_fill_(values < cutoff, float("-inf")), token_ids, exact
 
 
-def _race(logits: torch.Tensor, token_ids: torch.Tensor | None, seeded_noise: dict[int, torch.Tensor]) -> torch.Tensor:
+def _race(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor | None,
+    seeded_noise: dict[int, torch.Tensor],
+    workspace: Workspace | None,
+) -> torch.Tensor:
     """Samples each row of `logits` [R, C] in proportion to its softmax; C = V, or the candidates of
     `token_ids` [R, C].
 
     Exponential race: argmax_i p_i / q_i with q_i ~ Exp(1) picks token i with probability p_i. Unlike
     torch.multinomial it needs no host sync, and a seeded row uses its own token's draw wherever the token
-    sits among the candidates, so it picks what it would pick from the whole row.
+    sits among the candidates, so it picks what it would pick from the whole row. With a workspace, `logits`
+    (then float32, and the caller's no more) become the probabilities in place and the noise goes into the
+    workspace: no new [R, V] tensor.
     """
-    probs = logits.softmax(dim=-1)
-    noise = torch.empty_like(probs)
+    if workspace is None:
+        probs, noise = logits.softmax(dim=-1), torch.empty_like(logits)
+    else:
+        probs = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+        probs.div_(probs.sum(dim=-1, keepdim=True))
+        noise = workspace.take(1, probs)
     if len(seeded_noise) < noise.shape[0]:
         noise.exponential_()
     # The one per-row loop of the step, over seeded rows only.
