@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--model", help="model directory or .gguf (default: the embedded SmolLM2)")
     parser.add_argument("--batch-sizes", default="1,16,64,256")
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     parser.add_argument("--statistic", choices=("median", "min"), default="median", help="per phase, over steps")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
@@ -127,6 +128,10 @@ def main() -> None:
 
         args.model = str(embedded_model_path())
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = {int(n): measure(args.model, int(n), args.steps, args.statistic) for n in args.batch_sizes.split(",")}
     print(f"host time per decode step (us, {args.statistic} of {args.steps} steps), --load-format noop")
     header = f"{'requests':>9}" + "".join(f"{p:>10}" for p in PHASES) + f"{'sse/token':>11}{'host total':>12}"

@@ -1,4 +1,5 @@
 """The logits pipeline alone (metadata gather, logits stages, sampler) on random logits, per decode step.
+(It replaces bench_sampling.py, which ran the same through a noop runner whose logits are all zero.)
 
 An InputBatch holds N requests (SmolLM2's 49,152-token vocabulary by default); each step gathers their
 sampling state (`InputBatch.step_sampling`) and runs `LogitsPipeline` on fresh float32 logits shaped like a
@@ -80,11 +81,13 @@ def measure(mix: str, num_requests: int, vocab_size: int, steps: int) -> dict[st
         batch.add(i, PreparedRequest(EngineRequest(f"r{i}", prompt, sampling=params), prompt, 4096, (2,)))
     slots = np.arange(num_requests, dtype=np.int32)
     pipeline = LogitsPipeline()
-    times = []
+    times, gathers = [], []
     for step in range(steps + 3):
         logits = model_like_logits(num_requests, vocab_size, rng)
         t0 = time.perf_counter_ns()
-        out = pipeline(logits, batch.step_sampling(slots))
+        step_sampling = batch.step_sampling(slots)
+        gathered = time.perf_counter_ns()
+        out = pipeline(logits, step_sampling)
         sampled = out.sampled_token_ids.to(torch.int32).numpy()
         if out.logprobs is not None:
             out.logprobs.to_numpy()
@@ -92,7 +95,8 @@ def measure(mix: str, num_requests: int, vocab_size: int, steps: int) -> dict[st
         batch.record_sampled(slots, sampled)
         if step >= 3:
             times.append((t1 - t0) / 1e6)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+            gathers.append((gathered - t0) / 1e6)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "metadata_ms": statistics.median(gathers)}
 
 
 def main() -> None:
@@ -109,9 +113,9 @@ def main() -> None:
     torch.set_num_threads(1)  # as the runner's one torch thread; steadier on a shared machine
     rows = {mix: measure(mix, args.requests, args.vocab, args.steps) for mix in args.mixes.split(",")}
     print(f"logits pipeline per step, {args.requests} rows x {args.vocab} vocab, float32 (ms over {args.steps} steps)")
-    print(f"{'mix':>10}{'median':>10}{'min':>10}")
+    print(f"{'mix':>10}{'median':>10}{'min':>10}{'metadata':>10}")
     for mix, r in rows.items():
-        print(f"{mix:>10}{r['median_ms']:>10.2f}{r['min_ms']:>10.2f}")
+        print(f"{mix:>10}{r['median_ms']:>10.2f}{r['min_ms']:>10.2f}{r['metadata_ms']:>10.3f}")
     if args.json:
         Path(args.json).write_text(
             json.dumps(
