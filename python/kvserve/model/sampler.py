@@ -255,7 +255,7 @@ def _random_sample(logits: torch.Tensor, random: RandomRows, workspace: Workspac
     # caller's logits.
     scaled = torch.div(logits, random.temperature.unsqueeze(1), out=workspace.take(0, logits))
     if random.min_p is not None:
-        _apply_min_p(scaled, random.min_p)
+        _apply_min_p(scaled, random.min_p, workspace)
     # Each seeded row's V exponentials, drawn once whatever path its row takes (see RandomRows.generators).
     noise = {pos: _exponentials(scaled, generator) for pos, generator in random.generators.items()}
     num_rows, truncated = scaled.shape[0], random.truncated
@@ -295,7 +295,7 @@ def _truncated_sample(
     """Samples rows that all use top-k or top-p (`top_k`, `top_p`: theirs): from their candidates, or by
     the full sort where those do not decide the row."""
     candidates, candidate_ids, exact = _top_candidates(
-        scaled, top_k, top_p, random.num_candidates, random.whole_row_mass
+        scaled, top_k, top_p, random.num_candidates, random.whole_row_mass, workspace
     )
     token_ids = _race(candidates, candidate_ids, noise, None)
     inexact = torch.nonzero(~exact).flatten()
@@ -314,6 +314,7 @@ def _top_candidates(
     top_p: torch.Tensor | None,
     num_candidates: int,
     whole_row_mass: bool = True,
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each row's K best tokens, with the ones outside its top-k and top-p masked to -inf: candidate
     logits [R, K] and token ids [R, K], and [R] whether they hold exactly the tokens the full sort keeps.
@@ -335,12 +336,11 @@ def _top_candidates(
         p = top_p.unsqueeze(1)
         # Top-p is measured on the distribution renormalised over the top-k survivors, which all lie among
         # the candidates (or the row is not exact anyway); without top-k, over the whole row.
-        if not whole_row_mass:  # every top-p row has top-k
-            log_total = masked.logsumexp(-1, keepdim=True)
-        elif top_k is None:
-            log_total = scaled.logsumexp(-1, keepdim=True)
-        else:
-            log_total = torch.where(settled, masked.logsumexp(-1, keepdim=True), scaled.logsumexp(-1, keepdim=True))
+        log_total = masked.logsumexp(-1, keepdim=True)
+        if whole_row_mass:  # some top-p row has no top-k
+            weights, peak = _relative_weights(scaled, workspace)
+            row_total = weights.sum(dim=-1, keepdim=True).log_().add_(peak)
+            log_total = row_total if top_k is None else torch.where(settled, log_total, row_total)
         cumulative = (masked - log_total).exp_().cumsum(dim=-1)
         # The smallest prefix whose mass reaches p: every position still short of p, plus the next one.
         num_kept = (cumulative < p).sum(dim=-1, keepdim=True).add_(1)
@@ -399,11 +399,19 @@ def _exponentials(scaled: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return torch.empty(scaled.shape[1], dtype=scaled.dtype, device=scaled.device).exponential_(generator=generator)
 
 
-def _apply_min_p(scaled: torch.Tensor, min_p: torch.Tensor) -> None:
-    """Masks, in place, the tokens whose probability is below min_p times the row's top probability."""
-    probs = scaled.softmax(dim=-1)
-    threshold = probs.amax(dim=-1, keepdim=True) * min_p.unsqueeze(1)
-    scaled.masked_fill_(probs < threshold, float("-inf"))
+def _relative_weights(scaled: torch.Tensor, workspace: Workspace | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(scaled - row max), 1 at each row's maximum (in the workspace's second buffer when given), and the
+    row max [R, 1]."""
+    peak = scaled.amax(dim=-1, keepdim=True)
+    out = None if workspace is None else workspace.take(1, scaled)
+    return torch.sub(scaled, peak, out=out).exp_(), peak
+
+
+def _apply_min_p(scaled: torch.Tensor, min_p: torch.Tensor, workspace: Workspace | None = None) -> None:
+    """Masks, in place, the tokens whose probability is below min_p times the row's top probability: the
+    ratio of two probabilities is the exp of their logits' difference, so no softmax is needed."""
+    weights, _ = _relative_weights(scaled, workspace)
+    scaled.masked_fill_(weights < min_p.unsqueeze(1), float("-inf"))
 
 
 def _mask_outside_top_k_top_p(scaled: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> None:
