@@ -157,22 +157,13 @@ class DetokenizerActor(Actor):
                 continue
             state.num_cached_tokens = num_cached_tokens
             t = state.times
-            times = state.times = RequestTimes(t[0], t[1], now if t[2] is None else t[2], now)
+            first_token = now if t.first_token is None else t.first_token
+            state.times = RequestTimes(t.arrival, t.first_scheduled, first_token, now)
             state.num_output_tokens += 1
             if state.plain and not finish:
                 piece = state.detokenizer.push((token,))
                 state.num_sent_chars += len(piece)
-                output = RequestOutput(
-                    request_id,
-                    piece,
-                    [token],
-                    len(state.prompt_token_ids),
-                    state.num_output_tokens,
-                    num_cached_tokens,
-                    state.prompt_token_ids,
-                    times,
-                )
-                outputs.append(output)
+                outputs.append(self._output(request_id, state, piece, [token]))
                 continue
             output = self._advance(request_id, state, token, finish, int(deltas.stop_reasons[row]))
             if deltas.logprobs is not None and state.params.logprobs is not None:
@@ -215,15 +206,16 @@ class DetokenizerActor(Actor):
         return output
 
     def _output(self, request_id: str, state: _RequestText, text: str, token_ids: list[int]) -> RequestOutput:
+        # Positional: keyword arguments cost half as much again, once per token.
         return RequestOutput(
-            request_id=request_id,
-            text=text,
-            token_ids=token_ids,
-            num_prompt_tokens=len(state.prompt_token_ids),
-            num_output_tokens=state.num_output_tokens,
-            num_cached_tokens=state.num_cached_tokens,
-            prompt_token_ids=state.prompt_token_ids,
-            times=state.times,
+            request_id,
+            text,
+            token_ids,
+            len(state.prompt_token_ids),
+            state.num_output_tokens,
+            state.num_cached_tokens,
+            state.prompt_token_ids,
+            state.times,
         )
 
     def _position_logprobs(self, logprobs: SampleLogprobs, row: int, num_top: int) -> PositionLogprobs:

@@ -18,6 +18,9 @@ set of tokens the full sort keeps, with the same renormalised probabilities.
 Logprobs are "raw": log_softmax of the logits before temperature and filtering (of `raw_logits` when given,
 i.e. before the bias, penalty and constraint stages too), so they do not depend on the sampling parameters.
 
+The [R, V] temporaries of random rows live in a `Workspace` the Sampler keeps between steps (two float32
+buffers): fresh ones of 50 MB would be mapped and page-faulted anew each step.
+
 Hot path: this runs every step on the device that holds the logits. Everything is batched over rows and
 vocabulary; the only per-row Python loop is over the few seeded rows in `_exponential_noise`. The host-side
 values in `SamplingMetadata` pick the paths; the one device value read back is whether any truncated row
