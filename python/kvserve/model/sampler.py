@@ -199,7 +199,8 @@ def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Workspace:
-    """Two [rows, V] float32 buffers kept between steps: the scaled logits and the noise of random rows.
+    """Two [rows, V] float32 buffers kept between steps on the CPU: the scaled logits and the noise of random
+    rows.
 
     Fresh tensors of that size (50 MB at 256 x 49,152) are above glibc's largest mmap threshold, so each
     would be mapped and page-faulted anew every step, which costs more than the arithmetic on them.
@@ -213,6 +214,8 @@ class Workspace:
     def take(self, index: int, like: torch.Tensor) -> torch.Tensor:
         """Buffer `index` as float32 of `like`'s shape and device (contents undefined)."""
         rows, width = like.shape
+        if like.device.type != "cpu":  # CUDA's caching allocator reuses freed blocks; no memory held here
+            return torch.empty(rows, width, dtype=torch.float32, device=like.device)
         buffer = self._buffers[index]
         if buffer is None or buffer.device != like.device or buffer.shape[1] != width or buffer.shape[0] < rows:
             buffer = torch.empty(max(rows, 1), width, dtype=torch.float32, device=like.device)
