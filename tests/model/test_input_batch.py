@@ -16,6 +16,7 @@ import torch
 
 from kvserve.model.input_batch import InputBatch
 from kvserve.model.logits_pipeline import apply_bias_and_penalties, apply_constraints
+from kvserve.model.sampler import NUCLEUS_CANDIDATES
 from kvserve.sampling_params import SamplingParams
 from tests.model.batches import prepared
 
@@ -87,21 +88,37 @@ def check_metadata(batch: InputBatch, slots: list[int], lives: list[Live]) -> No
     step = batch.step_sampling(np.array(slots, dtype=np.int32))
     m = step.metadata
     params = [live.params for live in lives]
-    assert m.temperature.tolist() == [np.float32(p.temperature) for p in params]
-    assert m.top_k.tolist() == [p.top_k for p in params]
-    assert m.top_p.tolist() == [np.float32(p.top_p) for p in params]
-    assert m.min_p.tolist() == [np.float32(p.min_p) for p in params]
-    assert m.all_greedy == all(p.greedy for p in params)
-    assert m.all_random == (not any(p.greedy for p in params))
-    assert (m.no_top_k, m.no_top_p, m.no_min_p) == (
-        all(p.top_k <= 0 for p in params),
-        all(p.top_p >= 1.0 for p in params),
-        all(p.min_p <= 0.0 for p in params),
-    )
+    greedy = [row for row, p in enumerate(params) if p.greedy]
+    random_rows = [row for row, p in enumerate(params) if not p.greedy]
+    assert m.num_rows == len(params)
+    if not random_rows:
+        assert m.random is None and m.greedy_rows is None
+    else:
+        r = m.random
+        assert r is not None
+        assert (r.rows is None) == (not greedy)
+        if greedy:
+            assert m.greedy_rows.tolist() == greedy and r.rows.tolist() == random_rows
+        picked = [params[row] for row in random_rows]
+        assert r.temperature.tolist() == [np.float32(p.temperature) for p in picked]
+        for name, off, value in (("top_k", 0, int), ("top_p", 1.0, np.float32), ("min_p", 0.0, np.float32)):
+            column = getattr(r, name)
+            values = [value(getattr(p, name)) for p in picked]
+            assert column is None if all(v == off for v in values) else column.tolist() == values
+        assert r.truncated.tolist() == [i for i, p in enumerate(picked) if p.top_k > 0 or p.top_p < 1.0]
+        max_top_k = max([p.top_k for p in picked if p.top_k > 0 or p.top_p < 1.0], default=0)
+        assert r.whole_row_mass == any(p.top_p < 1.0 and p.top_k <= 0 for p in picked)
+        assert r.num_candidates == (max(max_top_k, NUCLEUS_CANDIDATES) if r.whole_row_mass else max_top_k)
+        seeded = [i for i, p in enumerate(picked) if p.seed is not None]
+        assert sorted(r.generators) == seeded
+        for i in seeded:
+            assert r.generators[i] is batch.generators[slots[random_rows[i]]]
+    wanting = [row for row, p in enumerate(params) if p.logprobs is not None]
     assert m.max_num_logprobs == max((p.logprobs for p in params if p.logprobs is not None), default=-1)
-    assert sorted(m.generators) == [row for row, p in enumerate(params) if p.seed is not None]
-    for row, generator in m.generators.items():
-        assert generator is batch.generators[slots[row]]
+    if 0 < len(wanting) < len(params):
+        assert m.logprob_rows.tolist() == wanting
+    else:
+        assert m.logprob_rows is None
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -5,10 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from kvserve.model.sampler import Sampler, SamplingMetadata
+from kvserve.model.logprobs import rank_logprobs
+from kvserve.model.sampler import (
+    NUCLEUS_CANDIDATES,
+    Sampler,
+    SamplingMetadata,
+    _apply_min_p,
+    _mask_outside_top_k_top_p,
+    _top_candidates,
+    build_sampling_metadata,
+    greedy_argmax,
+)
 from kvserve.sampling_params import GREEDY_TEMPERATURE
 
 DEVICES = [
@@ -24,27 +35,19 @@ def make_metadata(
     top_p: list[float] | None = None,
     min_p: list[float] | None = None,
     generators: dict[int, torch.Generator] | None = None,
-    max_num_logprobs: int = -1,
+    num_logprobs: int | list[int] = -1,
     device: str = "cpu",
 ) -> SamplingMetadata:
-    """Builds the metadata the way the model runner does: host flags from the host-side parameter lists."""
+    """Builds the metadata the way the model runner does: from host arrays of the per-row parameters."""
     num_rows = len(temperature)
-    top_k = top_k if top_k is not None else [0] * num_rows
-    top_p = top_p if top_p is not None else [1.0] * num_rows
-    min_p = min_p if min_p is not None else [0.0] * num_rows
-    is_greedy = [t < GREEDY_TEMPERATURE for t in temperature]
-    return SamplingMetadata(
-        temperature=torch.tensor(temperature, dtype=torch.float32, device=device),
-        top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-        top_p=torch.tensor(top_p, dtype=torch.float32, device=device),
-        min_p=torch.tensor(min_p, dtype=torch.float32, device=device),
-        generators=generators if generators is not None else {},
-        max_num_logprobs=max_num_logprobs,
-        all_greedy=all(is_greedy),
-        all_random=not any(is_greedy),
-        no_top_k=all(k <= 0 for k in top_k),
-        no_top_p=all(p >= 1.0 for p in top_p),
-        no_min_p=all(p <= 0.0 for p in min_p),
+    return build_sampling_metadata(
+        np.array(temperature, dtype=np.float32),
+        np.array(top_k if top_k is not None else [0] * num_rows, dtype=np.int64),
+        np.array(top_p if top_p is not None else [1.0] * num_rows, dtype=np.float32),
+        np.array(min_p if min_p is not None else [0.0] * num_rows, dtype=np.float32),
+        np.array([num_logprobs] * num_rows if isinstance(num_logprobs, int) else num_logprobs, dtype=np.int32),
+        generators if generators is not None else {},
+        lambda array: torch.from_numpy(np.ascontiguousarray(array)).to(device),
     )
 
 
@@ -278,7 +281,7 @@ def test_logprobs_are_raw_with_top_k_ordering_and_ranks() -> None:
     processed = raw.clone()
     processed[0, 1] = float("-inf")  # e.g. a banned token: greedy row 0 must fall back to token 5
     # Row 1 is random with top-k 1 (so deterministic) at temperature 0.5: its logprobs must still be raw.
-    metadata = make_metadata([0.0, 0.5], top_k=[0, 1], max_num_logprobs=3)
+    metadata = make_metadata([0.0, 0.5], top_k=[0, 1], num_logprobs=3)
     out = Sampler()(processed, metadata, raw_logits=raw)
 
     def hand_logprobs(row: list[float]) -> list[float]:
@@ -301,14 +304,14 @@ def test_logprobs_k_zero_ties_and_the_processed_logits_as_default_source() -> No
     logits = torch.tensor([[1.0, float("-inf"), 2.0, 0.5], [2.0, 2.0, 1.0, 0.0]])
     logits_tie_broken = logits.clone()
     logits_tie_broken[1, 0] = float("-inf")  # forces token 1, which ties token 0 in the logprob source
-    out = Sampler()(logits_tie_broken, make_metadata([0.0, 0.0], max_num_logprobs=0), raw_logits=logits)
+    out = Sampler()(logits_tie_broken, make_metadata([0.0, 0.0], num_logprobs=0), raw_logits=logits)
     assert out.logprobs is not None
     assert out.logprobs.token_ids.tolist() == [[2], [1]]
     assert out.logprobs.logprobs.shape == (2, 1)
     # A tie is not "strictly greater": token 1 keeps rank 1.
     assert out.logprobs.ranks.tolist() == [1, 1]
 
-    out = Sampler()(logits, make_metadata([0.0, 0.0], max_num_logprobs=4))
+    out = Sampler()(logits, make_metadata([0.0, 0.0], num_logprobs=4))
     assert out.logprobs is not None
     log_total = math.log(math.exp(1.0) + math.exp(2.0) + math.exp(0.5))
     assert out.logprobs.token_ids[0].tolist() == [2, 2, 0, 3, 1]
@@ -322,7 +325,7 @@ def test_half_precision_logits(dtype: torch.dtype) -> None:
     logits = torch.randn(64, 1000).to(dtype)
     as_float = logits.float()
     temperature = [0.0, 1.0] * 32
-    metadata = make_metadata(temperature, top_k=[0, 3] * 32, generators={1: seeded(3)}, max_num_logprobs=2)
+    metadata = make_metadata(temperature, top_k=[0, 3] * 32, generators={1: seeded(3)}, num_logprobs=2)
     out = Sampler()(logits, metadata)
     token_ids = out.sampled_token_ids
     assert token_ids[0::2].tolist() == as_float[0::2].argmax(dim=-1).tolist()
@@ -337,39 +340,144 @@ def test_logits_are_not_modified() -> None:
     torch.manual_seed(9)
     logits = torch.randn(8, 100)
     before = logits.clone()
-    metadata = make_metadata([0.0, 1.0] * 4, top_k=[5] * 8, top_p=[0.8] * 8, min_p=[0.1] * 8, max_num_logprobs=1)
+    metadata = make_metadata([0.0, 1.0] * 4, top_k=[5] * 8, top_p=[0.8] * 8, min_p=[0.1] * 8, num_logprobs=1)
     Sampler()(logits, metadata)
     assert torch.equal(logits, before)
 
 
 def test_empty_batch() -> None:
-    out = Sampler()(torch.empty(0, 10), make_metadata([], max_num_logprobs=2))
+    out = Sampler()(torch.empty(0, 10), make_metadata([], num_logprobs=2))
     assert out.sampled_token_ids.shape == (0,)
-    assert out.logprobs is not None and out.logprobs.token_ids.shape == (0, 3)
+    assert out.logprobs is None  # no row asked
 
 
 def test_bad_input_raises_value_error() -> None:
     with pytest.raises(ValueError, match="top_k"):
-        SamplingMetadata(
-            temperature=torch.ones(2),
-            top_k=torch.zeros(3, dtype=torch.int64),
-            top_p=torch.ones(2),
-            min_p=torch.zeros(2),
-            generators={},
-            max_num_logprobs=-1,
-            all_greedy=False,
-            all_random=True,
-            no_top_k=True,
-            no_top_p=True,
-            no_min_p=True,
+        build_sampling_metadata(
+            np.ones(2, dtype=np.float32),
+            np.zeros(3, dtype=np.int64),
+            np.ones(2, dtype=np.float32),
+            np.zeros(2, dtype=np.float32),
+            np.full(2, -1, dtype=np.int32),
+            {},
+            torch.from_numpy,
         )
     with pytest.raises(ValueError, match="outside the batch"):
         make_metadata([1.0, 1.0], generators={-1: seeded(0)})
-    with pytest.raises(ValueError, match="max_num_logprobs"):
-        make_metadata([1.0], max_num_logprobs=-2)
+    with pytest.raises(ValueError, match="num_logprobs"):
+        make_metadata([1.0], num_logprobs=-2)
     with pytest.raises(ValueError, match="S = 2"):
         Sampler()(torch.randn(3, 10), make_metadata([1.0, 1.0]))
     with pytest.raises(ValueError, match="raw_logits"):
         Sampler()(torch.randn(2, 10), make_metadata([1.0, 1.0]), raw_logits=torch.randn(2, 11))
     with pytest.raises(ValueError, match="vocabulary size"):
-        Sampler()(torch.randn(2, 10), make_metadata([1.0, 1.0], max_num_logprobs=11))
+        Sampler()(torch.randn(2, 10), make_metadata([1.0, 1.0], num_logprobs=11))
+
+
+def full_sort_sample(logits: torch.Tensor, params: list[dict[str, float]], seeds: list[int]) -> list[int]:
+    """The sampler before partial selection, row by row: the full sort's mask, then the exponential race
+    on V exponentials drawn from the row's generator."""
+    token_ids = []
+    for row, (row_params, seed) in enumerate(zip(params, seeds)):
+        scaled = logits[row : row + 1] / row_params.get("temperature", 1.0)
+        if row_params.get("min_p", 0.0) > 0:
+            _apply_min_p(scaled, torch.tensor([row_params["min_p"]]))
+        top_k, top_p = torch.tensor([int(row_params.get("top_k", 0))]), torch.tensor([row_params.get("top_p", 1.0)])
+        _mask_outside_top_k_top_p(scaled, top_k, top_p)
+        probs = scaled.softmax(dim=-1)
+        noise = torch.empty_like(probs[0]).exponential_(generator=seeded(seed)).clamp_(min=torch.finfo().tiny)
+        token_ids.append(int((probs[0] / noise).argmax()))
+    return token_ids
+
+
+TRUNCATIONS = [
+    dict(top_k=1),
+    dict(top_k=40),
+    dict(top_k=40, top_p=0.8),
+    dict(top_p=0.9),
+    dict(top_p=0.5, temperature=0.7),
+    dict(top_p=0.999, temperature=3.0),  # a nucleus far past the candidates: the full sort decides
+    dict(top_k=3000),  # top-k past NUCLEUS_CANDIDATES
+    dict(top_k=20, min_p=0.05, temperature=1.3),
+    dict(top_p=0.7, min_p=0.1),
+    dict(temperature=0.9),  # no truncation in a batch with truncated rows
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_partial_selection_picks_the_full_sorts_tokens_for_the_same_seeds(seed: int) -> None:
+    # Logits like a trained model's (a few large, a long tail) and, every fourth row, flat ones whose
+    # nucleus is most of the vocabulary. Each row seeded: same seed, same token as the full sort, since
+    # both keep exactly the same tokens with the same probabilities and use the same draws per token.
+    vocab_size, num_rows = 5000, 80
+    gen = seeded(100 + seed)
+    logits = torch.randn(num_rows, vocab_size, generator=gen) * 3
+    logits[::4] = torch.randn(num_rows // 4, vocab_size, generator=gen) * 0.01
+    params = [TRUNCATIONS[row % len(TRUNCATIONS)] for row in range(num_rows)]
+    seeds = [1000 * seed + row for row in range(num_rows)]
+    metadata = metadata_for_rows(params, generators={row: seeded(s) for row, s in enumerate(seeds)})
+    token_ids = Sampler()(logits, metadata).sampled_token_ids.tolist()
+    assert token_ids == full_sort_sample(logits, params, seeds)
+
+
+@pytest.mark.parametrize("case", range(len(TRUNCATIONS) - 1))
+def test_candidates_keep_exactly_the_full_sorts_tokens_and_probabilities(case: int) -> None:
+    params = TRUNCATIONS[case]
+    gen = seeded(7)
+    vocab_size = 5000
+    logits = torch.randn(64, vocab_size, generator=gen) * torch.linspace(0.01, 6, 64).unsqueeze(1)
+    # Ties at the top-k cutoff inside and across the candidates' edge: the full sort keeps every tied token.
+    logits[0, :100] = 50.0
+    logits[1, :3] = 50.0
+    scaled = logits / params.get("temperature", 1.0)
+    if params.get("min_p", 0.0) > 0:
+        _apply_min_p(scaled, torch.full((64,), params["min_p"]))
+    top_k = torch.full((64,), int(params.get("top_k", 0))) if "top_k" in params else None
+    top_p = torch.full((64,), params.get("top_p", 1.0)) if "top_p" in params else None
+    reference = scaled.clone()
+    _mask_outside_top_k_top_p(reference, top_k, top_p)
+    whole_row_mass = "top_p" in params and "top_k" not in params
+    num_candidates = NUCLEUS_CANDIDATES if whole_row_mass else int(params["top_k"])
+    candidates, candidate_ids, exact = _top_candidates(scaled, top_k, top_p, num_candidates, whole_row_mass)
+    assert exact.any()
+    for row in torch.nonzero(exact).flatten().tolist():
+        kept = candidate_ids[row][candidates[row] > float("-inf")]
+        assert sorted(kept.tolist()) == torch.nonzero(reference[row] > float("-inf")).flatten().tolist()
+        # float32 softmax over the same values, summed in another order: a few ulps.
+        torch.testing.assert_close(
+            candidates[row].softmax(-1), reference[row].softmax(-1)[candidate_ids[row]], rtol=1e-5, atol=1e-7
+        )
+    # Where the candidates do not decide a row, the nucleus or a tie reaches past them.
+    for row in torch.nonzero(~exact).flatten().tolist():
+        num_kept = int((reference[row] > float("-inf")).sum())
+        assert num_kept >= candidates.shape[1]
+
+
+def test_greedy_argmax_matches_torch_on_ties_infinities_and_nan() -> None:
+    logits = torch.randn(6, 300)
+    logits[1, [5, 9]] = 100.0  # a tie: the first
+    logits[2] = float("-inf")  # all masked: 0
+    logits[3, 7] = float("nan")  # nan counts as the maximum
+    logits[4, [11, 200]] = float("inf")
+    assert greedy_argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
+
+
+def test_logprobs_only_for_the_rows_that_ask() -> None:
+    torch.manual_seed(11)
+    logits = torch.randn(5, 50)
+    metadata = make_metadata([0.0, 1.0, 0.0, 0.5, 0.0], top_k=[0, 5, 0, 0, 0], num_logprobs=[-1, 2, 4, -1, 0])
+    assert metadata.logprob_rows is not None and metadata.logprob_rows.tolist() == [1, 2, 4]
+    out = Sampler()(logits, metadata)
+    assert out.logprobs is not None
+    expected = rank_logprobs(logits, out.sampled_token_ids, 4)
+    for row in (1, 2, 4):
+        assert out.logprobs.token_ids[row].tolist() == expected.token_ids[row].tolist()
+        assert out.logprobs.ranks[row] == expected.ranks[row]
+        torch.testing.assert_close(out.logprobs.logprobs[row], expected.logprobs[row], rtol=0, atol=0)
+    # The same from the raw rows alone, as the logits pipeline passes them.
+    out_raw = Sampler()(logits + 1.0, metadata, raw_logits=logits[[1, 2, 4]])
+    assert out_raw.logprobs is not None
+    assert (
+        out_raw.logprobs.token_ids[[1, 2, 4]].tolist()
+        == rank_logprobs(logits[[1, 2, 4]], out_raw.sampled_token_ids[[1, 2, 4]], 4).token_ids.tolist()
+    )

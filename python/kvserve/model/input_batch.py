@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kvserve.model.sampler import SamplingMetadata
+from kvserve.model.sampler import SamplingMetadata, build_sampling_metadata
 from kvserve.model.token_bitmask import TokenBitmask, bitmask_width, pack_allowed_ids
 from kvserve.request import PreparedRequest
-from kvserve.sampling_params import GREEDY_TEMPERATURE, SamplingParams
+from kvserve.sampling_params import SamplingParams
 from kvserve.structured.matchers import GrammarMatchers
 
 # Feature bits per slot: a step asks `features[sample_slots]` which optional work any of its rows needs.
@@ -225,32 +225,23 @@ class InputBatch:
             self.history[kept, ends - 1] = token_ids[keeps]
 
     # -- one step: gathers by sample slot ---------------------------------------------------------------
-    # Hot path: everything here is a numpy gather over the step's rows; the only per-row Python loops are
-    # over rows that use a feature (seeded rows, rows with bias, allowed ids, bad words or min_tokens).
+    # Hot path: everything here is a numpy gather over the step's rows (and the split by row class in
+    # build_sampling_metadata); the only per-row Python loops are over rows that use a feature (seeded rows,
+    # rows with bias, allowed ids, bad words or min_tokens).
     def step_sampling(self, slots: np.ndarray) -> StepSampling:
-        # Flags use np.count_nonzero: on a few hundred rows it costs a fraction of .any()/.all()/.max().
-        num_rows = len(slots)
-        temperature = self.temperature[slots]
-        top_k, top_p, min_p = self.top_k[slots], self.top_p[slots], self.min_p[slots]
-        num_greedy = np.count_nonzero(temperature < GREEDY_TEMPERATURE)
-        num_logprobs = self.num_logprobs[slots]
         features = self.features[slots]
         used = int(np.bitwise_or.reduce(features)) if np.count_nonzero(features) else 0
         generators = {}
         if used & SEEDED:
             generators = {int(r): self.generators[slots[r]] for r in np.flatnonzero(features & SEEDED)}
-        metadata = SamplingMetadata(
-            temperature=self._to_device(temperature),
-            top_k=self._to_device(top_k),
-            top_p=self._to_device(top_p),
-            min_p=self._to_device(min_p),
-            generators=generators,
-            max_num_logprobs=int(num_logprobs.max()) if np.count_nonzero(num_logprobs >= 0) else -1,
-            all_greedy=num_greedy == num_rows,
-            all_random=num_greedy == 0,
-            no_top_k=np.count_nonzero(top_k > 0) == 0,
-            no_top_p=np.count_nonzero(top_p < 1.0) == 0,
-            no_min_p=np.count_nonzero(min_p > 0.0) == 0,
+        metadata = build_sampling_metadata(
+            self.temperature[slots],
+            self.top_k[slots],
+            self.top_p[slots],
+            self.min_p[slots],
+            self.num_logprobs[slots],
+            generators,
+            self._to_device,
         )
         processors = self._processor_inputs(slots, features) if used & PROCESSORS else None
         return StepSampling(metadata, processors)

@@ -11,7 +11,8 @@ gives the same logits: a masked logit is -inf, and -inf plus a finite bias, time
 penalty, or minus a finite penalty stays -inf; the other logits never see the masks.
 
 Logprobs are "raw": computed from the logits before stage (a). Stages (a) and (b) touch only the rows that use
-them; a step where no row does skips both (and the copy kept for raw logprobs).
+them; a step where no row does skips both (and the copy kept for raw logprobs, which holds only the rows
+that want logprobs).
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ class LogitsPipeline:
         processors = step.processors
         if processors is None:
             return self.sampler(logits, step.metadata)
-        raw_logits = logits.clone() if step.metadata.max_num_logprobs >= 0 else None
+        # Raw logprobs need the logits before the stages: a copy of the rows that want them, only.
+        raw_logits = None
+        if step.metadata.max_num_logprobs >= 0:
+            rows = step.metadata.logprob_rows
+            raw_logits = logits.clone() if rows is None else logits[rows]
         apply_bias_and_penalties(logits, processors)
         apply_constraints(logits, processors)
         return self.sampler(logits, step.metadata, raw_logits)

@@ -23,12 +23,16 @@ class NoopModel(nn.Module):
 
     @staticmethod
     def _rows(buffer: torch.Tensor, rows: int) -> torch.Tensor:
+        # A new buffer, not resize_(): the sampler may have viewed the old one as a numpy array, which makes
+        # its storage non-resizable.
         if buffer.shape[0] < rows:
-            buffer.resize_(rows, buffer.shape[1]).zero_()
-        return buffer[:rows]
+            buffer = torch.zeros(rows, buffer.shape[1], device=buffer.device)
+        return buffer
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self._rows(self.hidden, input_ids.shape[0])
+        self.hidden = self._rows(self.hidden, input_ids.shape[0])
+        return self.hidden[: input_ids.shape[0]]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self._rows(self.logits, hidden.shape[0])
+        self.logits = self._rows(self.logits, hidden.shape[0])
+        return self.logits[: hidden.shape[0]]

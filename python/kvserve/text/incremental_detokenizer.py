@@ -70,9 +70,7 @@ class IncrementalDetokenizer:
     ) -> None:
         self._tokenizer = tokenizer
         self._skip_special_tokens = skip_special_tokens
-        self._added_token_contents = _added_tokens_to_join(
-            tokenizer, skip_special_tokens, spaces_between_special_tokens
-        )
+        self._added_token_contents = added_tokens_to_join(tokenizer, skip_special_tokens, spaces_between_special_tokens)
         # Like vLLM, the prompt's last token does not count: only two generated added tokens are joined.
         self._last_was_added = False
         prompt_tail = list(prompt_token_ids[-_MAX_PROMPT_CONTEXT_IDS:])
@@ -219,7 +217,7 @@ class IncrementalDetokenizer:
         return end - longest, self._decode(token_ids[end - longest : end])
 
 
-def _added_tokens_to_join(
+def added_tokens_to_join(
     tokenizer: tokenizers.Tokenizer, skip_special_tokens: bool, spaces_between_special_tokens: bool
 ) -> dict[int, str] | None:
     """Contents of the added tokens to return bare when one follows another, or None to decode as is.
