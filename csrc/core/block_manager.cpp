@@ -47,7 +47,9 @@ bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& ca
   pool_.take_free(num_new_blocks, request.block_ids);
   pool_.take_free(num_cross_blocks, request.cross_block_ids);
 
-  const int32_t num_full = total_tokens / bs;
+  // Blocks full of real tokens only: a placeholder (request.h) has no id to hash yet; its block registers at
+  // a later allocation, once the id has arrived.
+  const int32_t num_full = std::min(total_tokens, request.num_tokens()) / bs;
   if (pool_.enable_caching() && request.registers_prefix_cache() && num_full > request.num_registered_blocks) {
     hash_full_blocks(request, num_full);
     for (int32_t i = request.num_registered_blocks; i < num_full; ++i) {
