@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 GiB = 1 << 30
+ASYNC_SCHEDULING_ENV = "KVSERVE_ASYNC_SCHEDULING"
+
+
+def default_async_scheduling() -> bool:
+    """On, unless KVSERVE_ASYNC_SCHEDULING=0 (CI runs the engine and API suites both ways)."""
+    value = os.environ.get(ASYNC_SCHEDULING_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{ASYNC_SCHEDULING_ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,8 @@ class EngineConfig:
     request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
     engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
     quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
+    # Schedule step N+1 while step N executes (its sampled tokens fed to N+1 on the device).
+    async_scheduling: bool = field(default_factory=default_async_scheduling)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
