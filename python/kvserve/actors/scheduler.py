@@ -86,6 +86,7 @@ class SchedulerActor(Actor):
         self.finished_slots: list[int] = []
         self.in_flight: deque[_InFlight] = deque()  # oldest first; results come back in this order
         self.num_unreported_preemptions = 0  # by schedules that produced no batch (all work in flight)
+        self.num_overlapped_steps = 0  # batches sent while another was in flight
         self.step = 0
         self.num_aborted = 0
         self.paused = False  # asleep: no request is admitted and no step starts
@@ -290,6 +291,7 @@ class SchedulerActor(Actor):
         )
         self.new_requests.clear()
         self.finished_slots.clear()
+        self.num_overlapped_steps += len(self.in_flight)
         self.in_flight.append(_InFlight(batch, out.stats))
         self.runner.send(batch)
         self._arm_watchdog()
