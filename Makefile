@@ -15,7 +15,7 @@ CORE_SOURCES := $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh csrc
 # The machines this runs on (CI, development) have 2 cores; nvcc needs ~1-2 GB per job.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install serve test cuda-gemm-compile test-sanitize bench bench-throughput bench-host bench-cpu clean fuzz-deps fuzz soak \
+.PHONY: install serve test test-sync-scheduling cuda-gemm-compile test-sanitize bench bench-throughput bench-host bench-cpu clean fuzz-deps fuzz soak \
   docker-cpu docker-sagemaker docker-cuda docker-cuda-builder docker-lint docker-ci-cpu
 
 # Build tools and torch first: the extension is built without isolation, against this environment.
@@ -45,6 +45,11 @@ serve: install
 
 test: install $(FUZZ_VENV)/.deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make test` runs with async scheduling on (the default); this runs the engine and API suites again with it
+# off, so both scheduling loops stay exact. .ci/run calls it after `make test`.
+test-sync-scheduling: install
+	KVSERVE_ASYNC_SCHEDULING=0 $(PY) -m pytest -p no:cacheprovider tests/engine tests/api $(PYTEST_ARGS)
 
 # Compile-only check of every CUDA kernel, the CUTLASS GEMMs included, in a build directory of its own
 # (when nvcc is on PATH; the development install leaves the GEMMs out).

@@ -391,8 +391,8 @@ class ReferenceScheduler:
         if self.kv.num_blocks_to_take(hits, num_new_blocks + num_cross) > self.kv.num_free_blocks:
             return False
         self.kv.touch(hits)
-        req.block_ids += hits
-        req.num_registered_blocks = max(req.num_registered_blocks, len(req.block_ids))
+        req.block_ids += hits  # only to a request that holds no blocks; hits are registered already
+        req.num_registered_blocks += len(hits)
         req.block_ids += self.kv.take_free(num_new_blocks)
         req.cross_block_ids += self.kv.take_free(num_cross)
         num_full = min(total, req.num_tokens) // bs  # placeholders have no id to hash yet

@@ -41,9 +41,11 @@ bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& ca
   if (num_new_blocks + num_cross_blocks + pool_.count_free(cached_hits) > pool_.num_free_blocks()) return false;
 
   pool_.touch(cached_hits);
+  // Hits come only to a request that holds no blocks, and are registered already. (Taking the size of a
+  // table that already holds blocks would count its partial last block as registered: blocks filled by
+  // decoding would never be cached.)
   request.block_ids.insert(request.block_ids.end(), cached_hits.begin(), cached_hits.end());
-  request.num_registered_blocks =
-      std::max(request.num_registered_blocks, static_cast<int32_t>(request.block_ids.size()));
+  request.num_registered_blocks += static_cast<int32_t>(cached_hits.size());
   pool_.take_free(num_new_blocks, request.block_ids);
   pool_.take_free(num_cross_blocks, request.cross_block_ids);
 
