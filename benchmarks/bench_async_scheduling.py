@@ -12,49 +12,24 @@ and the embedded SmolLM2-135M GGUF (`--no-smollm2` leaves it out). Prints a tabl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench_throughput import build_random_llama, in_fresh_process
+from bench_throughput import build_random_llama, in_fresh_process, timed_greedy_run
 
 
 def decode(model: str, batch_size: int, output_len: int, async_scheduling: bool) -> float:
     """Output tokens per second of batch_size concurrent greedy requests."""
     from kvserve.config import EngineConfig
-    from kvserve.engine import AsyncEngine
-    from kvserve.request import EngineRequest
-    from kvserve.sampling_params import SamplingParams
 
     config = EngineConfig(
         model=model, kv_cache_memory=1 << 30, enable_prefix_caching=False, async_scheduling=async_scheduling
     )
-    params = SamplingParams(max_tokens=output_len, temperature=0.0, ignore_eos=True)
-
-    async def consume(engine: AsyncEngine, request_id: str, prompt: list[int]) -> int:
-        count = 0
-        async for output in engine.generate(EngineRequest(request_id, prompt, sampling=params)):
-            count += len(output.token_ids)
-        return count
-
-    async def main() -> float:
-        engine = await AsyncEngine.start(config)
-        try:
-            await consume(engine, "warmup", list(range(10, 26)))
-            prompts = [[10 + (i * 7 + j) % 500 for j in range(16)] for i in range(batch_size)]
-            start = time.perf_counter()
-            counts = await asyncio.gather(*(consume(engine, f"r{i}", p) for i, p in enumerate(prompts)))
-            elapsed = time.perf_counter() - start
-            assert counts == [output_len] * batch_size, counts
-            return sum(counts) / elapsed
-        finally:
-            await engine.shutdown()
-
-    return asyncio.run(main())
+    prompts = [[10 + (i * 7 + j) % 500 for j in range(16)] for i in range(batch_size)]
+    return batch_size * output_len / timed_greedy_run(config, prompts, [output_len] * batch_size)
 
 
 def main() -> None:

@@ -90,9 +90,6 @@ def _write_placeholder_tokenizer(directory: Path, vocab: int) -> None:
 
 def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> float:
     from kvserve.config import EngineConfig
-    from kvserve.engine import AsyncEngine
-    from kvserve.request import EngineRequest
-    from kvserve.sampling_params import SamplingParams
 
     config = EngineConfig(
         model=str(model),
@@ -101,6 +98,15 @@ def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> fl
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=False,
     )
+    return timed_greedy_run(config, workload.prompts, workload.output_lens)
+
+
+def timed_greedy_run(config, prompts: list[list[int]], output_lens: list[int]) -> float:
+    """Seconds for an engine with `config` to run every prompt at once, greedily, to exactly its output length
+    (after a short warm-up request)."""
+    from kvserve.engine import AsyncEngine
+    from kvserve.request import EngineRequest
+    from kvserve.sampling_params import SamplingParams
 
     async def consume(engine: AsyncEngine, prompt: list[int], max_tokens: int, request_id: str) -> int:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -112,16 +118,13 @@ def run_kvserve(model: Path, workload: Workload, args: argparse.Namespace) -> fl
     async def main() -> float:
         engine = await AsyncEngine.start(config)
         try:
-            await consume(engine, workload.prompts[0][:8], 8, "warmup")
+            await consume(engine, prompts[0][:8], 8, "warmup")
             start = time.perf_counter()
             counts = await asyncio.gather(
-                *(
-                    consume(engine, p, n, f"r{i}")
-                    for i, (p, n) in enumerate(zip(workload.prompts, workload.output_lens))
-                )
+                *(consume(engine, p, n, f"r{i}") for i, (p, n) in enumerate(zip(prompts, output_lens)))
             )
             elapsed = time.perf_counter() - start
-            assert counts == workload.output_lens, counts
+            assert counts == output_lens, counts
             return elapsed
         finally:
             await engine.shutdown()
