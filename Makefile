@@ -47,9 +47,12 @@ test: install $(FUZZ_VENV)/.deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # `make test` runs with async scheduling on (the default); this runs the engine and API suites again with it
-# off, so both scheduling loops stay exact. .ci/run calls it after `make test`.
+# off, so both scheduling loops stay exact. .ci/run calls it after `make test`. Left out: the structured-output
+# and tool suites (their constrained requests never overlap) and the embedded GGUF's (its exactness run costs
+# ~3 min): all of engine + api took 6.0 min of CPU (28 min wall on a VM loaded 10x), 2026-11-30.
 test-sync-scheduling: install
-	KVSERVE_ASYNC_SCHEDULING=0 $(PY) -m pytest -p no:cacheprovider tests/engine tests/api $(PYTEST_ARGS)
+	KVSERVE_ASYNC_SCHEDULING=0 $(PY) -m pytest -p no:cacheprovider tests/engine tests/api \
+	  --ignore=tests/api/test_structured_tools.py --ignore=tests/api/test_default_model.py $(PYTEST_ARGS)
 
 # Compile-only check of every CUDA kernel, the CUTLASS GEMMs included, in a build directory of its own
 # (when nvcc is on PATH; the development install leaves the GEMMs out).
