@@ -84,7 +84,7 @@ def measure(model: str, num_requests: int, steps: int, statistic: str = "median"
     for step in range(steps + 5):  # the first steps prefill; they are not counted
         t0 = clock()
         scheduler.start_step()
-        batch = scheduler.in_flight
+        batch = scheduler.in_flight[0].batch
         t1 = clock()
         runner.apply_request_changes(batch)
         inputs = runner.prepare_inputs(batch)

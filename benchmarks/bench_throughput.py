@@ -110,11 +110,15 @@ def kvserve_config(model: Path, args: argparse.Namespace):
 
 def run_kvserve(model: Path, workloads: list[Workload], args: argparse.Namespace) -> list[float]:
     """Seconds for each workload, in one engine (started and warmed up once)."""
+    return timed_greedy_runs(kvserve_config(model, args), workloads, report_graphs=args.device == "cuda")
+
+
+def timed_greedy_runs(config, workloads: list[Workload], report_graphs: bool = False) -> list[float]:
+    """Seconds for an engine with `config` to run each workload's prompts at once, greedily, to exactly their
+    output lengths (after a short warm-up request)."""
     from kvserve.engine import AsyncEngine
     from kvserve.request import EngineRequest
     from kvserve.sampling_params import SamplingParams
-
-    config = kvserve_config(model, args)
 
     async def consume(engine: AsyncEngine, prompt: list[int], max_tokens: int, request_id: str) -> int:
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
@@ -140,7 +144,7 @@ def run_kvserve(model: Path, workloads: list[Workload], args: argparse.Namespace
         try:
             await consume(engine, workloads[0].prompts[0][:8], 8, "warmup")
             seconds = [await timed(engine, workload) for workload in workloads]
-            if args.device == "cuda":
+            if report_graphs:
                 (graph_sizes,) = await engine.collective_rpc("captured_graph_sizes")
                 print(f"kvserve: CUDA graphs for batch sizes {graph_sizes or 'none'}", flush=True)
             return seconds

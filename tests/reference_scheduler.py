@@ -22,6 +22,15 @@ Task kinds:
   cross blocks (never cached), held while running and given back on finish, abort and preemption. It
   neither reads nor registers prefix-cache blocks (the hashes do not cover the encoder input).
 Every request holds the lowest free batch slot from add_request until it finishes or is aborted.
+
+Overlapped scheduling: schedule() may run once more before update() of the previous step (two steps
+pending at most). Each sampled row adds a placeholder to its request (a token in flight). A running request
+with a placeholder is scheduled again, its placeholder as input (-1 in input_ids, listed in
+placeholder_indices/placeholder_slots), only if allow_overlap and the placeholder cannot end it on length;
+update() resolves the oldest step: each row's token replaces one placeholder, then the stopping rules run,
+and a request that finishes drops its rows from the step still pending (those tokens are never reported). A
+request preempted with a token in flight finishes from waiting if that token stops it. Only blocks full of
+real tokens are registered in the prefix cache.
 """
 
 from __future__ import annotations
@@ -78,6 +87,7 @@ class RequestParams:
     skip_prefix_cache: bool = False  # compute every prompt token (prompt logprobs); blocks still registered
     task: TaskKind = TaskKind.GENERATE
     num_encoder_tokens: int = 0
+    allow_overlap: bool = True
 
 
 @dataclass(slots=True)
@@ -194,6 +204,7 @@ class ReferenceRequest:
     num_prompt_tokens: int
     params: RequestParams
     num_computed_tokens: int = 0
+    num_output_placeholders: int = 0
     num_cached_tokens: int = -1
     block_ids: list[int] = field(default_factory=list)
     # Keys of the full blocks of token_ids, computed lazily (content chain: salt, then token tuples).
@@ -249,6 +260,8 @@ class ReferenceOutput:
     cross_block_tables: list[list[int]] = field(default_factory=list)
     cross_seq_lens: list[int] = field(default_factory=list)
     cross_slot_mapping: list[int] = field(default_factory=list)
+    placeholder_indices: list[int] = field(default_factory=list)
+    placeholder_slots: list[int] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -287,8 +300,8 @@ class ReferenceScheduler:
         self.running: list[ReferenceRequest] = []  # sorted by policy key
         self.next_handle = 0
         self.num_slots = 0  # high-water mark of slots in use
-        self.pending_samples: list[int] | None = None
-        self.pending_pools: list[int] = []
+        # Scheduled steps not updated yet, oldest first: (sampled handles, pooled handles).
+        self.pending: list[tuple[list[int], list[int]]] = []
 
     def _key(self, req: ReferenceRequest) -> tuple:
         if self.config.policy == Policy.PRIORITY:
@@ -378,11 +391,11 @@ class ReferenceScheduler:
         if self.kv.num_blocks_to_take(hits, num_new_blocks + num_cross) > self.kv.num_free_blocks:
             return False
         self.kv.touch(hits)
-        req.block_ids += hits
-        req.num_registered_blocks = max(req.num_registered_blocks, len(req.block_ids))
+        req.block_ids += hits  # only to a request that holds no blocks; hits are registered already
+        req.num_registered_blocks += len(hits)
         req.block_ids += self.kv.take_free(num_new_blocks)
         req.cross_block_ids += self.kv.take_free(num_cross)
-        num_full = total // bs
+        num_full = min(total, req.num_tokens) // bs  # placeholders have no id to hash yet
         if self.config.enable_prefix_caching and req.task != TaskKind.ENCODER_DECODER:
             keys = req.full_block_keys(num_full, bs)
             for i in range(req.num_registered_blocks, num_full):
@@ -390,9 +403,19 @@ class ReferenceScheduler:
         req.num_registered_blocks = max(req.num_registered_blocks, num_full)
         return True
 
+    def _has_work(self, req: ReferenceRequest) -> bool:
+        in_flight = req.num_output_placeholders
+        if in_flight == 0:
+            return req.num_computed_tokens < req.num_tokens
+        return (
+            req.params.allow_overlap
+            and req.num_output_tokens + in_flight < req.params.max_tokens
+            and req.num_tokens + in_flight < self.config.max_model_len
+        )
+
     def schedule(self) -> ReferenceOutput:
-        if self.pending_samples is not None:
-            raise RuntimeError("schedule() called before update() of the previous step")
+        if len(self.pending) >= 2:
+            raise RuntimeError("schedule() called with two steps not updated")
         cfg = self.config
         budget = cfg.max_num_batched_tokens
         encoder_budget = self.encoder_budget
@@ -404,7 +427,10 @@ class ReferenceScheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            if not self._has_work(req):
+                i += 1
+                continue
+            num_new = min(req.num_tokens + req.num_output_placeholders - req.num_computed_tokens, budget)
             while not self._try_allocate(req, [], num_new):
                 victim = self.running.pop()
                 self._preempt(victim)
@@ -420,6 +446,8 @@ class ReferenceScheduler:
         if not preempted:
             while self.waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
                 req = self.by_handle[self.waiting[0][1]]
+                if req.num_output_placeholders:
+                    break  # preempted with a token in flight: readmitted once update() resolves it
                 if req.params.num_encoder_tokens > encoder_budget:
                     break
                 hits: list[int] = []
@@ -481,7 +509,12 @@ class ReferenceScheduler:
             out.req_handles.append(req.handle)
             out.req_slots.append(req.slot)
             for pos in range(start, start + num_new):
-                out.input_ids.append(req.token_ids[pos])
+                if pos < req.num_tokens:
+                    out.input_ids.append(req.token_ids[pos])
+                else:
+                    out.placeholder_indices.append(len(out.input_ids))
+                    out.placeholder_slots.append(req.slot)
+                    out.input_ids.append(-1)
                 out.positions.append(pos)
                 out.slot_mapping.append(req.block_ids[pos // bs] * bs + pos % bs)
             out.block_tables.append(req.block_ids + [0] * (width - len(req.block_ids)))
@@ -495,7 +528,7 @@ class ReferenceScheduler:
             out.query_start_loc.append(out.query_start_loc[-1] + num_new)
             out.seq_lens.append(start + num_new)
             req.num_computed_tokens = start + num_new
-            if req.num_computed_tokens == req.num_tokens:
+            if req.num_computed_tokens == req.num_tokens + req.num_output_placeholders:
                 if req.task == TaskKind.PREFILL_ONLY:
                     out.pool_handles.append(req.handle)
                     out.pool_req_indices.append(index)
@@ -504,35 +537,40 @@ class ReferenceScheduler:
                     out.logits_indices.append(out.query_start_loc[-1] - 1)
                     out.sample_handles.append(req.handle)
                     out.sample_slots.append(req.slot)
-        self.pending_samples = list(out.sample_handles) if scheduled else None
-        self.pending_pools = list(out.pool_handles)
+                    req.num_output_placeholders += 1
+        if scheduled:
+            self.pending.append((list(out.sample_handles), list(out.pool_handles)))
         return out
 
     def update(self, sampled_token_ids: list[int]) -> ReferenceUpdate:
-        if self.pending_samples is None:
+        if not self.pending:
             raise RuntimeError("update() without a scheduled batch")
-        if len(sampled_token_ids) != len(self.pending_samples):
+        samples, pools = self.pending[0]
+        if len(sampled_token_ids) != len(samples):
             raise ValueError("wrong number of sampled tokens")
         if any(t < 0 for t in sampled_token_ids):
             raise ValueError("sampled token id must be non-negative")
         deltas = []
         finished = []
-        for handle, token in zip(self.pending_samples, sampled_token_ids):
+        for handle, token in zip(samples, sampled_token_ids):
             req = self.by_handle.get(handle)
             if req is None:
-                continue  # aborted between schedule and update
+                continue  # aborted or finished between schedule and update
+            req.num_output_placeholders -= 1
             req.token_ids.append(int(token))
             reason, stop_reason = self._check_stop(req, int(token))
             deltas.append(ReferenceDelta(handle, int(token), reason, stop_reason, req.num_cached_tokens))
             if reason != FinishReason.NONE:
                 finished.append(req)
         # Prefill-only requests are done once their prompt is computed; aborted ones are gone already.
-        pooled = [self.by_handle[h] for h in self.pending_pools if h in self.by_handle]
+        pooled = [self.by_handle[h] for h in pools if h in self.by_handle]
+        self.pending.pop(0)
         for req in finished + pooled:
-            self.running.remove(req)
+            if req.status == "running":
+                self.running.remove(req)
+            else:  # preempted by the overlapping schedule()
+                self.waiting.remove((self._key(req), req.handle))
             self._release(req)
-        self.pending_samples = None
-        self.pending_pools = []
         return ReferenceUpdate(deltas, [req.handle for req in pooled])
 
     def _check_stop(self, req: ReferenceRequest, token: int) -> tuple[FinishReason, int]:
@@ -562,6 +600,7 @@ class ReferenceScheduler:
         refs = [0] * self.config.num_blocks
         for req in self.running:
             assert len(req.block_ids) == ceil_div(req.num_computed_tokens, bs)
+            assert 0 <= req.num_output_placeholders <= len(self.pending)
             assert len(req.cross_block_ids) == ceil_div(req.params.num_encoder_tokens, bs)
             for b in req.block_ids + req.cross_block_ids:
                 refs[b] += 1
@@ -602,4 +641,6 @@ def as_arrays(out: ReferenceOutput) -> dict[str, np.ndarray]:
         "cross_block_tables": table(out.cross_block_tables),
         "cross_seq_lens": np.asarray(out.cross_seq_lens, dtype=np.int32),
         "cross_slot_mapping": np.asarray(out.cross_slot_mapping, dtype=np.int64),
+        "placeholder_indices": np.asarray(out.placeholder_indices, dtype=np.int32),
+        "placeholder_slots": np.asarray(out.placeholder_slots, dtype=np.int32),
     }

@@ -60,6 +60,7 @@ void register_config(py::module_& m) {
       .field("skip_prefix_cache", &RequestParams::skip_prefix_cache)
       .field("task", &RequestParams::task)
       .field("num_encoder_tokens", &RequestParams::num_encoder_tokens)
+      .field("allow_overlap", &RequestParams::allow_overlap)
       .finish();
 
   py::class_<RequestState>(m, "RequestState")
@@ -67,6 +68,7 @@ void register_config(py::module_& m) {
       .def_readonly("status", &RequestState::status)
       .def_readonly("num_prompt_tokens", &RequestState::num_prompt_tokens)
       .def_readonly("num_computed_tokens", &RequestState::num_computed_tokens)
+      .def_readonly("num_output_placeholders", &RequestState::num_output_placeholders)
       .def_readonly("num_cached_tokens", &RequestState::num_cached_tokens)
       .def_readonly("token_ids", &RequestState::token_ids)
       .def_readonly("block_ids", &RequestState::block_ids)
@@ -101,6 +103,7 @@ void register_scheduler_class(py::module_& m) {
       .def_property_readonly("num_running", &Scheduler::num_running)
       .def_property_readonly("has_unfinished", &Scheduler::has_unfinished)
       .def_property_readonly("has_pending_update", &Scheduler::has_pending_update)
+      .def_property_readonly("num_pending_updates", &Scheduler::num_pending_updates)
       .def_property_readonly("num_slots", &Scheduler::num_slots)
       .def("request_state", &Scheduler::request_state, py::arg("request_id"))
       .def("reset_prefix_cache", &Scheduler::reset_prefix_cache)

@@ -69,7 +69,9 @@ void register_scheduler_outputs(py::module_& m) {
                              table_view(&O::cross_block_tables, &O::cross_block_table_width))
       .def_property_readonly("cross_seq_lens", view(&O::cross_seq_lens))
       .def_property_readonly("cross_slot_mapping", view(&O::cross_slot_mapping))
-      .def_property_readonly("preempted_handles", view(&O::preempted_handles));
+      .def_property_readonly("preempted_handles", view(&O::preempted_handles))
+      .def_property_readonly("placeholder_indices", view(&O::placeholder_indices))
+      .def_property_readonly("placeholder_slots", view(&O::placeholder_slots));
 
   using U = UpdateOutput;
   py::class_<U, std::shared_ptr<U>>(m, "UpdateOutput")

@@ -41,13 +41,17 @@ bool BlockManager::try_allocate(Request& request, const std::vector<int32_t>& ca
   if (num_new_blocks + num_cross_blocks + pool_.count_free(cached_hits) > pool_.num_free_blocks()) return false;
 
   pool_.touch(cached_hits);
+  // Hits come only to a request that holds no blocks, and are registered already. (Taking the size of a
+  // table that already holds blocks would count its partial last block as registered: blocks filled by
+  // decoding would never be cached.)
   request.block_ids.insert(request.block_ids.end(), cached_hits.begin(), cached_hits.end());
-  request.num_registered_blocks =
-      std::max(request.num_registered_blocks, static_cast<int32_t>(request.block_ids.size()));
+  request.num_registered_blocks += static_cast<int32_t>(cached_hits.size());
   pool_.take_free(num_new_blocks, request.block_ids);
   pool_.take_free(num_cross_blocks, request.cross_block_ids);
 
-  const int32_t num_full = total_tokens / bs;
+  // Blocks full of real tokens only: a placeholder (request.h) has no id to hash yet; its block registers at
+  // a later allocation, once the id has arrived.
+  const int32_t num_full = std::min(total_tokens, request.num_tokens()) / bs;
   if (pool_.enable_caching() && request.registers_prefix_cache() && num_full > request.num_registered_blocks) {
     hash_full_blocks(request, num_full);
     for (int32_t i = request.num_registered_blocks; i < num_full; ++i) {

@@ -31,10 +31,17 @@ struct RequestParams {
   bool skip_prefix_cache = false;  // compute every prompt token (prompt logprobs need them); still registers
   TaskKind task = TaskKind::kGenerate;
   int32_t num_encoder_tokens = 0;  // encoder-decoder only: the cross-attention K/V length
+  // May be scheduled again while its last sampled token is still in flight (overlapped scheduling). Off for
+  // requests whose next step needs that token on the host first (a grammar's next bitmask).
+  bool allow_overlap = true;
 };
 
-//   | computed (KV in blocks) | scheduled this step | not yet scheduled |
-//   0                num_computed_tokens                        token_ids.size()
+//   | computed (KV in blocks) | scheduled this step | not yet scheduled | in flight (placeholders) |
+//   0                num_computed_tokens                        token_ids.size()     + num_output_placeholders
+// A placeholder is a token sampled by a scheduled step whose id has not come back yet; with overlapped
+// scheduling the next step already computes it (its id is filled in on the device), so num_computed_tokens
+// may run one past token_ids.size(). update() turns the oldest placeholder into a real token.
+// Only real tokens are hashed into the prefix cache.
 // block_ids covers ceil(num_computed_tokens / block_size) blocks once a step is scheduled; the first
 // num_registered_blocks of them went through the prefix cache (registered, or found there).
 //
@@ -51,6 +58,7 @@ struct Request {
   std::vector<int32_t> token_ids;  // prompt, then output
   int32_t num_prompt_tokens = 0;
   int32_t num_computed_tokens = 0;
+  int32_t num_output_placeholders = 0;  // sampled rows of scheduled steps not yet updated (at most 2)
   int32_t num_cached_tokens = -1;  // prefix hit at first admission; -1 until admitted
   RequestStatus status = RequestStatus::kWaiting;
 
@@ -63,6 +71,7 @@ struct Request {
 
   int32_t num_tokens() const { return static_cast<int32_t>(token_ids.size()); }
   int32_t num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
+  int32_t num_tokens_with_placeholders() const { return num_tokens() + num_output_placeholders; }
   bool is_prefill_only() const { return params.task == TaskKind::kPrefillOnly; }
   bool is_encoder_decoder() const { return params.task == TaskKind::kEncoderDecoder; }
   // The decoder's K/V depends on the encoder input, which the block hashes do not cover: an

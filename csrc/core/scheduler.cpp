@@ -130,11 +130,17 @@ int64_t Scheduler::abort(const std::string& request_id) {
   } else {
     waiting_.erase(&request);
   }
-  std::replace(pending_samples_.begin(), pending_samples_.end(), &request, static_cast<Request*>(nullptr));
-  std::replace(pending_pools_.begin(), pending_pools_.end(), &request, static_cast<Request*>(nullptr));
+  forget_pending(request);
   const int64_t handle = request.handle;
   release(request);
   return handle;
+}
+
+void Scheduler::forget_pending(Request& request) {
+  for (PendingStep& step : pending_) {
+    std::replace(step.samples.begin(), step.samples.end(), &request, static_cast<Request*>(nullptr));
+    std::replace(step.pools.begin(), step.pools.end(), &request, static_cast<Request*>(nullptr));
+  }
 }
 
 void Scheduler::release(Request& request) {
@@ -150,8 +156,19 @@ void Scheduler::preempt(Request& request) {
   waiting_.insert(&request);
 }
 
+// A running request has nothing to schedule while a prefill-only request waits for the update that
+// finishes it, or while a request's token is in flight and it either waits for it (no overlap) or will
+// certainly stop on length once it arrives (computing one more token would be wasted, and could exceed the
+// blocks check_params granted).
+bool Scheduler::has_work(const Request& request) const {
+  const int32_t in_flight = request.num_output_placeholders;
+  if (in_flight == 0) return request.num_computed_tokens < request.num_tokens();
+  return request.params.allow_overlap && request.num_output_tokens() + in_flight < request.params.max_tokens &&
+         request.num_tokens() + in_flight < config_.max_model_len;
+}
+
 std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
-  if (has_pending_update_) throw InternalError("schedule() called before update() of the previous step");
+  if (pending_.size() >= 2) throw InternalError("schedule() called with two steps not updated (at most one overlaps)");
   auto out = std::make_shared<SchedulerOutput>();
   scheduled_.clear();
   scheduled_.reserve(std::min<size_t>(running_.size() + waiting_.size(), config_.max_num_seqs));
@@ -162,7 +179,9 @@ std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
   // A prefill-only request never reaches it: it is admitted whole and finishes in the next update().
   for (size_t i = 0; i < running_.size() && token_budget > 0; ++i) {
     Request* request = running_[i];
-    const int32_t num_new = std::min(request->num_tokens() - request->num_computed_tokens, token_budget);
+    if (!has_work(*request)) continue;
+    const int32_t num_new =
+        std::min(request->num_tokens_with_placeholders() - request->num_computed_tokens, token_budget);
     while (!blocks_.try_allocate(*request, {}, num_new)) {
       Request* victim = running_.back();
       running_.pop_back();
@@ -189,6 +208,9 @@ std::shared_ptr<SchedulerOutput> Scheduler::schedule() {
 
 bool Scheduler::admit_waiting(int32_t& token_budget, int32_t& encoder_budget, SchedulerOutput& out) {
   Request* request = *waiting_.begin();
+  // A request preempted with a token in flight is admitted again once update() has resolved that token:
+  // its prompt for recomputation is only known then.
+  if (request->num_output_placeholders > 0) return false;
   // An encoder-decoder request runs its encoder at every admission, so it needs the encoder budget first.
   const int32_t num_encoder_tokens = request->params.num_encoder_tokens;
   if (num_encoder_tokens > encoder_budget) return false;
@@ -262,8 +284,9 @@ void Scheduler::build_batch(SchedulerOutput& out) {
   out.cross_block_tables.assign(num_reqs * cross_width, 0);
   out.cross_seq_lens.reserve(num_reqs);
   out.cross_slot_mapping.reserve(num_encoder_tokens);
-  pending_samples_.clear();
-  pending_pools_.clear();
+  PendingStep pending;
+  pending.samples.reserve(num_reqs - num_pooled);
+  pending.pools.reserve(num_pooled);
 
   for (size_t r = 0; r < num_reqs; ++r) {
     Request& request = *scheduled_[r].request;
@@ -272,7 +295,14 @@ void Scheduler::build_batch(SchedulerOutput& out) {
     const int32_t end = start + num_new;
     out.req_handles.push_back(request.handle);
     out.req_slots.push_back(request.slot);
-    out.input_ids.insert(out.input_ids.end(), request.token_ids.begin() + start, request.token_ids.begin() + end);
+    const int32_t real_end = std::min(end, request.num_tokens());
+    out.input_ids.insert(out.input_ids.end(), request.token_ids.begin() + start,
+                         request.token_ids.begin() + std::max(start, real_end));
+    for (int32_t pos = std::max(start, real_end); pos < end; ++pos) {
+      out.placeholder_indices.push_back(static_cast<int32_t>(out.input_ids.size()));
+      out.placeholder_slots.push_back(request.slot);
+      out.input_ids.push_back(-1);
+    }
     for (int32_t pos = start; pos < end; ++pos) {
       out.positions.push_back(pos);
       out.slot_mapping.push_back(static_cast<int64_t>(request.block_ids[pos / bs]) * bs + pos % bs);
@@ -293,21 +323,22 @@ void Scheduler::build_batch(SchedulerOutput& out) {
     out.max_query_len = std::max(out.max_query_len, num_new);
     out.max_seq_len = std::max(out.max_seq_len, end);
     request.num_computed_tokens = end;
-    if (end == request.num_tokens()) {
+    if (end == request.num_tokens_with_placeholders()) {
       if (request.is_prefill_only()) {
         out.pool_handles.push_back(request.handle);
         out.pool_req_indices.push_back(static_cast<int32_t>(r));
         out.pool_slots.push_back(request.slot);
-        pending_pools_.push_back(&request);
+        pending.pools.push_back(&request);
       } else {
         out.logits_indices.push_back(out.query_start_loc.back() - 1);
         out.sample_handles.push_back(request.handle);
         out.sample_slots.push_back(request.slot);
-        pending_samples_.push_back(&request);
+        pending.samples.push_back(&request);
+        ++request.num_output_placeholders;
       }
     }
   }
-  has_pending_update_ = num_reqs > 0;
+  if (num_reqs > 0) pending_.push_back(std::move(pending));
 }
 
 void Scheduler::fill_stats(SchedulerOutput& out) const {
@@ -342,11 +373,13 @@ void Scheduler::check_stop(Request& request, int32_t token, int8_t& reason, int3
 }
 
 std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids, int64_t num_sampled) {
-  if (!has_pending_update_) throw InternalError("update() without a scheduled batch");
-  KV_REQUIRE(num_sampled == static_cast<int64_t>(pending_samples_.size()),
+  if (pending_.empty()) throw InternalError("update() without a scheduled batch");
+  const std::vector<Request*>& samples = pending_.front().samples;
+  const std::vector<Request*>& pools = pending_.front().pools;
+  KV_REQUIRE(num_sampled == static_cast<int64_t>(samples.size()),
              "update() got " + std::to_string(num_sampled) + " sampled tokens for " +
-                 std::to_string(pending_samples_.size()) + " sampled rows");
-  const size_t n = pending_samples_.size();
+                 std::to_string(samples.size()) + " sampled rows");
+  const size_t n = samples.size();
   for (size_t i = 0; i < n; ++i) {
     KV_REQUIRE(sampled_token_ids[i] >= 0, field_error("sampled token id", sampled_token_ids[i], "non-negative"));
   }
@@ -356,12 +389,13 @@ std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids
   out->finish_reasons.reserve(n);
   out->stop_reasons.reserve(n);
   out->num_cached_tokens.reserve(n);
-  out->pooled_handles.reserve(pending_pools_.size());
-  bool any_finished = false;
+  out->pooled_handles.reserve(pools.size());
+  std::vector<Request*> finished;
   for (size_t i = 0; i < n; ++i) {
-    Request* request = pending_samples_[i];
-    if (request == nullptr) continue;  // aborted after its batch was scheduled
+    Request* request = samples[i];
+    if (request == nullptr) continue;  // aborted, or finished by an earlier step, after this one was scheduled
     const int32_t token = sampled_token_ids[i];
+    --request->num_output_placeholders;
     request->token_ids.push_back(token);
     int8_t reason;
     int32_t stop_reason;
@@ -371,37 +405,29 @@ std::shared_ptr<UpdateOutput> Scheduler::update(const int32_t* sampled_token_ids
     out->finish_reasons.push_back(reason);
     out->stop_reasons.push_back(stop_reason);
     out->num_cached_tokens.push_back(request->num_cached_tokens);
-    any_finished |= reason != static_cast<int8_t>(FinishReason::kNone);
+    if (reason != static_cast<int8_t>(FinishReason::kNone)) finished.push_back(request);
   }
   // A prefill-only request is done once its prompt is computed.
-  for (Request* request : pending_pools_) {
+  for (Request* request : pools) {
     if (request == nullptr) continue;  // aborted after its batch was scheduled
     out->pooled_handles.push_back(request->handle);
-    request->status = RequestStatus::kFinished;
-    any_finished = true;
+    finished.push_back(request);
   }
-  if (any_finished) {
-    // Keep running_ sorted: drop finished requests in one pass, then free them in sampled order, then
-    // the pooled ones in pool order.
-    std::vector<Request*> finished;
-    for (size_t i = 0, j = 0; i < n; ++i) {
-      if (pending_samples_[i] == nullptr) continue;
-      if (out->finish_reasons[j++] != static_cast<int8_t>(FinishReason::kNone)) {
-        finished.push_back(pending_samples_[i]);
-        pending_samples_[i]->status = RequestStatus::kFinished;
-      }
+  pending_.pop_front();
+  if (!finished.empty()) {
+    // Keep running_ sorted: drop finished requests in one pass, then free them in sampled order, then the
+    // pooled ones in pool order. A request preempted by the overlapping schedule() finishes from waiting_.
+    // Its row in the step still in flight, if any, is dropped: that token is never reported.
+    for (Request* request : finished) {
+      if (request->status == RequestStatus::kWaiting) waiting_.erase(request);
+      request->status = RequestStatus::kFinished;
+      forget_pending(*request);
     }
     running_.erase(std::remove_if(running_.begin(), running_.end(),
                                   [](const Request* r) { return r->status == RequestStatus::kFinished; }),
                    running_.end());
     for (Request* request : finished) release(*request);
-    for (Request* request : pending_pools_) {
-      if (request != nullptr) release(*request);
-    }
   }
-  pending_samples_.clear();
-  pending_pools_.clear();
-  has_pending_update_ = false;
   return out;
 }
 
@@ -409,9 +435,9 @@ RequestState Scheduler::request_state(const std::string& request_id) const {
   auto it = requests_.find(request_id);
   if (it == requests_.end()) throw UnknownRequest("no request with id '" + request_id + "'");
   const Request& r = *it->second;
-  return RequestState{r.handle,          r.status,    r.num_prompt_tokens, r.num_computed_tokens,
-                      r.num_cached_tokens, r.token_ids, r.block_ids,         r.cross_block_ids,
-                      r.slot};
+  return RequestState{r.handle,          r.status,          r.num_prompt_tokens, r.num_computed_tokens,
+                      r.num_output_placeholders, r.num_cached_tokens, r.token_ids,  r.block_ids,
+                      r.cross_block_ids, r.slot};
 }
 
 bool Scheduler::reset_prefix_cache() { return blocks_.pool().reset_prefix_cache(); }
@@ -422,6 +448,10 @@ void Scheduler::check_invariants() const {
   std::vector<int32_t> refs(pool.num_blocks(), 0);
   for (const Request* request : running_) {
     KV_CHECK(request->status == RequestStatus::kRunning, "running request not marked running");
+    KV_CHECK(request->num_output_placeholders >= 0 &&
+                 request->num_output_placeholders <= static_cast<int32_t>(pending_.size()) &&
+                 request->num_computed_tokens <= request->num_tokens_with_placeholders(),
+             "request '" + request->request_id + "' has a bad count of tokens in flight");
     KV_CHECK(static_cast<int32_t>(request->block_ids.size()) ==
                  ceil_div(request->num_computed_tokens, config_.block_size),
              "request '" + request->request_id + "' holds the wrong number of blocks");

@@ -5,9 +5,16 @@
 // Task kinds (request.h) add two rules at admission: a prefill-only prompt is never chunked, and an
 // encoder-decoder request also needs its encoder length from the per-step encoder budget and its cross
 // blocks from the pool.
+//
+// Overlapped scheduling: schedule() may run again before update() of the previous step (at most two steps
+// scheduled and not updated: one executing, one next). A request whose last token is still in flight is
+// scheduled with a placeholder input token (request.h) if it allows overlap and that token cannot end it
+// on length; update() then applies the steps' tokens in order and drops the rows of requests that finished
+// in the meantime, so every stopping rule is decided on real tokens, exactly as without overlap.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -46,6 +53,7 @@ struct RequestState {
   RequestStatus status;
   int32_t num_prompt_tokens;
   int32_t num_computed_tokens;
+  int32_t num_output_placeholders;
   int32_t num_cached_tokens;
   std::vector<int32_t> token_ids;
   std::vector<int32_t> block_ids;
@@ -64,9 +72,11 @@ class Scheduler {
   /// Frees the request's blocks at once. @return its handle. Throws UnknownRequest.
   int64_t abort(const std::string& request_id);
 
-  /// Builds the next batch; an empty batch needs no update(). Otherwise update() must follow.
+  /// Builds the next batch; an empty batch needs no update(). Otherwise update() must follow; one more
+  /// schedule() may come first (overlap). Throws InternalError with two non-empty batches not updated.
   std::shared_ptr<SchedulerOutput> schedule();
-  /// Appends one sampled token per sampled row of the last batch and applies the stopping rules.
+  /// Appends one sampled token per sampled row of the oldest batch not updated and applies the stopping
+  /// rules; rows of requests aborted or finished since that batch was scheduled are skipped.
   ///   sampled_token_ids: [S] in the order of SchedulerOutput::sample_handles
   std::shared_ptr<UpdateOutput> update(const int32_t* sampled_token_ids, int64_t num_sampled);
 
@@ -75,7 +85,9 @@ class Scheduler {
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   bool has_unfinished() const { return !requests_.empty(); }
-  bool has_pending_update() const { return has_pending_update_; }
+  bool has_pending_update() const { return !pending_.empty(); }
+  /// @return the scheduled batches not updated yet (0, 1, or 2 with overlap).
+  int32_t num_pending_updates() const { return static_cast<int32_t>(pending_.size()); }
   /// @return the high-water mark of batch slots: the persistent batch's capacity.
   int32_t num_slots() const { return slots_.num_slots(); }
   RequestState request_state(const std::string& request_id) const;
@@ -91,12 +103,20 @@ class Scheduler {
     bool runs_encoder;  // admitted this step as an encoder-decoder request
   };
 
+  // The rows of a scheduled batch that update() resolves; nullptr once the request is gone.
+  struct PendingStep {
+    std::vector<Request*> samples;  // [S]
+    std::vector<Request*> pools;    // [P]
+  };
+
   struct QueueOrder {
     const Scheduler* scheduler;
     bool operator()(const Request* a, const Request* b) const { return scheduler->runs_before(*a, *b); }
   };
 
   bool runs_before(const Request& a, const Request& b) const;
+  bool has_work(const Request& request) const;
+  void forget_pending(Request& request);
   void preempt(Request& request);
   void release(Request& request);
   bool admit_waiting(int32_t& token_budget, int32_t& encoder_budget, SchedulerOutput& out);
@@ -111,11 +131,9 @@ class Scheduler {
   std::set<Request*, QueueOrder> waiting_;
   std::vector<Request*> running_;  // sorted by runs_before: the back is the preemption victim
   int64_t next_handle_ = 0;
-  bool has_pending_update_ = false;
   SlotAllocator slots_;
   std::vector<Scheduled> scheduled_;       // this step's batch while schedule() builds it
-  std::vector<Request*> pending_samples_;  // [S] of the batch in flight; nullptr once aborted
-  std::vector<Request*> pending_pools_;    // [P] of the batch in flight; nullptr once aborted
+  std::deque<PendingStep> pending_;  // scheduled batches not updated yet, oldest first (at most 2)
 };
 
 }  // namespace kvserve

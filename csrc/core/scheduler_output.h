@@ -23,13 +23,13 @@ struct StepStats {
 };
 
 // The batch of one step. R scheduled requests, T scheduled tokens, S sampled rows, P pooled requests,
-// E encoder runs, W block-table width, Wc cross-block-table width.
+// E encoder runs, X placeholder tokens, W block-table width, Wc cross-block-table width.
 // Requests appear running-first, then newly admitted, and their tokens are contiguous in that order.
 // A request whose prompt completes this step is a sampled row, or a pooled one if it is prefill-only.
 struct SchedulerOutput {
   std::vector<int64_t> req_handles;        // [R]
   std::vector<int32_t> req_slots;          // [R] each request's row in the runner's persistent batch
-  std::vector<int32_t> input_ids;          // [T]
+  std::vector<int32_t> input_ids;          // [T] -1 at placeholder positions
   std::vector<int32_t> positions;          // [T]
   std::vector<int64_t> slot_mapping;       // [T] block_id * block_size + offset of each token's KV
   std::vector<int32_t> block_tables;       // [R, W] row-major, padded with 0
@@ -47,6 +47,10 @@ struct SchedulerOutput {
   std::vector<int32_t> cross_seq_lens;       // [R] num_encoder_tokens, 0 for the other kinds
   std::vector<int64_t> cross_slot_mapping;   // [sum of the E encoder lengths] where each encoder output goes
   std::vector<int64_t> preempted_handles;  // requests sent back to waiting in this step
+  // Overlapped scheduling: tokens whose id the previous step samples. The runner fills input_ids[index]
+  // with the token it last sampled for the request in that slot, on the device.
+  std::vector<int32_t> placeholder_indices;  // [X] into input_ids
+  std::vector<int32_t> placeholder_slots;    // [X] the slot whose last sampled token goes there
   int32_t block_table_width = 0;
   int32_t cross_block_table_width = 0;
   int32_t max_query_len = 0;

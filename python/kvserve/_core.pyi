@@ -98,6 +98,7 @@ class RequestParams:
         skip_prefix_cache: bool = False,
         task: TaskKind = TaskKind.GENERATE,
         num_encoder_tokens: int = 0,
+        allow_overlap: bool = True,
     ) -> None: ...
     max_tokens: int
     min_tokens: int
@@ -110,12 +111,14 @@ class RequestParams:
     skip_prefix_cache: bool
     task: TaskKind
     num_encoder_tokens: int  # encoder-decoder only (>= 1 there, 0 otherwise)
+    allow_overlap: bool  # may be scheduled again while its last token is in flight
 
 class RequestState:
     handle: int
     status: RequestStatus
     num_prompt_tokens: int
     num_computed_tokens: int
+    num_output_placeholders: int  # sampled by scheduled steps, not updated yet
     num_cached_tokens: int
     token_ids: list[int]
     block_ids: list[int]
@@ -166,6 +169,8 @@ class SchedulerOutput:
     cross_seq_lens: npt.NDArray[np.int32]  # [R] num_encoder_tokens, 0 for other kinds
     cross_slot_mapping: npt.NDArray[np.int64]  # [sum of E encoder lengths], in encoder_handles order
     preempted_handles: npt.NDArray[np.int64]
+    placeholder_indices: npt.NDArray[np.int32]  # [X] input_ids positions filled on the device (overlap)
+    placeholder_slots: npt.NDArray[np.int32]  # [X] the slot whose last sampled token fills each
 
 class UpdateOutput:
     """One entry per sampled row whose request still exists; pooled requests listed apart."""
@@ -198,6 +203,8 @@ class Scheduler:
     def has_unfinished(self) -> bool: ...
     @property
     def has_pending_update(self) -> bool: ...
+    @property
+    def num_pending_updates(self) -> int: ...  # 2 while a step overlaps the one executing
     @property
     def num_slots(self) -> int: ...
     def request_state(self, request_id: str) -> RequestState: ...

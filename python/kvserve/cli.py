@@ -188,6 +188,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True)
     engine.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=True)
     engine.add_argument(
+        "--async-scheduling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="schedule the next step while one executes (default: on; KVSERVE_ASYNC_SCHEDULING=0 turns it off)",
+    )
+    engine.add_argument(
         "--kv-cache-memory",
         "--kv-cache-memory-bytes",
         dest="kv_cache_memory",
@@ -348,7 +354,7 @@ def served_model(args: argparse.Namespace) -> str:
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     """The engine's config from `kvserve serve`'s flags; a value it refuses ends the program with its reason."""
-    from kvserve.config import EngineConfig
+    from kvserve.config import EngineConfig, default_async_scheduling
 
     model = served_model(args)
     try:
@@ -369,6 +375,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             max_num_batched_tokens=args.max_num_batched_tokens,
             enable_prefix_caching=args.enable_prefix_caching,
             enable_chunked_prefill=args.enable_chunked_prefill,
+            async_scheduling=default_async_scheduling() if args.async_scheduling is None else args.async_scheduling,
             scheduling_policy=args.scheduling_policy,
             seed=args.seed,
             generation_config=args.generation_config,

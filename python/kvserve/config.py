@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 GiB = 1 << 30
+ASYNC_SCHEDULING_ENV = "KVSERVE_ASYNC_SCHEDULING"
+
+
+def default_async_scheduling() -> bool:
+    """On, unless KVSERVE_ASYNC_SCHEDULING=0 (CI runs the engine and API suites both ways)."""
+    value = os.environ.get(ASYNC_SCHEDULING_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{ASYNC_SCHEDULING_ENV} must be 0 or 1, got {value!r}")
+    return value == "1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +49,8 @@ class EngineConfig:
     quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
     tensor_parallel_size: int = 1  # >1: that many worker processes, one rank each (NCCL on GPUs, gloo on CPU)
     pipeline_parallel_size: int = 1  # only 1: pipeline parallelism is not implemented
+    # Schedule step N+1 while step N executes (its sampled tokens fed to N+1 on the device).
+    async_scheduling: bool = field(default_factory=default_async_scheduling)
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):

@@ -45,7 +45,9 @@ class NewRequest:
 class ExecuteBatch:
     """scheduler -> runner: one step. Arrays are views of the C++ scheduler output (see _core.pyi).
 
-    R scheduled requests, T tokens, S sampled rows, P pooled requests, E encoder runs.
+    R scheduled requests, T tokens, S sampled rows, P pooled requests, E encoder runs, X placeholders.
+    With async scheduling the batch may be sent while the previous one executes: the X placeholder tokens
+    (input_ids -1) are the ones that step samples, and the runner fills them in on the device.
     """
 
     step: int
@@ -72,6 +74,8 @@ class ExecuteBatch:
     max_seq_len: int
     new_requests: tuple[NewRequest, ...]  # admitted since the previous step
     finished_slots: tuple[int, ...]  # requests gone since the previous step: drop their state first
+    placeholder_indices: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))  # [X] into input_ids
+    placeholder_slots: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))  # [X] whose last token
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ Small vocabularies and pools make prefix hits, chunking, preemption and eviction
 kinds are mixed in one trace, with encoder lengths and budgets small enough that the encoder budget and the
 cross blocks gate admission. After every operation both sides are compared block by block and request by
 request (slots and cross blocks included), and both check their invariants.
+
+Half the traces overlap steps: they schedule the next step before updating the one in flight (as the
+scheduler actor does with async scheduling), and aborts, preemption and stops land with a step in flight.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ REQUEST = st.fixed_dictionaries(
         "arrival_time": st.sampled_from([0.0, 1.0, 2.0]),
         "cache_salt": st.sampled_from(["", "", "s"]),
         "skip_prefix_cache": st.sampled_from([False, False, True]),
+        "allow_overlap": st.sampled_from([True, True, False]),
     }
 )
 
@@ -56,8 +60,9 @@ class SchedulerComparison(RuleBasedStateMachine):
         priority=st.booleans(),
         max_num_encoder_input_tokens=st.sampled_from([0, 0, 2, 4, 6, 9, 16]),
         requests=st.lists(REQUEST, max_size=8),
+        overlap=st.booleans(),
     )
-    def setup(self, priority: bool, requests: list[dict], **kw) -> None:
+    def setup(self, priority: bool, requests: list[dict], overlap: bool, **kw) -> None:
         self.core = _core.Scheduler(
             _core.SchedulerConfig(
                 **kw, policy=_core.SchedulingPolicy.PRIORITY if priority else _core.SchedulingPolicy.FCFS
@@ -67,6 +72,7 @@ class SchedulerComparison(RuleBasedStateMachine):
             ref.SchedulerConfig(**kw, policy=ref.Policy.PRIORITY if priority else ref.Policy.FCFS)
         )
         self.num_added = 0
+        self.overlap = overlap
         self.live: list[str] = []
         self.add_requests(requests)
 
@@ -91,6 +97,7 @@ class SchedulerComparison(RuleBasedStateMachine):
             arrival_time=request["arrival_time"],
             cache_salt=request["cache_salt"],
             skip_prefix_cache=request["skip_prefix_cache"],
+            allow_overlap=request["allow_overlap"],
         )
         task = request["task"]
         fits = (task == ref.TaskKind.ENCODER_DECODER) != request["wrong_num_encoder_tokens"]
@@ -110,14 +117,25 @@ class SchedulerComparison(RuleBasedStateMachine):
             assert core_handle == ref_handle
             self.live.append(request_id)
 
-    @rule(data=st.data(), num_steps=st.integers(1, 16))
+    @rule(data=st.data(), num_steps=st.integers(1, 24))
     def steps(self, data: st.DataObject, num_steps: int) -> None:
+        """Schedules and updates; with overlap, mostly schedules the next step before updating the one in
+        flight. Aborts land between any two of these, so with steps in flight too."""
         for _ in range(num_steps):
-            if not self.core.has_unfinished:
+            pending = self.core.num_pending_updates
+            assert pending == len(self.ref.pending)
+            overlap = pending == 1 and self.overlap and data.draw(st.integers(0, 3), label="overlap") > 0
+            if (pending == 0 or overlap) and self.core.has_unfinished:
+                self.schedule()
+            elif pending:
+                self.update(data)
+            else:
                 break
-            self.step(data, abort_in_flight=data.draw(st.integers(0, 9)) == 0)
+            if self.live and data.draw(st.integers(0, 9), label="abort") == 0:
+                self.abort(data.draw(st.sampled_from(self.live)))
 
-    def step(self, data: st.DataObject, abort_in_flight: bool) -> None:
+    def schedule(self) -> None:
+        num_pending = self.core.num_pending_updates
         core_out = self.core.schedule()
         ref_step = self.ref.schedule()
         ref_out = ref.as_arrays(ref_step)
@@ -127,19 +145,18 @@ class SchedulerComparison(RuleBasedStateMachine):
             assert actual.shape == expected.shape, name
             np.testing.assert_array_equal(actual, expected, err_msg=name)
         assert {name: getattr(core_out.stats, name) for name in ref_step.stats} == ref_step.stats
-        for name in ("preempted_handles", "pool_handles", "encoder_handles"):
+        for name in ("preempted_handles", "pool_handles", "encoder_handles", "placeholder_indices"):
             if len(ref_out[name]):
                 event(name)
         if ref_step.stats["prefix_cache_hits"]:
             event("prefix hit")
-        if core_out.num_reqs == 0:
-            assert not self.core.has_pending_update
-            return
-        if abort_in_flight:
-            self.abort(data.draw(st.sampled_from(self.live)))
-        sampled = data.draw(
-            st.lists(TOKENS, min_size=len(ref_out["sample_handles"]), max_size=len(ref_out["sample_handles"]))
-        )
+        if len(ref_out["preempted_handles"]) and num_pending:
+            event("preempted with a step in flight")
+        assert self.core.num_pending_updates == num_pending + (core_out.num_reqs > 0)
+
+    def update(self, data: st.DataObject) -> None:
+        num_rows = len(self.ref.pending[0][0])
+        sampled = data.draw(st.lists(TOKENS, min_size=num_rows, max_size=num_rows), label="sampled")
         core_update = self.core.update(np.asarray(sampled, dtype=np.int32))
         ref_update = self.ref.update(sampled)
         ref_deltas = ref_update.deltas
@@ -150,6 +167,8 @@ class SchedulerComparison(RuleBasedStateMachine):
         assert core_update.finish_reasons.tolist() == [int(d.finish_reason) for d in ref_deltas]
         assert core_update.stop_reasons.tolist() == [d.stop_reason for d in ref_deltas]
         assert core_update.num_cached_tokens.tolist() == [d.num_cached_tokens for d in ref_deltas]
+        if len(ref_deltas) < num_rows:
+            event("rows dropped (aborted or finished while in flight)")
         self.live = [rid for rid in self.live if rid in self.ref.requests]
 
     # As likely as an add, an abort would keep the pool nearly empty: only one draw in three aborts.
@@ -193,6 +212,7 @@ class SchedulerComparison(RuleBasedStateMachine):
             ref_state = self.ref.requests[request_id]
             assert core_state.block_ids == ref_state.block_ids
             assert core_state.num_computed_tokens == ref_state.num_computed_tokens
+            assert core_state.num_output_placeholders == ref_state.num_output_placeholders
             assert core_state.token_ids == ref_state.token_ids
             assert core_state.num_cached_tokens == ref_state.num_cached_tokens
             assert core_state.cross_block_ids == ref_state.cross_block_ids

@@ -108,13 +108,16 @@ def test_update_protocol_errors(scheduler):
         scheduler.update(np.array([], dtype=np.int32))
     scheduler.add_request("a", [1], params())
     scheduler.schedule()
-    with pytest.raises(RuntimeError, match="before update"):
+    scheduler.schedule()  # overlapped: "a" again, its first output token in flight
+    with pytest.raises(RuntimeError, match="two steps not updated"):
         scheduler.schedule()
     with pytest.raises(ValueError, match="got 2 sampled tokens for 1 sampled rows"):
         scheduler.update(np.array([1, 2], dtype=np.int32))
     with pytest.raises(ValueError, match="sampled token id must be non-negative"):
         scheduler.update(np.array([-1], dtype=np.int32))
     scheduler.update(np.array([5], dtype=np.int32))
+    scheduler.update(np.array([6], dtype=np.int32))
+    assert scheduler.request_state("a").token_ids == [1, 5, 6]
     step(scheduler)
 
 

@@ -16,6 +16,9 @@ def core_request_params(prepared: PreparedRequest) -> _core.RequestParams:
     skip_prefix_cache = (sampling is not None and sampling.prompt_logprobs is not None) or (
         pooling is not None and pooling.needs_every_position
     )
+    # A grammar's next bitmask needs the previous token on the host: such a request waits for it instead of
+    # being scheduled with its token in flight.
+    allow_overlap = sampling is None or sampling.structured is None
     return _core.RequestParams(
         task=_core.TaskKind(int(request.task)),
         max_tokens=prepared.max_tokens,
@@ -28,4 +31,5 @@ def core_request_params(prepared: PreparedRequest) -> _core.RequestParams:
         cache_salt=request.cache_salt or "",
         skip_prefix_cache=skip_prefix_cache,
         num_encoder_tokens=encoder_input.num_encoder_tokens if encoder_input is not None else 0,
+        allow_overlap=allow_overlap,
     )

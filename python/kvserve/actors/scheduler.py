@@ -1,4 +1,12 @@
-"""SchedulerActor: owns the C++ scheduler and keeps one batch in flight.
+"""SchedulerActor: owns the C++ scheduler and keeps one batch in flight, or two with async scheduling.
+
+Async scheduling (EngineConfig.async_scheduling): batch N+1 is scheduled and sent while batch N executes, so
+the runner starts N+1 as soon as N ends and this actor's work (applying results, scheduling) and the
+detokenizer's overlap the forward passes. Requests whose token of step N is still in flight run in N+1 with
+a placeholder input that the runner fills on the device; the core decides every stop on real tokens and drops
+the rows of requests that finished meanwhile, so each token reaches the detokenizer once, in order. Requests
+with a grammar wait for their token (their next bitmask needs it on the host). Results come back in order
+(the runner executes one batch at a time).
 
 A batch's result is applied and the next batch sent to the runner before the new outputs go to the
 detokenizer, so text work overlaps the next step instead of delaying it. Other messages (new requests,
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,13 +60,22 @@ class _Admitted:
     slot: int
 
 
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    batch: ExecuteBatch
+    stats: _core.StepStats
+
+
 class SchedulerActor(Actor):
     name = "scheduler"
 
-    def __init__(self, config: _core.SchedulerConfig, step_timeout: float | None = None) -> None:
+    def __init__(
+        self, config: _core.SchedulerConfig, step_timeout: float | None = None, async_scheduling: bool = False
+    ) -> None:
         super().__init__()
         self.core = _core.Scheduler(config)
         self.step_timeout = step_timeout
+        self.max_in_flight = 2 if async_scheduling else 1
         self._watchdog: asyncio.TimerHandle | None = None
         self.runner: Actor | None = None
         self.detokenizer: Actor | None = None
@@ -66,9 +84,9 @@ class SchedulerActor(Actor):
         self.unscheduled: set[int] = set()  # handles admitted but never scheduled yet (their queue time runs)
         self.new_requests: list[NewRequest] = []
         self.finished_slots: list[int] = []
-        self.in_flight: ExecuteBatch | None = None
-        self.in_flight_stats: _core.StepStats | None = None
-        self.aborted_in_flight = False
+        self.in_flight: deque[_InFlight] = deque()  # oldest first; results come back in this order
+        self.num_unreported_preemptions = 0  # by schedules that produced no batch (all work in flight)
+        self.num_overlapped_steps = 0  # batches sent while another was in flight
         self.step = 0
         self.num_aborted = 0
         self.paused = False  # asleep: no request is admitted and no step starts
@@ -106,7 +124,6 @@ class SchedulerActor(Actor):
             return  # already finished, failed or aborted
         self._forget(handle)
         self.num_aborted += 1
-        self.aborted_in_flight |= self.in_flight is not None
         self.detokenizer.send(RequestsAborted([abort.request_id]))
 
     def on_pause(self, pause: PauseForSleep) -> None:
@@ -117,7 +134,6 @@ class SchedulerActor(Actor):
             self.core.abort(request_id)
             self.num_aborted += 1
             self.detokenizer.send(RequestFailed(request_id, error))
-        self.aborted_in_flight |= self.in_flight is not None
         self.runner.send(pause.call)
 
     def on_resume(self, _: Resume) -> None:
@@ -135,15 +151,19 @@ class SchedulerActor(Actor):
     def on_result(self, result: BatchResult) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+            self._watchdog = None
         outputs = self.apply_result(result)
         self.start_step()
+        self._arm_watchdog()
         for message in outputs:
             self.detokenizer.send(message)
 
     def apply_result(self, result: BatchResult) -> list[object]:
         """Applies a step's output rows; returns the messages for the detokenizer."""
-        batch, core_stats = self.in_flight, self.in_flight_stats
-        self.in_flight = self.in_flight_stats = None
+        done = self.in_flight.popleft()
+        batch, core_stats = done.batch, done.stats
+        if batch.step != result.step:
+            raise RuntimeError(f"the result of step {result.step} came back while step {batch.step} was oldest")
         now = time.monotonic()
         messages: list[object] = []
         for chunk in result.prompt_logprobs:
@@ -154,10 +174,10 @@ class SchedulerActor(Actor):
         messages.extend(self._pooled_outputs(result, update.pooled_handles, now))
         handles = update.handles
         logprobs = result.logprobs
-        if logprobs is not None and self.aborted_in_flight:
-            # Aborts removed rows from the update: keep the logprob rows of the requests still there.
+        if logprobs is not None and len(handles) < len(batch.sample_handles):
+            # The update dropped the rows of requests aborted or finished since the batch was scheduled: keep
+            # the logprob rows of the requests still there.
             logprobs = logprobs.take(np.flatnonzero(np.isin(batch.sample_handles, handles)))
-        self.aborted_in_flight = False
         request_ids = [self.requests[h].request_id for h in handles.tolist()]
         finished = np.flatnonzero(update.finish_reasons)
         for h in handles[finished].tolist():
@@ -198,6 +218,8 @@ class SchedulerActor(Actor):
         # Gauges as the step left them (finished requests gone, their blocks freed), so the last step of a
         # burst leaves the gauges at rest; each is an O(1) read of the core.
         num_free_blocks = self.core.block_pool.num_free_blocks
+        num_preemptions = core.num_preemptions + self.num_unreported_preemptions
+        self.num_unreported_preemptions = 0
         return StepStats(
             step=step,
             time=now,
@@ -208,7 +230,7 @@ class SchedulerActor(Actor):
             num_total_blocks=core.num_total_blocks,
             prefix_cache_queries=core.prefix_cache_queries,
             prefix_cache_hits=core.prefix_cache_hits,
-            num_preemptions=core.num_preemptions,
+            num_preemptions=num_preemptions,
             num_scheduled_tokens=core.num_scheduled_tokens,
             num_scheduled_reqs=core.num_scheduled_reqs,
             num_encoder_tokens=core.num_encoder_tokens,
@@ -218,23 +240,28 @@ class SchedulerActor(Actor):
         )
 
     async def after_burst(self) -> None:
-        if self.in_flight is None and not self.core.has_unfinished:
+        if not self.in_flight and not self.core.has_unfinished:
             self.core.check_invariants()
         self.start_step()
 
     def start_step(self) -> None:
-        """Schedules the next batch and sends it to the runner, unless one is in flight or nothing waits."""
-        if self.in_flight is not None or self.paused or not self.core.has_unfinished:
-            return
-        out = self.core.schedule()
-        if out.num_reqs == 0:
-            # Admission checks guarantee a lone request fits; an empty step here would hang every request.
-            raise RuntimeError(f"no progress with {self.core.num_waiting} requests waiting and none running")
+        """Schedules batches and sends them to the runner until max_in_flight are in flight or nothing is left
+        to schedule: with one in flight, the next batch holds only the work that does not wait on it."""
+        while len(self.in_flight) < self.max_in_flight and not self.paused and self.core.has_unfinished:
+            out = self.core.schedule()
+            if out.num_reqs == 0:
+                if not self.in_flight:
+                    # Admission checks guarantee a lone request fits; an empty step here would hang every request.
+                    raise RuntimeError(f"no progress with {self.core.num_waiting} requests waiting and none running")
+                self.num_unreported_preemptions += len(out.preempted_handles)
+                return
+            self._send_batch(out)
+
+    def _send_batch(self, out: _core.SchedulerOutput) -> None:
         self.step += 1
         if self.unscheduled:
             self._report_first_scheduled(out.req_handles)
-        self.in_flight_stats = out.stats
-        self.in_flight = ExecuteBatch(
+        batch = ExecuteBatch(
             step=self.step,
             req_handles=out.req_handles,
             req_slots=out.req_slots,
@@ -259,12 +286,21 @@ class SchedulerActor(Actor):
             max_seq_len=out.max_seq_len,
             new_requests=tuple(self.new_requests),
             finished_slots=tuple(self.finished_slots),
+            placeholder_indices=out.placeholder_indices,
+            placeholder_slots=out.placeholder_slots,
         )
         self.new_requests.clear()
         self.finished_slots.clear()
-        self.runner.send(self.in_flight)
-        if self.step_timeout is not None:
-            self._watchdog = asyncio.get_running_loop().call_later(self.step_timeout, self._on_stalled, self.step)
+        self.num_overlapped_steps += len(self.in_flight)
+        self.in_flight.append(_InFlight(batch, out.stats))
+        self.runner.send(batch)
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        """Times the oldest batch in flight: the one the runner is executing (or about to)."""
+        if self.step_timeout is not None and self._watchdog is None and self.in_flight:
+            step = self.in_flight[0].batch.step
+            self._watchdog = asyncio.get_running_loop().call_later(self.step_timeout, self._on_stalled, step)
 
     async def stop(self) -> None:
         if self._watchdog is not None:

@@ -135,7 +135,7 @@ class AsyncEngine:
         self.admission = AdmissionControl(config.max_num_queued_requests, config.max_num_queued_tokens)
         self.router = OutputRouter()
         self.router.handles(RequestsScheduled, lambda message: self.admission.leave(message.request_ids))
-        self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout)
+        self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout, config.async_scheduling)
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
         self.executor = executor
         self.runner = RunnerActor(executor, thread, self.scheduler, self.router)

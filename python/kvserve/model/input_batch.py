@@ -211,9 +211,16 @@ class InputBatch:
         if num_tokens > width:
             self.history = np.pad(self.history, ((0, 0), (0, max(num_tokens, 2 * width) - width)))
 
-    def record_sampled(self, slots: np.ndarray, token_ids: np.ndarray) -> None:
-        """After a step: the token each sampled row got (slots are unique within a step)."""
+    def needs_sampled_ids(self, slots: np.ndarray) -> bool:
+        """Whether record_sampled needs the step's token ids (grammars and token histories read them)."""
+        return bool((self.features[slots] & (GRAMMAR | KEEPS_HISTORY)).any())
+
+    def record_sampled(self, slots: np.ndarray, token_ids: np.ndarray | None) -> None:
+        """After a step: the token each sampled row got (slots are unique within a step); token_ids may be None
+        when needs_sampled_ids(slots) is false."""
         self.num_output_tokens[slots] += 1
+        if token_ids is None:
+            return
         features = self.features[slots]
         for row in np.flatnonzero(features & GRAMMAR).tolist():
             self.grammars.accept(int(slots[row]), int(token_ids[row]))

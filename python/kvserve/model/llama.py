@@ -126,7 +126,7 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """input_ids, positions: [T]; returns the final hidden states [T, hidden]."""
         hidden = self.embed_tokens(input_ids)
-        cos_sin = self.rotary.cos_sin(positions, ctx.token_seq_lens, dtype=hidden.dtype)
+        cos_sin = self.rotary.cos_sin(positions, ctx.token_seq_lens, hidden.dtype, max_position=ctx.max_seq_len - 1)
         residual = None
         for layer, kv_cache in zip(self.layers, ctx.kv_caches):
             hidden, residual = layer(hidden, residual, cos_sin, ctx, kv_cache)

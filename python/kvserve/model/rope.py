@@ -303,14 +303,21 @@ class RotaryEmbedding:
         return _cos_sin_rows(positions, self._inv_freq, self._attention_scaling)
 
     def cos_sin(
-        self, positions: torch.Tensor, seq_lens: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+        self,
+        positions: torch.Tensor,
+        seq_lens: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+        max_position: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [T, rotary_dim // 2] in dtype, attention scaling included, for `ops.rotary_embedding`.
 
         positions: [T] int32/int64, each token's absolute position. seq_lens: [T], the length of each token's
         request up to and including this step's last token of it (its largest position + 1); only `dynamic`
         reads it, and when it is None all tokens count as one request, as in a transformers forward pass.
-        Pass dtype=the activation dtype to cast once per step instead of once per layer.
+        Pass dtype=the activation dtype to cast once per step instead of once per layer. max_position: a bound
+        on the positions known on the host (a step's max_seq_len - 1, from the scheduler): with it nothing is
+        read back from the device, so a forward never waits for the device here (overlapped scheduling); the
+        positions are then trusted to be non-negative. Without it they are checked.
         """
         if positions.dim() != 1 or positions.dtype not in (torch.int32, torch.int64):
             raise ValueError(
@@ -319,9 +326,14 @@ class RotaryEmbedding:
         if positions.numel() == 0:
             empty = torch.empty(0, self.params.rotary_dim // 2, dtype=dtype, device=self.device)
             return empty, empty.clone()
-        min_position, max_position = (int(value) for value in torch.aminmax(positions))
-        if min_position < 0:
-            raise ValueError(f"positions must be non-negative, got {min_position}")
+        if seq_lens is not None and seq_lens.shape != positions.shape:
+            raise ValueError(f"seq_lens shape {tuple(seq_lens.shape)} differs from positions {tuple(positions.shape)}")
+        if max_position is None:
+            min_position, max_position = (int(value) for value in torch.aminmax(positions))
+            if min_position < 0:
+                raise ValueError(f"positions must be non-negative, got {min_position}")
+            if seq_lens is not None and bool((positions >= seq_lens).any()):
+                raise ValueError("every position must be smaller than its request's seq_len")
         num_cached = self._cos_table.shape[0]
         if max_position >= num_cached:
             # Doubling keeps the number of rebuilds logarithmic in the longest sequence.
@@ -343,14 +355,10 @@ class RotaryEmbedding:
         """Overwrites, in cos and sin, the rows of tokens whose request is longer than the original context with
         what transformers computes for that request alone: frequencies from the request's own length."""
         original = self.params.original_max_positions
+        if max_position < original:
+            return  # no request is longer than the original context (seq_lens <= max_position + 1): no sync
         if seq_lens is None:
-            if max_position < original:
-                return
             seq_lens = torch.full_like(positions, max_position + 1)
-        elif seq_lens.shape != positions.shape:
-            raise ValueError(f"seq_lens shape {tuple(seq_lens.shape)} differs from positions {tuple(positions.shape)}")
-        elif bool((positions >= seq_lens).any()):
-            raise ValueError("every position must be smaller than its request's seq_len")
         is_long = seq_lens > original
         if not bool(is_long.any()):
             return

@@ -44,6 +44,7 @@ from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.registry import ModelTasks, model_tasks
 from kvserve.model.request_check import check_request
+from kvserve.model.sampled_tokens import HostTokens, LastSampled
 from kvserve.model.token_suppression import TokenSuppression
 from kvserve.request import EngineRequest, TaskKind
 from kvserve.structured.compiler import GrammarCompiler
@@ -139,6 +140,7 @@ class ModelRunner:
         matchers = None if grammars is None else GrammarMatchers(grammars, model_config.vocab_size)
         self.input_batch = InputBatch(model_config.vocab_size, self.device, grammars=matchers)
         self.logits_pipeline = LogitsPipeline()
+        self.last_sampled = LastSampled(self.device)  # fills the placeholders of overlapped steps
         # Tokens the model itself never samples (Whisper's generation config), before the per-request stages.
         self.token_suppression: TokenSuppression | None = getattr(self.model, "token_suppression", None)
         self.prompt_logprobs = PromptLogprobsTracker()
@@ -336,6 +338,7 @@ class ModelRunner:
         )
         if getattr(self.model, "uses_token_type_ids", False):
             ctx = dataclasses.replace(ctx, token_type_ids=self._to_device(self._token_type_ids(batch)))
+        input_ids = self.last_sampled.fill(input_ids, batch.placeholder_indices, batch.placeholder_slots)
         graph_size = None if self.cuda_graphs is None else self.cuda_graphs.size_for(batch)
         return StepInputs(input_ids, positions, ctx, graph_size)
 
@@ -370,8 +373,14 @@ class ModelRunner:
         if self.token_suppression is not None:
             self.token_suppression.apply(logits, self.input_batch.num_output_tokens[batch.sample_slots])
         out = self.logits_pipeline(logits, self.input_batch.step_sampling(batch.sample_slots))
-        sampled = out.sampled_token_ids.to(torch.int32).cpu().numpy()
-        self.input_batch.record_sampled(batch.sample_slots, sampled)
+        sampled_device = out.sampled_token_ids.to(torch.int32)
+        self.last_sampled.record(batch.sample_slots, sampled_device)
+        host_tokens = HostTokens(sampled_device)
+        # Grammars and token histories need the ids on the host before the next step samples; other rows
+        # only count their token, and the copy finishes behind the rest of this step's work.
+        needs_ids = self.input_batch.needs_sampled_ids(batch.sample_slots)
+        self.input_batch.record_sampled(batch.sample_slots, host_tokens.numpy() if needs_ids else None)
+        sampled = host_tokens.numpy()
         logprobs = None if out.logprobs is None else out.logprobs.to_numpy()
         return BatchResult(batch.step, sampled, logprobs, prompt_chunks, pooled)
 

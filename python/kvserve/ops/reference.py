@@ -192,8 +192,10 @@ def decode_attention(
     num_reqs, num_heads, head_dim = query.shape
     block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     group = num_heads // num_kv_heads
-    num_blocks = -(-int(seq_lens.max()) // block_size)
-    blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
+    # The table's width (the step's longest context, from the scheduler) bounds the blocks to read without
+    # reading seq_lens back from the device; keys past each row's seq_len are masked below.
+    num_blocks = block_tables.shape[1]
+    blocks = _gather_blocks(kv_cache, block_tables)  # [2, R, n, BS, KVH, D]
     kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)
     k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
     v = kv[1].transpose(1, 2)
