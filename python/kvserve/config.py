@@ -16,7 +16,7 @@ class EngineConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda[:N]
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     block_size: int = 16
-    kv_cache_memory: int | None = None  # bytes of KV cache; default 4 GiB on CPU, from memory on CUDA
+    kv_cache_memory: int | None = None  # bytes of KV cache; default: sized from need on CPU, from memory on CUDA
     gpu_memory_utilization: float = 0.9
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None  # default 2048 on CPU, 8192 on CUDA

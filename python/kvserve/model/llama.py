@@ -11,13 +11,12 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kvserve import ops
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.model_config import ModelConfig
-from kvserve.model.quantization import Linear, linear_method
+from kvserve.model.quantization import Linear, embed, linear_method, table_logits, table_parameter
 from kvserve.model.rope import RotaryEmbedding
 from kvserve.model.weights import WeightAssembler
 from kvserve.request import PoolingType, TaskKind
@@ -106,15 +105,18 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = _param(config.vocab_size, config.hidden_size)
+        vocab_by_hidden = (config.vocab_size, config.hidden_size)
+        self.embed_tokens = table_parameter(config.quantization, "model.embed_tokens", *vocab_by_hidden)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = _param(config.hidden_size)
-        self.lm_head = None if config.tie_word_embeddings else _param(config.vocab_size, config.hidden_size)
+        self.lm_head = (
+            None if config.tie_word_embeddings else table_parameter(config.quantization, "lm_head", *vocab_by_hidden)
+        )
         self.rotary = RotaryEmbedding(config.rope, device=torch.get_default_device())
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """input_ids, positions: [T]; returns the final hidden states [T, hidden]."""
-        hidden = F.embedding(input_ids, self.embed_tokens)
+        hidden = embed(input_ids, self.embed_tokens)
         cos_sin = self.rotary.cos_sin(positions, ctx.token_seq_lens, dtype=hidden.dtype)
         residual = None
         for layer, kv_cache in zip(self.layers, ctx.kv_caches):
@@ -125,7 +127,7 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [S, hidden] of the sampled rows; returns float32 logits [S, vocab]."""
         weight = self.embed_tokens if self.lm_head is None else self.lm_head
-        return F.linear(hidden, weight).float()
+        return table_logits(hidden, weight).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copies Hugging Face-named tensors into the fused parameters; raises on missing or unknown ones."""
