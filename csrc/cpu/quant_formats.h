@@ -93,55 +93,38 @@ KV_FMT_INLINE void k_scale_min(const uint8_t* scales, int j, float* scale, float
 }
 
 // 256 values in 8 sub-blocks of 32: (d * scale_j) * q - dmin * min_j. Sub-blocks 2i and 2i+1 take the low
-// and high nibbles of qs[32i..32i+32).
-struct Q4_K {
+// and high nibbles of qs[32i..32i+32). Q5_K adds a fifth bit per value: bit j of qh[i] belongs to value i of
+// sub-block j.
+template <bool kFifthBit>
+struct KQuant {
   static constexpr bool kRows = false;
-  static constexpr int kValues = 256, kBytes = 144;
-  static KV_FMT_INLINE void dequantize(const uint8_t* block, float* out) {
-    const float d = half_to_float(block), dmin = half_to_float(block + 2);
-    const uint8_t* scales = block + 4;
-    const uint8_t* qs = block + 16;
-    for (int pair = 0; pair < 4; ++pair) {
-      float sc_lo, m_lo, sc_hi, m_hi;
-      k_scale_min(scales, 2 * pair, &sc_lo, &m_lo);
-      k_scale_min(scales, 2 * pair + 1, &sc_hi, &m_hi);
-      const float d_lo = d * sc_lo, off_lo = dmin * m_lo, d_hi = d * sc_hi, off_hi = dmin * m_hi;
-      const uint8_t* q = qs + 32 * pair;
-      float* o = out + 64 * pair;
-      for (int i = 0; i < 32; ++i) {
-        o[i] = d_lo * static_cast<float>(q[i] & 0xF) - off_lo;
-        o[i + 32] = d_hi * static_cast<float>(q[i] >> 4) - off_hi;
-      }
-    }
-  }
-};
-
-// Q4_K plus a fifth bit per value: bit j of qh[i] belongs to value i of sub-block j.
-struct Q5_K {
-  static constexpr bool kRows = false;
-  static constexpr int kValues = 256, kBytes = 176;
+  static constexpr int kValues = 256, kBytes = kFifthBit ? 176 : 144;
   static KV_FMT_INLINE void dequantize(const uint8_t* block, float* out) {
     const float d = half_to_float(block), dmin = half_to_float(block + 2);
     const uint8_t* scales = block + 4;
     const uint8_t* qh = block + 16;
-    const uint8_t* qs = block + 48;
+    const uint8_t* qs = block + (kFifthBit ? 48 : 16);
     for (int pair = 0; pair < 4; ++pair) {
       float sc_lo, m_lo, sc_hi, m_hi;
       k_scale_min(scales, 2 * pair, &sc_lo, &m_lo);
       k_scale_min(scales, 2 * pair + 1, &sc_hi, &m_hi);
       const float d_lo = d * sc_lo, off_lo = dmin * m_lo, d_hi = d * sc_hi, off_hi = dmin * m_hi;
       const uint8_t* q = qs + 32 * pair;
-      const int shift = 2 * pair;
       float* o = out + 64 * pair;
       for (int i = 0; i < 32; ++i) {
-        const int lo = (q[i] & 0xF) | (((qh[i] >> shift) & 1) << 4);
-        const int hi = (q[i] >> 4) | (((qh[i] >> (shift + 1)) & 1) << 4);
+        int lo = q[i] & 0xF, hi = q[i] >> 4;
+        if constexpr (kFifthBit) {
+          lo |= ((qh[i] >> (2 * pair)) & 1) << 4;
+          hi |= ((qh[i] >> (2 * pair + 1)) & 1) << 4;
+        }
         o[i] = d_lo * static_cast<float>(lo) - off_lo;
         o[i + 32] = d_hi * static_cast<float>(hi) - off_hi;
       }
     }
   }
 };
+using Q4_K = KQuant<false>;
+using Q5_K = KQuant<true>;
 
 // 256 values, two halves of 128: value 32s + i of half h is (ql nibble | 2 bits of qh) - 32, times
 // d * scales[8h + 2s + i / 16].

@@ -371,9 +371,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, sen
 
 def _without_raw_config(config: ModelConfig) -> ModelConfig:
     """Without the raw dicts, and without the GGUF tensor types (the original has none)."""
-    return dataclasses.replace(
-        config, hf_config={}, hf_generation_config={}, generation_defaults={}, quantization=None
-    )
+    return dataclasses.replace(config, hf_config={}, hf_generation_config={}, generation_defaults={}, quantization=None)
 
 
 @pytest.mark.parametrize("case", TINY_CASES, ids=lambda case: case.name)

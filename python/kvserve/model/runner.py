@@ -30,8 +30,8 @@ from kvserve.model.logits_pipeline import LogitsPipeline
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
 from kvserve.model.pooling import pool_rows
-from kvserve.model.quantization.config import half_weights
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
+from kvserve.model.quantization.config import half_weights
 from kvserve.model.registry import ModelTasks, model_tasks
 from kvserve.model.token_suppression import TokenSuppression
 from kvserve.request import EngineRequest, PoolingParams, TaskKind

@@ -59,7 +59,7 @@ class StoredLinearMethod(LinearMethod):
             column += weight.out_features
         if layer.bias is not None:
             out += layer.bias
-        return out.view(*x.shape[:-1], layer.out_features)
+        return out.view(*x.shape[:-1], layer.out_features).to(x.dtype)
 
 
 def stored_linear_method(config: QuantizationConfig, checkpoint_names: list[str]) -> LinearMethod:
@@ -84,6 +84,7 @@ def table_parameter(config: QuantizationConfig | None, name: str, rows: int, col
     param = _param(torch.empty(rows, quant_kernels.row_bytes(fmt, cols), dtype=torch.uint8))
     param.stored_format = fmt
     param.stored_cols = cols
+    param.compute_dtype = torch.get_default_dtype()  # the model's dtype while it is built: what rows come out in
     return param
 
 
@@ -95,7 +96,7 @@ def embed(ids: torch.Tensor, table: nn.Parameter) -> torch.Tensor:
     """F.embedding over a float or stored table."""
     if getattr(table, "stored_format", None) is None:
         return F.embedding(ids, table)
-    return quant_kernels.embedding(ids, _table(table))
+    return quant_kernels.embedding(ids, _table(table)).to(table.compute_dtype)
 
 
 def table_logits(hidden: torch.Tensor, table: nn.Parameter) -> torch.Tensor:
