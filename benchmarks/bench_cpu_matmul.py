@@ -6,8 +6,8 @@ kvserve runs them) and each batch size M, the median time of y = x · Wᵀ with 
 - torch float32 `F.linear`; bf16 `F.linear` (oneDNN; activations cast to bf16, so not float32 math);
 - torch `_weight_int8pack_mm` (int8 weights, a float32 scale per row) and `_weight_int4pack_mm_for_cpu`
   (4-bit, groups of 32, bf16 activations); neither reads GGUF blocks, they show what the format would cost;
-- kvserve `quant_matmul` over Q4_1 / Q8_0 / Q6_K blocks and f16 / bf16 rows (decode-sized M), and the
-  prefill path (dequantize W to float32, torch's sgemm).
+- kvserve `quant_matmul` over Q4_1 / Q8_0 blocks, Q6_K where K is whole 256-value blocks, and f16 / bf16
+  rows (decode-sized M), and the prefill path (dequantize W to float32 a panel at a time, torch's sgemm).
 
     .venv/bin/python benchmarks/bench_cpu_matmul.py [--threads N] [--json out.json]
 """
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gguf import GGMLQuantizationType, quants
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, quants
 
 from kvserve.ops import quant_kernels
 
@@ -45,7 +45,13 @@ def _time(fn: Callable[[], object], budget_s: float = 0.3) -> float:
 
 
 def _gguf_weight(weight: torch.Tensor, qtype: GGMLQuantizationType) -> quant_kernels.StoredWeight:
-    blocks = quants.quantize(weight.numpy(), qtype)
+    if qtype == GGMLQuantizationType.Q6_K:  # gguf-py cannot quantize K-quants: random quants, a finite scale
+        n, k = weight.shape
+        blocks = np.random.default_rng(0).integers(0, 256, (n, k // 256, 210), dtype=np.uint8)
+        blocks[:, :, 208:] = np.array([0.01], dtype=np.float16).view(np.uint8)
+        blocks = blocks.reshape(n, -1)
+    else:
+        blocks = quants.quantize(weight.numpy(), qtype)
     return quant_kernels.StoredWeight(torch.from_numpy(np.ascontiguousarray(blocks)), int(qtype), *weight.shape)
 
 
@@ -71,6 +77,8 @@ def _candidates(weight: torch.Tensor, m: int) -> dict[str, Callable[[], object]]
     }
     for name, qtype in (("Q4_1", GGMLQuantizationType.Q4_1), ("Q8_0", GGMLQuantizationType.Q8_0),
                         ("Q6_K", GGMLQuantizationType.Q6_K)):  # fmt: skip
+        if k % GGML_QUANT_SIZES[qtype][0]:  # K-quants need rows of whole 256-value blocks
+            continue
         stored = _gguf_weight(weight, qtype)
         fns[f"kvserve {name} gemv"] = lambda s=stored: quant_kernels.gemv(x, s)
         fns[f"kvserve {name} dequant+sgemm"] = lambda s=stored: quant_kernels.dequantize_matmul(x, s)

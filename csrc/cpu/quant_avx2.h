@@ -1,6 +1,7 @@
-// Register-resident dequantization of the 32-value block formats for AVX2+FMA (also inlined into the AVX-512
-// build): each block becomes four vectors of eight floats that are multiplied into the activations at once,
-// never stored. Values are computed as gguf computes them (scale * quant [+ offset]), one FMA for Q4_1.
+// Register-resident dequantization of the 32-value formats (Q4_0, Q4_1, Q8_0, f32/f16/bf16 rows) for
+// AVX2+FMA+F16C (also inlined into the AVX-512 build): each block becomes four vectors of eight floats that
+// are multiplied into the activations at once, never stored. Values are computed as gguf computes them
+// (scale * quant [+ offset]), one FMA for Q4_1.
 #pragma once
 
 #include <immintrin.h>
@@ -72,6 +73,39 @@ struct Q8_0 {
   }
 };
 
+// Plain rows: eight values per vector, four vectors per 32-value block (a row's tail: see dot_blocks).
+struct F32 {
+  using Format = cpu::F32;
+  template <int MB>
+  static KV_AVX2_INLINE void block(const uint8_t* b, const float* x, int64_t xs, __m256 (*acc)[2]) {
+    const float* v = reinterpret_cast<const float*>(b);
+    for (int g = 0; g < 4; ++g) fma_rows<MB>(_mm256_loadu_ps(v + 8 * g), x + 8 * g, xs, g & 1, acc);
+  }
+};
+
+struct F16 {
+  using Format = cpu::F16;
+  template <int MB>
+  static KV_AVX2_INLINE void block(const uint8_t* b, const float* x, int64_t xs, __m256 (*acc)[2]) {
+    for (int g = 0; g < 4; ++g) {
+      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g));
+      fma_rows<MB>(_mm256_cvtph_ps(halves), x + 8 * g, xs, g & 1, acc);
+    }
+  }
+};
+
+struct BF16 {
+  using Format = cpu::BF16;
+  template <int MB>
+  static KV_AVX2_INLINE void block(const uint8_t* b, const float* x, int64_t xs, __m256 (*acc)[2]) {
+    for (int g = 0; g < 4; ++g) {
+      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 * g));
+      const __m256 w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+      fma_rows<MB>(w, x + 8 * g, xs, g & 1, acc);
+    }
+  }
+};
+
 KV_AVX2_INLINE float horizontal_sum(__m256 v) {
   const __m128 quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
@@ -88,7 +122,16 @@ KV_AVX2_INLINE void dot_blocks(const uint8_t* row, const float* x, int64_t x_str
   for (int64_t b = 0; b < num_blocks; ++b) {
     B::template block<MB>(row + b * B::Format::kBytes, x + b * B::Format::kValues, x_stride, acc);
   }
-  for (int r = 0; r < MB; ++r) out[r * out_stride] = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
+  for (int r = 0; r < MB; ++r) {
+    float sum = horizontal_sum(_mm256_add_ps(acc[r][0], acc[r][1]));
+    if constexpr (B::Format::kRows) {  // the values after the last whole block of 32
+      constexpr int kValueBytes = B::Format::kBytes / B::Format::kValues;
+      for (int64_t i = num_blocks * B::Format::kValues; i < k; ++i) {
+        sum += B::Format::value(row + kValueBytes * i) * x[r * x_stride + i];
+      }
+    }
+    out[r * out_stride] = sum;
+  }
 }
 
 }  // namespace kvserve::cpu::avx2

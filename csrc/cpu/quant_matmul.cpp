@@ -109,6 +109,37 @@ template <>
 struct RegisterBlocks<Q8_0> {
   using type = avx2::Q8_0;
 };
+template <>
+struct RegisterBlocks<F32> {
+  using type = avx2::F32;
+};
+template <>
+struct RegisterBlocks<F16> {
+  using type = avx2::F16;
+};
+template <>
+struct RegisterBlocks<BF16> {
+  using type = avx2::BF16;
+};
+
+// The K-quants: each weight row dequantized once into an L1 buffer, then the float32 register path over it.
+template <class F>
+KV_AVX2_INLINE void matmul_buffered(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  std::vector<float> buffer(static_cast<size_t>(a.k));
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(buffer.data());
+  for (int64_t n = n0; n < n1; ++n) {
+    dequantize_row<F>(a.w + n * a.row_stride, a.k, buffer.data());
+    int64_t r = 0;
+    for (; r + 4 <= a.m; r += 4) {
+      avx2::dot_blocks<avx2::F32, 4>(row, a.x + r * a.x_stride, a.x_stride, a.k, a.out + r * a.out_stride + n,
+                                     a.out_stride);
+    }
+    for (; r < a.m; ++r) {
+      avx2::dot_blocks<avx2::F32, 1>(row, a.x + r * a.x_stride, a.x_stride, a.k, a.out + r * a.out_stride + n,
+                                     a.out_stride);
+    }
+  }
+}
 
 template <class B>
 KV_AVX2_INLINE void matmul_registers(const MatmulArgs& a, int64_t n0, int64_t n1) {
@@ -125,20 +156,21 @@ KV_AVX2_INLINE void matmul_registers(const MatmulArgs& a, int64_t n0, int64_t n1
 }
 
 template <class F>
-KV_AVX512 void matmul_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+KV_AVX2_INLINE void matmul_vector(const MatmulArgs& a, int64_t n0, int64_t n1) {
   if constexpr (std::is_void_v<typename RegisterBlocks<F>::type>) {
-    matmul_rows<F, 16>(a, n0, n1);
+    matmul_buffered<F>(a, n0, n1);
   } else {
     matmul_registers<typename RegisterBlocks<F>::type>(a, n0, n1);
   }
 }
+
+template <class F>
+KV_AVX512 void matmul_avx512(const MatmulArgs& a, int64_t n0, int64_t n1) {
+  matmul_vector<F>(a, n0, n1);
+}
 template <class F>
 KV_AVX2 void matmul_avx2(const MatmulArgs& a, int64_t n0, int64_t n1) {
-  if constexpr (std::is_void_v<typename RegisterBlocks<F>::type>) {
-    matmul_rows<F, 8>(a, n0, n1);
-  } else {
-    matmul_registers<typename RegisterBlocks<F>::type>(a, n0, n1);
-  }
+  matmul_vector<F>(a, n0, n1);
 }
 template <class F>
 void matmul_baseline(const MatmulArgs& a, int64_t n0, int64_t n1) {
