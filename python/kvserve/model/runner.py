@@ -60,13 +60,15 @@ def keeps_half_weights(requested: str, model_config: ModelConfig, device: torch.
 
 
 def resolve_dtype(requested: str, model_config: ModelConfig, device: torch.device) -> torch.dtype:
-    """The activations' (and KV cache's) dtype. --dtype auto: the checkpoint's on GPUs, float32 on CPUs."""
+    """The activations' (and KV cache's) dtype. --dtype auto: the checkpoint's on GPUs, float32 on CPUs (where
+    half-precision weights stay as stored, see keeps_half_weights)."""
     if requested != "auto":
         return parse_dtype(requested)
+    if device.type != "cpu":
+        return model_config.dtype
     if keeps_half_weights(requested, model_config, device):
         logger.info("a %s checkpoint on CPU: weights kept as stored, float32 activations", model_config.dtype)
-        return torch.float32
-    return model_config.dtype
+    return torch.float32
 
 
 @dataclass(frozen=True, slots=True)
