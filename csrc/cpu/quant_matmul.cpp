@@ -92,35 +92,17 @@ using DequantizeFn = void (*)(float*, const uint8_t*, int64_t, int64_t, int64_t,
 #define KV_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #define KV_AVX2 __attribute__((target("avx2,fma,f16c")))
 
-// The register path's block type for a format, where there is one.
-template <class F>
-struct RegisterBlocks {
+// The register path's block type for a format (the avx2 struct whose Format it is), or void.
+template <class F, class... Blocks>
+struct FindBlocks {
   using type = void;
 };
-template <>
-struct RegisterBlocks<Q4_0> {
-  using type = avx2::Q4_0;
+template <class F, class B, class... Rest>
+struct FindBlocks<F, B, Rest...> {
+  using type = std::conditional_t<std::is_same_v<typename B::Format, F>, B, typename FindBlocks<F, Rest...>::type>;
 };
-template <>
-struct RegisterBlocks<Q4_1> {
-  using type = avx2::Q4_1;
-};
-template <>
-struct RegisterBlocks<Q8_0> {
-  using type = avx2::Q8_0;
-};
-template <>
-struct RegisterBlocks<F32> {
-  using type = avx2::F32;
-};
-template <>
-struct RegisterBlocks<F16> {
-  using type = avx2::F16;
-};
-template <>
-struct RegisterBlocks<BF16> {
-  using type = avx2::BF16;
-};
+template <class F>
+using RegisterBlocks = FindBlocks<F, avx2::Q4_0, avx2::Q4_1, avx2::Q8_0, avx2::F32, avx2::F16, avx2::BF16>;
 
 // The K-quants: each weight row dequantized once into an L1 buffer, then the float32 register path over it.
 template <class F>
