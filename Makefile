@@ -85,13 +85,14 @@ soak: install
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
 # The core's tests against a build with AddressSanitizer + UBSan, in a small venv without the normal
-# install (its import hook would shadow the staged module).
+# install (its import hook would shadow the staged module). tests/core includes the stored-format matmul
+# kernels (test_quant_kernels.py: numpy and gguf's reference dequantizers, no torch).
 SAN_BUILD := build/sanitize
 SAN_VENV := .venv-sanitize
 $(SAN_VENV)/.deps:
 	$(PYTHON) -m venv $(SAN_VENV)
 	$(SAN_VENV)/bin/python -m pip install -q --disable-pip-version-check numpy pytest pytest-timeout hypothesis \
-	  "pybind11>=2.13" cmake ninja
+	  "pybind11>=2.13" cmake ninja gguf
 	touch $@
 
 test-sanitize: $(SAN_VENV)/.deps

@@ -70,6 +70,31 @@ void register_cpu_kernels(py::module_& m) {
                                              sliding_window);
       },
       release);
+  // std::invalid_argument (a format without a kernel, a bad row stride) arrives as ValueError.
+  cpu.def("quant_matmul_isa", &kvserve::cpu::quant_matmul_isa);
+  cpu.def("weight_row_bytes", &kvserve::cpu::weight_row_bytes, py::arg("format"), py::arg("k"));
+  cpu.def(
+      "quant_matmul",
+      [](uintptr_t out, uintptr_t x, uintptr_t w, int format, int64_t m, int64_t n, int64_t k, int64_t row_stride,
+         int64_t x_stride, int64_t out_stride, int num_threads) {
+        kvserve::cpu::quant_matmul(ptr<float>(out), ptr<const float>(x), ptr<const uint8_t>(w), format, m, n, k,
+                                   row_stride, x_stride, out_stride, num_threads);
+      },
+      release);
+  cpu.def(
+      "dequantize_weight_rows",
+      [](uintptr_t out, uintptr_t w, int format, int64_t rows, int64_t k, int64_t row_stride, int num_threads) {
+        kvserve::cpu::dequantize_weight_rows(ptr<float>(out), ptr<const uint8_t>(w), format, rows, k, row_stride,
+                                             num_threads);
+      },
+      release);
+  cpu.def(
+      "dequantize_gathered_rows",
+      [](uintptr_t out, uintptr_t w, int format, uintptr_t ids, int64_t num_ids, int64_t k, int64_t row_stride) {
+        kvserve::cpu::dequantize_gathered_rows(ptr<float>(out), ptr<const uint8_t>(w), format, ptr<const int64_t>(ids),
+                                               num_ids, k, row_stride);
+      },
+      release);
 }
 
 }  // namespace kvserve::bindings

@@ -47,4 +47,34 @@ void paged_attention_decode(float* out,                   // [R, H, D]
                             int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
                             int64_t block_size, int64_t table_width, float scale, int64_t sliding_window);
 
+// ---- weights in their stored format (quant_formats.h): GGUF blocks or half-precision rows ----
+// `format` is a GGML type id (WeightFormat); a row of W holds k values in weight_row_bytes(format, k) bytes,
+// and rows start row_stride >= that many bytes apart (fused projections pad rows of a narrower format).
+
+// The instruction set the matmuls were dispatched to: "avx512", "avx2" or "baseline".
+const char* quant_matmul_isa();
+
+// Bytes of one row of k values; throws std::invalid_argument for a format without a kernel or a k that is
+// not a whole number of its blocks.
+int64_t weight_row_bytes(int format, int64_t k);
+
+// out[r, j] = sum_i x[r, i] * W[j, i], float32 accumulation; rows of W split across num_threads threads.
+void quant_matmul(float* out,         // [m, n], row stride out_stride
+                  const float* x,     // [m, k], row stride x_stride
+                  const uint8_t* w,   // [n, row_stride]
+                  int format, int64_t m, int64_t n, int64_t k, int64_t row_stride, int64_t x_stride,
+                  int64_t out_stride, int num_threads);
+
+// out = W as float32.
+void dequantize_weight_rows(float* out,        // [rows, k]
+                            const uint8_t* w,  // [rows, row_stride]
+                            int format, int64_t rows, int64_t k, int64_t row_stride, int num_threads);
+
+// out[i] = W[ids[i]] as float32 (embedding lookups); ids must be in [0, rows of W).
+void dequantize_gathered_rows(float* out,          // [num_ids, k]
+                              const uint8_t* w,    // [rows, row_stride]
+                              int format,
+                              const int64_t* ids,  // [num_ids]
+                              int64_t num_ids, int64_t k, int64_t row_stride);
+
 }  // namespace kvserve::cpu

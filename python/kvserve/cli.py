@@ -198,7 +198,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--kv-cache-memory-bytes",
         dest="kv_cache_memory",
         type=byte_size,
-        help="KV cache size, e.g. 4GiB (default: 4GiB on CPU, from free memory on CUDA)",
+        help="KV cache size, e.g. 4GiB (default on CPU: what --max-num-seqs full-length sequences need, at most "
+        "a quarter of the available memory; on CUDA: from free memory)",
     )
     engine.add_argument(
         "--gpu-memory-utilization",

@@ -26,7 +26,7 @@ class EngineConfig:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda[:N]
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     block_size: int = 16
-    kv_cache_memory: int | None = None  # bytes of KV cache; default 4 GiB on CPU, from memory on CUDA
+    kv_cache_memory: int | None = None  # bytes of KV cache; default: sized from need on CPU, from memory on CUDA
     gpu_memory_utilization: float = 0.9
     kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8 (refused until the kernels read fp8 caches)
     enforce_eager: bool = False  # True: no CUDA graphs for decode batches

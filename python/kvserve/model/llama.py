@@ -115,11 +115,14 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+        vocab_by_hidden = (config.vocab_size, config.hidden_size)
+        self.embed_tokens = VocabParallelEmbedding(*vocab_by_hidden, config.quantization, "model.embed_tokens")
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = _param(config.hidden_size)
         self.lm_head = (
-            None if config.tie_word_embeddings else VocabParallelEmbedding(config.vocab_size, config.hidden_size)
+            None
+            if config.tie_word_embeddings
+            else VocabParallelEmbedding(*vocab_by_hidden, config.quantization, "lm_head")
         )
         self.rotary = RotaryEmbedding(config.rope, device=torch.get_default_device())
 

@@ -56,6 +56,21 @@ def safetensors_files(model_dir: Path) -> list[Path]:
     return files
 
 
+def keeps_stored_formats(config: ModelConfig, device: torch.device) -> bool:
+    """GGUF blocks run on the CPU kernels; elsewhere (or without the "gguf" config) they are dequantized."""
+    return device.type == "cpu" and config.quantization is not None and config.quantization.method == "gguf"
+
+
+def model_weights(model_dir: Path, config: ModelConfig, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+    """The checkpoint's tensors: from the GGUF file a converted directory links to, or from its safetensors."""
+    gguf = model_dir / "model.gguf"
+    if gguf.exists():
+        from kvserve.model.gguf_loader import iterate_gguf_weights
+
+        return iterate_gguf_weights(gguf, keep_formats=keeps_stored_formats(config, device))
+    return iterate_safetensors(safetensors_files(model_dir))
+
+
 def iterate_safetensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """Memory-mapped tensors, one at a time, so a load never holds two copies of the model."""
     for file in files:
@@ -80,7 +95,10 @@ def build_model(
     """Allocates the model on `device` in `dtype` and fills it from `weights`, or with random values
     (normal, std 0.02; norms at 1) when `weights` is None: --load-format dummy, for speed runs. Random weights of
     a quantized model are drawn in `dtype` and quantized, as --quantization does."""
-    if weights is None and config.quantization is not None:
+    gguf = config.quantization is not None and config.quantization.method == "gguf"
+    if gguf and (weights is None or not keeps_stored_formats(config, device)):
+        config = dataclasses.replace(config, quantization=None)  # random or dequantized weights: plain layers
+    elif weights is None and config.quantization is not None:
         quantization = dataclasses.replace(config.quantization, quantize_on_load=True)
         config = dataclasses.replace(config, quantization=quantization)
     cls = model_class(config.architecture)

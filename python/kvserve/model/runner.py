@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kvserve.config import EngineConfig, GiB
+from kvserve.config import EngineConfig
 from kvserve.errors import InvalidRequestError
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
+from kvserve.model.cpu_kv_cache import cpu_kv_cache_budget, zeros_on_demand
 from kvserve.model.cross_attention import cross_attention_context
 from kvserve.model.cuda_graphs import DecodeGraphs, capture_sizes
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.input_batch import InputBatch
 from kvserve.model.input_staging import InputStaging, staging_capacity
-from kvserve.model.loader import build_model, iterate_safetensors, safetensors_files
+from kvserve.model.loader import build_model, model_weights
 from kvserve.model.logits_pipeline import LogitsPipeline
 from kvserve.model.memory_planning import (
     blocks_per_request,
@@ -42,6 +43,7 @@ from kvserve.model.noop_model import NoopModel
 from kvserve.model.parallel import local_kv_heads, min_over_group
 from kvserve.model.pooling import pool_rows
 from kvserve.model.prompt_logprobs import PromptLogprobsTracker
+from kvserve.model.quantization.config import half_weights
 from kvserve.model.registry import ModelTasks, model_tasks
 from kvserve.model.request_check import check_request
 from kvserve.model.sampled_tokens import HostTokens, LastSampled
@@ -52,7 +54,6 @@ from kvserve.structured.matchers import GrammarMatchers
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_KV_CACHE_MEMORY = 4 * GiB
 MAX_DEFAULT_BATCHED_TOKENS = 8192  # the larger of the engine's default token budgets (CUDA's)
 
 
@@ -70,21 +71,23 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Native bfloat16 matmuls (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than float32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+def keeps_half_weights(requested: str, model_config: ModelConfig, device: torch.device) -> bool:
+    """--dtype auto on CPU with an unquantized f16/bf16 checkpoint: the weights stay as stored, activations
+    and accumulation are float32 (so results are those of the float32 upcast, at half the memory)."""
+    half = model_config.dtype in (torch.float16, torch.bfloat16) and model_config.quantization is None
+    return requested == "auto" and device.type == "cpu" and half
 
 
-def resolve_dtype(requested: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """--dtype auto: the checkpoint's dtype on GPUs; on CPUs half precision only where it is native (bf16)."""
+def resolve_dtype(requested: str, model_config: ModelConfig, device: torch.device) -> torch.dtype:
+    """The activations' (and KV cache's) dtype. --dtype auto: the checkpoint's on GPUs, float32 on CPUs (where
+    half-precision weights stay as stored, see keeps_half_weights)."""
     if requested != "auto":
         return parse_dtype(requested)
-    if device.type != "cpu" or model_dtype == torch.float32:
-        return model_dtype
-    chosen = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    logger.info("a %s checkpoint on this CPU: serving in %s", model_dtype, chosen)
-    return chosen
+    if device.type != "cpu":
+        return model_config.dtype
+    if keeps_half_weights(requested, model_config, device):
+        logger.info("a %s checkpoint on CPU: weights kept as stored, float32 activations", model_config.dtype)
+    return torch.float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,7 @@ class ModelRunner:
         self.config = engine_config
         self.model_config = model_config
         self.device = resolve_device(engine_config.device)
-        self.dtype = resolve_dtype(engine_config.dtype, model_config.dtype, self.device)
+        self.dtype = resolve_dtype(engine_config.dtype, model_config, self.device)
         self.model_dir = model_dir
         torch.manual_seed(engine_config.seed)
         self.tasks: ModelTasks = model_tasks(model_config.architecture).served_as(
@@ -156,26 +159,34 @@ class ModelRunner:
         fmt = self.config.load_format
         if fmt == "noop":
             return NoopModel(self.model_config, self.device)
-        weights = None if fmt == "dummy" else iterate_safetensors(safetensors_files(model_dir))
-        return build_model(self.model_config, weights, self.dtype, self.device)
+        config = self.model_config
+        if keeps_half_weights(self.config.dtype, config, self.device):
+            config = dataclasses.replace(config, quantization=half_weights(config.dtype))
+        weights = None if fmt == "dummy" else model_weights(model_dir, config, self.device)
+        return build_model(config, weights, self.dtype, self.device)
 
     def _allocate_kv_cache(self) -> list[torch.Tensor]:
-        # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN.
+        # Zeroed, not empty: padded attention rows read never-written slots, which must not hold NaN. On CPU
+        # the zeros are calloc's, resident only once written (cpu_kv_cache.py).
         # The noop model reads no KV, so it gets none; neither does an encoder (see _num_accounting_blocks).
         if self.config.load_format == "noop" or not self.tasks.uses_kv_cache:
             return []
         c = self.model_config
         num_blocks = self.num_blocks + self.num_reserved_blocks
         shape = (2, num_blocks, self.config.block_size, local_kv_heads(c), c.head_dim)
+        if self.device.type == "cpu":
+            return [zeros_on_demand(shape, self.kv_cache_dtype) for _ in range(c.num_hidden_layers)]
         return [torch.zeros(shape, dtype=self.kv_cache_dtype, device=self.device) for _ in range(c.num_hidden_layers)]
 
     def _num_kv_blocks(self) -> int:
-        """Blocks for the scheduler: --kv-cache-memory, 4 GiB on CPU, or on CUDA what a profiled step leaves
-        of --gpu-memory-utilization (memory_planning.py); fewer the blocks reserved for graph padding."""
+        """Blocks for the scheduler: --kv-cache-memory; on CPU what --max-num-seqs full contexts need, within a
+        share of free memory (cpu_kv_cache.py); on CUDA what a profiled step leaves of --gpu-memory-utilization
+        (memory_planning.py); fewer the blocks reserved for graph padding."""
         c = self.config
+        block_bytes = kv_block_bytes(self.model_config, c.block_size, self.kv_cache_dtype)
         kv_cache_memory = c.kv_cache_memory
         if kv_cache_memory is None and self.device.type != "cuda":
-            kv_cache_memory = DEFAULT_CPU_KV_CACHE_MEMORY
+            kv_cache_memory = cpu_kv_cache_budget(c, self.model_config, block_bytes)
         profile = None
         if kv_cache_memory is None:
             largest_graph = self.graph_sizes[-1] if self.graph_sizes else 0
@@ -185,7 +196,7 @@ class ModelRunner:
                 lambda peak: cuda_graph_pool_estimate(peak, self.max_num_batched_tokens, largest_graph),
             )
         plan = plan_kv_cache(
-            block_bytes=kv_block_bytes(self.model_config, c.block_size, self.kv_cache_dtype),
+            block_bytes=block_bytes,
             block_size=c.block_size,
             max_model_len=self.max_model_len,
             kv_cache_memory=kv_cache_memory,

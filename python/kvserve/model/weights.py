@@ -28,6 +28,8 @@ class WeightAssembler:
         if param is None:
             self.unexpected.append(name)
             return
+        if param.dtype == torch.uint8 and tensor.dtype != torch.uint8:  # rows kept as stored take their bytes
+            tensor = tensor.contiguous().view(torch.uint8)
         target = param.data[row_offset : row_offset + tensor.shape[0]] if param.dim() else param.data
         if target.shape != tensor.shape:
             raise ValueError(

@@ -13,18 +13,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvserve.model.parallel.state import all_gather_last_dim, all_reduce, tp_group
+from kvserve.model.quantization import QuantizationConfig, embed, table_logits, table_parameter
 
 
 class VocabParallelEmbedding(nn.Module):
     """An embedding table split by vocabulary rows; `logits` uses it as the (tied or own) LM head."""
 
-    def __init__(self, vocab_size: int, hidden_size: int) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        quantization: QuantizationConfig | None = None,
+        checkpoint_name: str = "",
+    ) -> None:
         super().__init__()
         group = tp_group()
         self.vocab_size = vocab_size
         self.shard_rows = -(-vocab_size // group.size)
         self.start = group.rank * self.shard_rows
-        self.weight = nn.Parameter(torch.empty(self.shard_rows, hidden_size), requires_grad=False)
+        if group.size == 1:  # the whole table, kept in the checkpoint's stored format (GGUF blocks) if it has one
+            self.weight = table_parameter(quantization, checkpoint_name, vocab_size, hidden_size)
+        else:  # quantized checkpoints are refused under tensor parallelism before the model is built
+            self.weight = nn.Parameter(torch.empty(self.shard_rows, hidden_size), requires_grad=False)
         self.weight.weight_loader = self._load_rows
 
     def _load_rows(self, tensor: torch.Tensor, part: int) -> tuple[torch.Tensor, int]:
@@ -37,7 +47,7 @@ class VocabParallelEmbedding(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: [T]; returns [T, hidden]."""
         if tp_group().size == 1:
-            return F.embedding(input_ids, self.weight)
+            return embed(input_ids, self.weight)
         local_ids = input_ids - self.start
         elsewhere = (local_ids < 0) | (local_ids >= self.shard_rows)
         hidden = F.embedding(local_ids.masked_fill(elsewhere, 0), self.weight)
@@ -46,10 +56,9 @@ class VocabParallelEmbedding(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [S, hidden]; returns [S, vocab] on every rank."""
-        local = F.linear(hidden, self.weight)
         if tp_group().size == 1:
-            return local
-        return all_gather_last_dim(local)[..., : self.vocab_size]
+            return table_logits(hidden, self.weight)
+        return all_gather_last_dim(F.linear(hidden, self.weight))[..., : self.vocab_size]
 
     def extra_repr(self) -> str:
         return f"vocab={self.vocab_size}, rows={self.start}..{self.start + self.shard_rows}"

@@ -16,12 +16,20 @@ and what the scaled GEMMs take. A static `input_scale` is read and ignored (vLLM
 activations with one calibrated scale instead; the products differ by that rounding only).
 
 `--quantization fp8` quantizes a 16- or 32-bit checkpoint's weights at load time, per output channel.
+
+On CPU a bf16/f16 checkpoint served with --dtype auto keeps its weights in half precision
+(`half_weights`: method "half", every projection and table in one stored format) with float32 activations.
+
+A GGUF file converted by gguf_loader carries `quant_method: "gguf"` with each 2-D weight's GGML type and
+rows (`tensors`: {module name: [type, rows]}): on CPU those weights stay in their blocks (types without a
+kernel are dequantized to float32 at load, with a log line).
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,17 +39,27 @@ QUANTIZATION_METHODS = ("fp8",)
 
 _TYPES = {"float": torch.float8_e4m3fn, "int": torch.int8}
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class QuantizationConfig:
-    method: str  # "fp8" | "compressed-tensors": where the configuration came from, for messages
-    weight_dtype: torch.dtype  # torch.float8_e4m3fn or torch.int8, also the activations' type
+    method: str  # "fp8" | "compressed-tensors" | "gguf" | "half": where the configuration came from
+    # torch.float8_e4m3fn or torch.int8, also the activations' type; None for "gguf" and "half"
+    weight_dtype: torch.dtype | None
     # True: the checkpoint holds 16/32-bit weights that are quantized once loaded (--quantization fp8).
     quantize_on_load: bool = False
     # Module names ("lm_head", "model.layers.0.mlp.down_proj") and `re:` patterns that stay unquantized.
     ignore: tuple[str, ...] = ()
+    # "gguf": module name ("model.layers.0.mlp.up_proj", "model.embed_tokens") -> (stored format, rows), the
+    # format a GGML type id with a CPU kernel (kvserve.ops.quant_kernels), F32 for the others.
+    stored_formats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # "half": the stored format (F16 or BF16) of every module not in stored_formats.
+    default_format: int | None = None
 
     def __post_init__(self) -> None:
+        if self.method in ("gguf", "half"):
+            return
         if self.weight_dtype not in _TYPES.values():
             raise ValueError(f"8-bit weights are fp8 e4m3 or int8, not {self.weight_dtype}")
 
@@ -74,6 +92,8 @@ class QuantizationConfig:
             return _from_fp8(qc)
         if method == "compressed-tensors":
             return _from_compressed_tensors(qc)
+        if method == "gguf":
+            return _from_gguf(qc)
         raise ValueError(
             f"unsupported quantization_config quant_method {method!r}: kvserve serves 'fp8' and "
             "'compressed-tensors' (8-bit W8A8) checkpoints"
@@ -134,3 +154,29 @@ def _from_compressed_tensors(qc: dict[str, Any]) -> QuantizationConfig:
     return QuantizationConfig(
         method="compressed-tensors", weight_dtype=_TYPES[kind], ignore=tuple(qc.get("ignore") or ())
     )
+
+
+def half_weights(dtype: torch.dtype) -> QuantizationConfig:
+    """Every weight kept as the checkpoint stores it, f16 or bf16, and multiplied in float32."""
+    from kvserve.ops import quant_kernels
+
+    formats = {torch.float16: quant_kernels.F16, torch.bfloat16: quant_kernels.BF16}
+    return QuantizationConfig(method="half", weight_dtype=None, default_format=formats[dtype])
+
+
+def stored_format(ggml_type: int) -> int:
+    """The format a GGUF tensor of `ggml_type` is kept in on CPU: its own, or F32 when no kernel reads it."""
+    from kvserve.ops import quant_kernels
+
+    return ggml_type if ggml_type in quant_kernels.FORMATS_WITH_KERNEL else quant_kernels.F32
+
+
+def _from_gguf(qc: dict[str, Any]) -> QuantizationConfig:
+    formats = {}
+    for name, (ggml_type, rows) in (qc.get("tensors") or {}).items():
+        formats[name] = (stored_format(int(ggml_type)), int(rows))
+        if formats[name][0] != ggml_type:
+            logger.info(
+                "GGUF tensor %s: no CPU kernel for GGML type %d; dequantized to float32 at load", name, ggml_type
+            )
+    return QuantizationConfig(method="gguf", weight_dtype=None, stored_formats=formats)

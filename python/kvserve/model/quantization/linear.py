@@ -103,6 +103,10 @@ def linear_method(config: QuantizationConfig | None, checkpoint_names: list[str]
     all of them are quantized or none."""
     if config is None:
         return LinearMethod()
+    if config.method in ("gguf", "half"):
+        from kvserve.model.quantization.stored import stored_linear_method  # it subclasses LinearMethod
+
+        return stored_linear_method(config, checkpoint_names)
     ignored = [config.is_ignored(name) for name in checkpoint_names]
     if any(ignored) and not all(ignored):
         raise ValueError(f"quantization ignores only some of {', '.join(checkpoint_names)}, which are fused")

@@ -1,0 +1,52 @@
+"""The KV cache on CPU: sized from what the configured batch can use, allocated so untouched pages cost nothing.
+
+Size: `--max-num-seqs` sequences of the full context (`--max-model-len`, default the model's), capped at
+`CPU_KV_CACHE_FRACTION` of the memory available when the server starts; `--kv-cache-memory` overrides both.
+
+Residency: torch.zeros writes every byte (its allocator does not know fresh pages are zero), so a 4 GiB
+cache is 4 GiB resident from the start. numpy's zeros asks calloc, which takes large blocks straight from
+mmap and skips the memset: pages stay unmapped zero pages until a block is first written. Padded attention
+rows may still read never-written slots; those read the kernel's zero page, never NaN.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from kvserve.config import EngineConfig
+from kvserve.model.model_config import ModelConfig
+
+# Share of the available memory the default-sized cache may take.
+CPU_KV_CACHE_FRACTION = 0.25
+
+
+def available_memory() -> int:
+    """Bytes the kernel could give this process now (MemAvailable), or physical memory where /proc is absent."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cpu_kv_cache_budget(config: EngineConfig, model_config: ModelConfig, block_bytes: int) -> int:
+    """Bytes for the CPU KV cache: what max_num_seqs full-length sequences need, within the memory cap."""
+    if config.kv_cache_memory is not None:
+        return config.kv_cache_memory
+    context = config.max_model_len or model_config.max_position_embeddings
+    blocks_per_seq = -(-context // config.block_size)
+    need = config.max_num_seqs * blocks_per_seq * block_bytes
+    return min(need, int(CPU_KV_CACHE_FRACTION * available_memory()))
+
+
+def zeros_on_demand(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed CPU tensor whose pages become resident only when written (calloc's lazy zero pages)."""
+    numel = int(np.prod(shape))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(numel * itemsize, dtype=np.uint8)).view(dtype).view(shape)
