@@ -194,6 +194,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="KV cache size, e.g. 4GiB (default: 4GiB on CPU, from free memory on CUDA)",
     )
     engine.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    engine.add_argument(
+        "--cpu-threads",
+        type=int,
+        help="threads of the one CPU thread pool that runs the model's ops (default: every core of the "
+        "process's affinity mask)",
+    )
     engine.add_argument("--scheduling-policy", default="fcfs", choices=["fcfs", "priority"])
     engine.add_argument("--seed", type=int, default=0)
     engine.add_argument(
@@ -321,6 +327,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             enable_sleep_mode=args.enable_sleep_mode,
             runner=args.runner,
             quantization=args.quantization,
+            cpu_threads=args.cpu_threads,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None

@@ -34,6 +34,7 @@ class EngineConfig:
     request_timeout: float | None = None  # seconds a request may take, queue included; then it is aborted
     engine_step_timeout: float | None = 300.0  # seconds a step may run before the watchdog kills the engine
     quantization: str | None = None  # None (the checkpoint's own) | fp8 (quantize the weights at load time)
+    cpu_threads: int | None = None  # torch's intra-op threads on the runner thread; None: the affinity mask
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -44,6 +45,8 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be positive, got {self.cpu_threads}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be positive, got {self.max_num_seqs}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
