@@ -406,6 +406,11 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
 
 
 def serve(args: argparse.Namespace) -> None:
+    # Before torch loads (its OpenMP runtime reads this once): idle pool threads sleep at once instead of
+    # spinning for a while after each parallel op. Spinning threads take the cores from the event loop, the
+    # actors and the runner itself; at 16 streams on 2 cores that cost 19x the throughput and /health
+    # answered in up to 474 ms (benchmarks/RESULTS.md, bench_cpu_threads.py). A user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from kvserve.api.server import serve_forever
 
     engine_config = engine_config_from_args(args)
