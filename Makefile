@@ -87,7 +87,7 @@ $(SAN_VENV)/.deps:
 	touch $@
 
 test-sanitize: $(SAN_VENV)/.deps
-	cmake -S . -B $(SAN_BUILD) -G Ninja -DKVSERVE_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	cmake -S . -B $(SAN_BUILD) -G Ninja -DKVSERVE_SANITIZE=ON -DKVSERVE_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DPython_EXECUTABLE=$(abspath $(SAN_VENV)/bin/python) \
 	  -Dpybind11_DIR=$$($(SAN_VENV)/bin/python -c 'import pybind11; print(pybind11.get_cmake_dir())')
 	cmake --build $(SAN_BUILD) -j 2
