@@ -12,6 +12,7 @@ its graph breaks and the same figures. `--profile` prints torch.profiler's table
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -35,6 +36,10 @@ def decode_inputs(config, num_requests: int, context: int, block_size: int = 16)
     ctx = ForwardContext(slots, tables, seq_lens, query_start_loc, seq_lens.clone(), 1, context, kv_caches)
     ids = torch.randint(0, config.vocab_size, (num_requests,))
     return ids, torch.full((num_requests,), last, dtype=torch.int64), ctx
+
+
+def decode_step(model, forward, ids, positions, ctx) -> torch.Tensor:
+    return model.compute_logits(forward(ids, positions, ctx)).argmax(-1)
 
 
 def timed(step, num_steps: int) -> dict[str, float]:
@@ -89,10 +94,7 @@ def main() -> None:
         for num_requests in args.requests:
             ids, positions, ctx = decode_inputs(config, num_requests, args.context)
             for name, forward in forwards.items():
-
-                def step(forward=forward) -> torch.Tensor:
-                    return model.compute_logits(forward(ids, positions, ctx)).argmax(-1)
-
+                step = functools.partial(decode_step, model, forward, ids, positions, ctx)
                 figures = {"forward": name, "requests": num_requests, **timed(step, args.steps)}
                 print(json.dumps(figures), flush=True)
                 results.append(figures)
@@ -101,7 +103,7 @@ def main() -> None:
 
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
                     for _ in range(50):
-                        model.compute_logits(model(ids, positions, ctx)).argmax(-1)
+                        decode_step(model, model.forward, ids, positions, ctx)
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
