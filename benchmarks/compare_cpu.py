@@ -482,7 +482,7 @@ def table_rows(model: BenchModel, measured: dict[str, dict]) -> list[dict]:
         rows.append(
             {
                 "model": model.name,
-                "measure": f"{concurrency} streams, out tok/s",
+                "measure": f"{concurrency} stream{'s' if concurrency > 1 else ''}, out tok/s",
                 "values": [run_figure(s, concurrency, "output_throughput") for s in (KVSERVE, LLAMA_SERVER)],
             }
         )
