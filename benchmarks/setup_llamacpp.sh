@@ -1,39 +1,30 @@
 #!/usr/bin/env bash
-# Sets up the llama-cpp-python side of benchmarks/compare_cpu.py: a venv of its own (.venv-llamacpp) with
-# llama-cpp-python[server] built from source for this CPU, and the sdist unpacked so that its vendored
-# llama.cpp converter (convert_hf_to_gguf.py) can be run. Idempotent: the sdist, the unpacked tree and the
-# wheel are cached, so a second run, or a fresh venv on the same machine, takes seconds.
-#
-# The converter runs in kvserve's own .venv, which has the torch, transformers and numpy it imports; the
-# one module missing there, sentencepiece (imported before the converter sees that the model has no
-# tokenizer.model), goes to a directory of its own that the caller puts on PYTHONPATH, so that .venv stays
-# as `make install` left it.
+# Builds the peer of benchmarks/compare_cpu.py: llama.cpp's own C++ server (`llama-server`), from the
+# llama.cpp tree vendored in the llama-cpp-python sdist on PyPI, for this CPU (-DGGML_NATIVE=ON). Tests,
+# examples and HTTPS are not needed to serve on localhost. Idempotent: the sdist, the unpacked tree and the
+# build are cached, so a second run takes no time.
 #
 #   benchmarks/setup_llamacpp.sh            # prints the paths compare_cpu.py needs as KEY=VALUE lines
 #
 # Environment: LLAMACPP_VERSION (default below), LLAMACPP_CACHE (default ~/.cache/kvserve/llamacpp),
-# LLAMACPP_VENV (default .venv-llamacpp at the repository root), PYTHON (default python3, makes that venv),
-# KVSERVE_PYTHON (default .venv/bin/python, runs the converter), CMAKE_ARGS (added after our own flags, so
-# they win).
+# PYTHON (default python3, runs pip download), JOBS (default nproc), CMAKE_ARGS (added after our own
+# flags, so they win).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VERSION=${LLAMACPP_VERSION:-0.3.36}
 CACHE=${LLAMACPP_CACHE:-$HOME/.cache/kvserve/llamacpp}
-VENV=${LLAMACPP_VENV:-$ROOT/.venv-llamacpp}
 PYTHON=${PYTHON:-python3}
-KVSERVE_PYTHON=${KVSERVE_PYTHON:-$ROOT/.venv/bin/python}
-JOBS=$(nproc)
+JOBS=${JOBS:-$(nproc)}
 
-# -march=native code is only valid on a CPU with the same instruction sets: key the wheel cache by them,
-# so a home directory carried to another machine rebuilds instead of dying with SIGILL.
+# -march=native code is only valid on a CPU with the same instruction sets: key the build by them, so a
+# home directory carried to another machine rebuilds instead of dying with SIGILL.
 CPU_KEY=$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
 SDIST_DIR=$CACHE/sdist
 SRC=$CACHE/src/llama_cpp_python-$VERSION
-WHEEL_DIR=$CACHE/wheels/$VERSION-cpu-$CPU_KEY
 SDIST=$SDIST_DIR/llama_cpp_python-$VERSION.tar.gz
-CONVERTER_SITE=$CACHE/converter-site
-mkdir -p "$SDIST_DIR" "$CACHE/src" "$WHEEL_DIR"
+SERVER_DIR=$CACHE/llama-server/$VERSION-cpu-$CPU_KEY
+LLAMA_SERVER=$SERVER_DIR/build/bin/llama-server
+mkdir -p "$SDIST_DIR" "$CACHE/src" "$SERVER_DIR"
 
 log() { echo "setup_llamacpp: $*" >&2; }
 
@@ -42,43 +33,23 @@ if [[ ! -f $SDIST ]]; then
     "$PYTHON" -m pip download -q --no-binary :all: --no-deps "llama-cpp-python==$VERSION" -d "$SDIST_DIR"
 fi
 
-# Unpacked once, for the converter; the wheel is built from the tarball so that the tree stays pristine.
-if [[ ! -f $SRC/vendor/llama.cpp/convert_hf_to_gguf.py ]]; then
+if [[ ! -f $SRC/vendor/llama.cpp/CMakeLists.txt ]]; then
     log "unpacking the sdist into $CACHE/src"
     rm -rf "$SRC"
     tar -xzf "$SDIST" -C "$CACHE/src"
 fi
 
-shopt -s nullglob
-wheels=("$WHEEL_DIR"/llama_cpp_python-"$VERSION"-*.whl)
-if (( ${#wheels[@]} == 0 )); then
-    log "building llama-cpp-python $VERSION from source with $JOBS jobs (several minutes on 2 cores)"
-    # The multimodal (llava/mtmd) library is not needed to serve a text model; skipping it shortens the build.
+if [[ ! -x $LLAMA_SERVER ]]; then
+    log "building llama.cpp's llama-server ($VERSION) with $JOBS jobs (long on 2 shared cores: ~200 files)"
     start=$SECONDS
-    CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL=$JOBS \
-        "$PYTHON" -m pip wheel -v --no-deps -w "$WHEEL_DIR" "$SDIST" \
-        > "$WHEEL_DIR/build.log" 2>&1 || { tail -40 "$WHEEL_DIR/build.log" >&2; exit 1; }
-    log "built in $((SECONDS - start)) s (log: $WHEEL_DIR/build.log)"
-    wheels=("$WHEEL_DIR"/llama_cpp_python-"$VERSION"-*.whl)
-fi
-WHEEL=${wheels[0]}
-
-[[ -x $VENV/bin/python ]] || "$PYTHON" -m venv "$VENV"
-installed=$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true)
-if [[ $installed != "$VERSION" ]] || ! "$VENV/bin/python" -c 'import llama_cpp.server.app' 2>/dev/null; then
-    log "installing $(basename "$WHEEL")[server] into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WHEEL"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$WHEEL[server]"
-fi
-
-if [[ ! -d $CONVERTER_SITE/sentencepiece ]]; then
-    log "installing sentencepiece for the converter into $CONVERTER_SITE"
-    "$KVSERVE_PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target "$CONVERTER_SITE" \
-        "sentencepiece>=0.1.98,<0.3.0"
+    # shellcheck disable=SC2086  # CMAKE_ARGS is a list of flags
+    { cmake -S "$SRC/vendor/llama.cpp" -B "$SERVER_DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON ${CMAKE_ARGS:-} \
+        && cmake --build "$SERVER_DIR/build" --target llama-server -j "$JOBS"; } \
+        > "$SERVER_DIR/build.log" 2>&1 || { tail -40 "$SERVER_DIR/build.log" >&2; exit 1; }
+    log "built llama-server in $((SECONDS - start)) s (log: $SERVER_DIR/build.log)"
 fi
 
 echo "LLAMACPP_VERSION=$VERSION"
-echo "LLAMACPP_PYTHON=$VENV/bin/python"
-echo "LLAMACPP_WHEEL=$WHEEL"
-echo "LLAMACPP_CONVERTER=$SRC/vendor/llama.cpp/convert_hf_to_gguf.py"
-echo "LLAMACPP_CONVERTER_PYTHONPATH=$CONVERTER_SITE"
+echo "LLAMA_SERVER=$LLAMA_SERVER"

@@ -63,11 +63,36 @@ void register_cpu_kernels(py::module_& m) {
       "paged_attention_decode",
       [](uintptr_t out, uintptr_t query, uintptr_t kv_cache, uintptr_t block_tables, uintptr_t seq_lens, int64_t reqs,
          int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks, int64_t block_size,
-         int64_t table_width, float scale, int64_t sliding_window) {
+         int64_t table_width, int64_t query_stride, float scale, int64_t sliding_window) {
         kvserve::cpu::paged_attention_decode(ptr<float>(out), ptr<const float>(query), ptr<const float>(kv_cache),
                                              ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs,
-                                             heads, kv_heads, head_dim, num_blocks, block_size, table_width, scale,
-                                             sliding_window);
+                                             heads, kv_heads, head_dim, num_blocks, block_size, table_width,
+                                             query_stride, scale, sliding_window);
+      },
+      release);
+  // q_norm and k_norm are 0 when the model has none.
+  cpu.def(
+      "prepare_qkv",
+      [](uintptr_t qkv, uintptr_t q_norm, uintptr_t k_norm, uintptr_t cos, uintptr_t sin, uintptr_t kv_cache,
+         uintptr_t slot_mapping, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
+         int64_t num_slots, int64_t qkv_stride, float eps) {
+        kvserve::cpu::prepare_qkv(ptr<float>(qkv), ptr<const float>(q_norm), ptr<const float>(k_norm),
+                                  ptr<const float>(cos), ptr<const float>(sin), ptr<float>(kv_cache),
+                                  ptr<const int64_t>(slot_mapping), tokens, heads, kv_heads, head_dim, rot_dim,
+                                  num_slots, qkv_stride, eps);
+      },
+      release);
+  cpu.def(
+      "decode_attention_block",
+      [](uintptr_t out, uintptr_t qkv, uintptr_t q_norm, uintptr_t k_norm, uintptr_t cos, uintptr_t sin,
+         uintptr_t kv_cache, uintptr_t slot_mapping, uintptr_t block_tables, uintptr_t seq_lens, int64_t reqs,
+         int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_blocks, int64_t block_size,
+         int64_t table_width, int64_t qkv_stride, float eps, float scale, int64_t sliding_window) {
+        kvserve::cpu::decode_attention_block(
+            ptr<float>(out), ptr<float>(qkv), ptr<const float>(q_norm), ptr<const float>(k_norm),
+            ptr<const float>(cos), ptr<const float>(sin), ptr<float>(kv_cache), ptr<const int64_t>(slot_mapping),
+            ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs, heads, kv_heads, head_dim, rot_dim,
+            num_blocks, block_size, table_width, qkv_stride, eps, scale, sliding_window);
       },
       release);
   // std::invalid_argument (a format without a kernel, a bad row stride) arrives as ValueError.

@@ -40,12 +40,41 @@ void reshape_and_cache(float* kv_cache,            // [2, num_slots, row]
 
 // Attention of one query token per request (a decode step) over its cached context, read in place.
 void paged_attention_decode(float* out,                   // [R, H, D]
-                            const float* query,           // [R, H, D]
+                            const float* query,           // [R, H, D], request stride query_stride
                             const float* kv_cache,        // [2, NB, BS, KVH, D]
                             const int32_t* block_tables,  // [R, W]
                             const int32_t* seq_lens,      // [R]
                             int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
-                            int64_t block_size, int64_t table_width, float scale, int64_t sliding_window);
+                            int64_t block_size, int64_t table_width, int64_t query_stride, float scale,
+                            int64_t sliding_window);
+
+// A layer's work between its qkv projection and attention, for every token of a step, in place in qkv:
+// per-head q/k RMSNorm (when the norms are given; Qwen3), GPT-NeoX rotary on q and k, k and v into the cache.
+void prepare_qkv(float* qkv,                   // [T, (H + 2 KVH) * D]: q | k | v, token stride qkv_stride
+                 const float* q_norm,          // [D] or nullptr
+                 const float* k_norm,          // [D] or nullptr
+                 const float* cos,             // [T, rot_dim / 2]
+                 const float* sin,             // [T, rot_dim / 2]
+                 float* kv_cache,              // [2, num_slots, KVH * D]
+                 const int64_t* slot_mapping,  // [T]
+                 int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
+                 int64_t num_slots, int64_t qkv_stride, float eps);
+
+// A decode step's attention block in one call: prepare_qkv, then paged_attention_decode of the rotated
+// queries (read in place from qkv). One token per request: T == R.
+void decode_attention_block(float* out,                   // [R, H, D]
+                            float* qkv,                   // [R, (H + 2 KVH) * D], updated in place
+                            const float* q_norm,          // [D] or nullptr
+                            const float* k_norm,          // [D] or nullptr
+                            const float* cos,             // [R, rot_dim / 2]
+                            const float* sin,             // [R, rot_dim / 2]
+                            float* kv_cache,              // [2, NB, BS, KVH, D]
+                            const int64_t* slot_mapping,  // [R]
+                            const int32_t* block_tables,  // [R, W]
+                            const int32_t* seq_lens,      // [R]
+                            int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
+                            int64_t num_blocks, int64_t block_size, int64_t table_width, int64_t qkv_stride,
+                            float eps, float scale, int64_t sliding_window);
 
 // ---- weights in their stored format (quant_formats.h): GGUF blocks or half-precision rows ----
 // `format` is a GGML type id (WeightFormat); a row of W holds k values in weight_row_bytes(format, k) bytes,

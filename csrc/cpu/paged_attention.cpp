@@ -13,7 +13,8 @@ namespace kvserve::cpu {
 KV_CLONES void paged_attention_decode(float* out, const float* query, const float* kv_cache,
                                       const int32_t* block_tables, const int32_t* seq_lens, int64_t reqs,
                                       int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
-                                      int64_t block_size, int64_t table_width, float scale, int64_t sliding_window) {
+                                      int64_t block_size, int64_t table_width, int64_t query_stride, float scale,
+                                      int64_t sliding_window) {
   const int64_t group = heads / kv_heads;
   const int64_t row = kv_heads * head_dim;  // floats per cached token
   const float* keys = kv_cache;
@@ -26,7 +27,7 @@ KV_CLONES void paged_attention_decode(float* out, const float* query, const floa
     const int32_t* table = block_tables + r * table_width;
     scores.assign(static_cast<size_t>(group * span), 0.0f);
     for (int64_t kvh = 0; kvh < kv_heads; ++kvh) {
-      const float* q = query + (r * heads + kvh * group) * head_dim;
+      const float* q = query + r * query_stride + kvh * group * head_dim;
       for (int64_t p = first; p < seq_len; ++p) {
         const float* k = keys + (static_cast<int64_t>(table[p / block_size]) * block_size + p % block_size) * row +
                          kvh * head_dim;

@@ -220,6 +220,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8 16 24 ... max-num-seqs, at most 512)",
     )
+    engine.add_argument(
+        "--cpu-threads",
+        type=int,
+        help="threads of the one CPU thread pool that runs the model's ops (default: every core of the "
+        "process's affinity mask)",
+    )
     engine.add_argument("--scheduling-policy", default="fcfs", choices=["fcfs", "priority"])
     engine.add_argument("--seed", type=int, default=0)
     engine.add_argument(
@@ -390,6 +396,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             quantization=args.quantization,
             tensor_parallel_size=args.tensor_parallel_size,
             pipeline_parallel_size=args.pipeline_parallel_size,
+            cpu_threads=args.cpu_threads,
         )
     except ValueError as e:
         raise SystemExit(f"kvserve: {e}") from None
@@ -473,6 +480,11 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
 
 
 def serve(args: argparse.Namespace) -> None:
+    # Before torch loads (its OpenMP runtime reads this once): idle pool threads sleep at once instead of
+    # spinning for a while after each parallel op. Spinning threads take the cores from the event loop, the
+    # actors and the runner itself; at 16 streams on 2 cores that cost 19x the throughput and /health
+    # answered in up to 474 ms (benchmarks/RESULTS.md, bench_cpu_threads.py). A user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from kvserve.api.server import serve_forever
 
     engine_config = engine_config_from_args(args)

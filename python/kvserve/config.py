@@ -51,6 +51,7 @@ class EngineConfig:
     pipeline_parallel_size: int = 1  # only 1: pipeline parallelism is not implemented
     # Schedule step N+1 while step N executes (its sampled tokens fed to N+1 on the device).
     async_scheduling: bool = field(default_factory=default_async_scheduling)
+    cpu_threads: int | None = None  # torch's intra-op threads on the runner thread; None: the affinity mask
 
     def __post_init__(self) -> None:
         if self.block_size not in (1, 2, 4, 8, 16, 32, 64, 128):
@@ -65,6 +66,8 @@ class EngineConfig:
             raise ValueError(f"kv_cache_dtype must be 'auto' or 'fp8', got {self.kv_cache_dtype!r}")
         if self.cuda_graph_sizes is not None and not all(size >= 1 for size in self.cuda_graph_sizes):
             raise ValueError(f"cuda_graph_sizes must be positive batch sizes, got {list(self.cuda_graph_sizes)}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be positive, got {self.cpu_threads}")
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be positive, got {self.max_num_seqs}")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:

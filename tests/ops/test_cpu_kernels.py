@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kvserve import ops
 from kvserve.ops import cpu_kernels, reference
 
 # Reductions run in a different order than torch's: agreement to a few float32 ulps of unit-scale values.
@@ -83,3 +84,72 @@ def test_unsupported_inputs_fall_back():
     x = torch.randn(3, 8, dtype=torch.bfloat16)
     assert cpu_kernels.rms_norm(x, torch.ones(8, dtype=torch.bfloat16), 1e-6) is NotImplemented
     assert cpu_kernels.silu_and_mul(torch.randn(4, 6).t()) is NotImplemented
+
+
+def _reference_attention_block(qkv, heads, kv_heads, head_dim, q_norm, k_norm, eps, cos, sin, kv_cache, *attn_args):
+    """The unfused reference ops, as a decoder layer composed them before ops.attention_block."""
+    tokens, q_size, kv_size = qkv.shape[0], heads * head_dim, kv_heads * head_dim
+    q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+    q, k = q.reshape(tokens, heads, head_dim), k.reshape(tokens, kv_heads, head_dim)
+    if q_norm is not None:
+        q, k = reference.rms_norm(q, q_norm, eps), reference.rms_norm(k, k_norm, eps)
+    q, k = reference.rotary_embedding(q, k, cos, sin)
+    slot_mapping, *rest = attn_args
+    reference.reshape_and_cache(k, v.reshape(tokens, kv_heads, head_dim), kv_cache, slot_mapping)
+    return reference.paged_attention(q, kv_cache, *rest).reshape(tokens, q_size)
+
+
+def _attention_step(q_lens: list[int], seq_lens: list[int], heads: int, kv_heads: int, head_dim: int, rot_dim: int):
+    """Random qkv rows, a random cache and block tables for requests whose last q_lens[r] tokens (of
+    seq_lens[r]) are computed in this step; the slots of those tokens."""
+    block_size, num_blocks, width = 4, 64, 12
+    tables = torch.stack([torch.randperm(num_blocks)[:width] for _ in q_lens]).to(torch.int32)
+    positions = [p for q_len, seq_len in zip(q_lens, seq_lens) for p in range(seq_len - q_len, seq_len)]
+    owners = [r for r, q_len in enumerate(q_lens) for _ in range(q_len)]
+    slots = torch.tensor(
+        [int(tables[r, p // block_size]) * block_size + p % block_size for r, p in zip(owners, positions)]
+    )
+    qkv = torch.randn(len(positions), (heads + 2 * kv_heads) * head_dim)
+    angles = torch.tensor(positions, dtype=torch.float32).view(-1, 1) * torch.rand(rot_dim // 2)
+    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim)
+    query_start_loc = F.pad(torch.tensor(q_lens).cumsum(0), (1, 0)).to(torch.int32)
+    attn_args = (slots, tables, torch.tensor(seq_lens, dtype=torch.int32), query_start_loc, max(q_lens), max(seq_lens))
+    return qkv, angles.cos(), angles.sin(), kv_cache, attn_args
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+@pytest.mark.parametrize("window", [0, 5])
+@pytest.mark.parametrize(
+    ("q_lens", "heads", "kv_heads", "head_dim", "rot_dim"),
+    [
+        ([1, 1, 1, 1], 4, 2, 32, 32),  # a decode step: the one-call kernel
+        ([1, 1, 1], 9, 3, 64, 32),  # partial rotary
+        ([1, 7, 1, 3], 4, 1, 16, 16),  # mixed prefill and decode: prepare_qkv, then paged attention
+    ],
+)
+def test_attention_block_matches_the_unfused_reference_ops(q_lens, heads, kv_heads, head_dim, rot_dim, window, qk_norm):
+    torch.manual_seed(len(q_lens) * head_dim + window)
+    seq_lens = [q_len + extra for q_len, extra in zip(q_lens, [0, 9, 30, 17])]
+    qkv, cos, sin, kv_cache, attn_args = _attention_step(q_lens, seq_lens, heads, kv_heads, head_dim, rot_dim)
+    norms = (torch.rand(head_dim) + 0.5, torch.rand(head_dim) + 0.5) if qk_norm else (None, None)
+    shape_args = (heads, kv_heads, head_dim, *norms, 1e-6, cos, sin)
+    scale = head_dim**-0.5
+    ref_cache = kv_cache.clone()
+    expected = _reference_attention_block(qkv.clone(), *shape_args, ref_cache, *attn_args, scale, window)
+    out = cpu_kernels.attention_block(qkv, *shape_args, kv_cache, *attn_args, scale, window)
+    torch.testing.assert_close(out, expected, **TOL)
+    # Keys went through the norm (a reduction): a few ulps; values are copied bit-exact.
+    torch.testing.assert_close(kv_cache, ref_cache, **TOL)
+    assert torch.equal(kv_cache[1], ref_cache[1])
+
+
+def test_attention_block_dispatch_falls_back_to_the_ops_for_other_dtypes():
+    torch.manual_seed(0)
+    qkv, cos, sin, kv_cache, attn_args = _attention_step([1, 1], [5, 9], 4, 2, 16, 16)
+    args = (4, 2, 16, None, None, 1e-6, cos, sin)
+    assert cpu_kernels.attention_block(qkv.double(), *args, kv_cache.double(), *attn_args, 0.25, 0) is NotImplemented
+    ref_cache = kv_cache.double()
+    out = ops.attention_block(qkv.double(), *args, ref_cache, *attn_args, 0.25, 0)
+    expected = cpu_kernels.attention_block(qkv.clone(), *args, kv_cache, *attn_args, 0.25, 0)
+    torch.testing.assert_close(out.float(), expected, **TOL)
+    torch.testing.assert_close(ref_cache.float(), kv_cache, **TOL)

@@ -4,7 +4,9 @@ It drives an Executor: the ModelRunner itself (TP=1) or tensor-parallel worker p
 then waits on.
 
 All torch work, model loading included, happens on that one thread: once torch runs on two threads, their
-OpenMP teams compete for the cores and every op gets about 2x slower on a small machine (measured).
+OpenMP teams compete for the cores and every op gets about 2x slower on a small machine (measured). That
+thread leads torch's one intra-op pool, sized to `--cpu-threads` (default: every core this process may run
+on); kvserve's own C++ CPU kernels run on it too, between torch's ops, so no second pool exists.
 Calls other than steps (sleep, wake up, collective RPC) arrive as RunnerCall messages and run on the same
 thread between steps; their replies go to the router, which hands them to the engine.
 """
@@ -13,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
+
+import torch
 
 from kvserve.actors.base import Actor
 from kvserve.errors import ErrorInfo, InvalidRequestError
@@ -21,9 +26,18 @@ from kvserve.executor import Executor
 from kvserve.messages import ExecuteBatch, RunnerCall, RunnerReply
 
 
-def runner_thread() -> ThreadPoolExecutor:
-    """The one thread that touches torch; build the ModelRunner on it too."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvserve-runner")
+def default_cpu_threads() -> int:
+    """Every core of this process's affinity mask (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def runner_thread(cpu_threads: int | None = None) -> ThreadPoolExecutor:
+    """The one thread that touches torch; build the ModelRunner on it too. torch's intra-op pool gets
+    cpu_threads threads (default: default_cpu_threads())."""
+    threads = cpu_threads or default_cpu_threads()
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="kvserve-runner", initializer=torch.set_num_threads, initargs=(threads,)
+    )
 
 
 class RunnerActor(Actor):

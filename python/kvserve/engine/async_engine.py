@@ -164,7 +164,7 @@ class AsyncEngine:
     async def start(cls, config: EngineConfig) -> AsyncEngine:
         """Loads the model (off the event loop, on the runner's thread: the only one that uses torch; or in
         --tensor-parallel-size worker processes) and starts the actors."""
-        thread = runner_thread()
+        thread = runner_thread(config.cpu_threads)
         loop = asyncio.get_running_loop()
         model_dir = await loop.run_in_executor(thread, resolve_model_dir, config.model, config.revision)
         model_config = load_model_config(config, model_dir)

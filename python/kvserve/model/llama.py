@@ -75,29 +75,12 @@ class DecoderLayer(nn.Module):
         else:
             hidden, residual = ops.fused_add_rms_norm(hidden, residual, self.input_layernorm, self.eps)
 
-        num_tokens = hidden.shape[0]
-        qkv = self.qkv_proj(hidden)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(num_tokens, self.num_heads, self.head_dim)
-        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)
-        v = v.reshape(num_tokens, self.num_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q = ops.rms_norm(q, self.q_norm, self.eps)
-            k = ops.rms_norm(k, self.k_norm, self.eps)
-        q, k = ops.rotary_embedding(q, k, *cos_sin)
-        ops.reshape_and_cache(k, v, kv_cache, ctx.slot_mapping)
-        attn = ops.paged_attention(
-            q.contiguous(),
-            kv_cache,
-            ctx.block_tables,
-            ctx.seq_lens,
-            ctx.query_start_loc,
-            ctx.max_query_len,
-            ctx.max_seq_len,
-            self.scale,
-            self.sliding_window,
-        )
-        hidden = self.o_proj(attn.view(num_tokens, self.q_size))
+        attn = ops.attention_block(
+            self.qkv_proj(hidden), self.num_heads, self.num_kv_heads, self.head_dim, self.q_norm, self.k_norm,
+            self.eps, *cos_sin, kv_cache, ctx.slot_mapping, ctx.block_tables, ctx.seq_lens, ctx.query_start_loc,
+            ctx.max_query_len, ctx.max_seq_len, self.scale, self.sliding_window,
+        )  # fmt: skip
+        hidden = self.o_proj(attn)
 
         hidden, residual = ops.fused_add_rms_norm(hidden, residual, self.post_attention_layernorm, self.eps)
         hidden = ops.silu_and_mul(self.gate_up_proj(hidden))

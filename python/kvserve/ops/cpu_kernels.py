@@ -15,8 +15,16 @@ from kvserve.ops import reference
 _kernels = _core.cpu
 
 
+_FLOAT32 = torch.float32
+
+
 def _fits(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    # A plain loop over cheap attributes: these checks run ~20 times a layer, and `t.device` builds an
+    # object each time (a decode step of a small model is a few hundred microseconds in all).
+    for t in tensors:
+        if t.dtype is not _FLOAT32 or not t.is_cpu:
+            return False
+    return True
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float):
@@ -93,7 +101,7 @@ def _decode(
     _kernels.paged_attention_decode(
         out.data_ptr(), query.data_ptr(), kv_cache.data_ptr(), block_tables.data_ptr(), seq_lens.data_ptr(),
         num_reqs, num_heads, kv_cache.shape[3], head_dim, kv_cache.shape[1], kv_cache.shape[2],
-        block_tables.shape[1], scale, sliding_window,
+        block_tables.shape[1], num_heads * head_dim, scale, sliding_window,
     )  # fmt: skip
     return out
 
@@ -131,3 +139,59 @@ def cross_attention(
     if max_query_len != 1 or not (_fits(query, kv_cache) and kv_cache.is_contiguous()):
         return NotImplemented
     return _decode(query, kv_cache, block_tables, seq_lens, scale, 0)
+
+
+def attention_block(
+    qkv: torch.Tensor,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    q_norm: torch.Tensor | None,
+    k_norm: torch.Tensor | None,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    max_query_len: int,
+    max_seq_len: int,
+    scale: float,
+    sliding_window: int,
+):
+    """ops.attention_block in one C++ call for a decode step (norms, rotary, cache write, attention), in two
+    otherwise (prepare_qkv, then paged_attention). qkv is rotated in place, as the unfused ops do."""
+    if not (_fits(qkv, kv_cache, cos, sin) and qkv.stride(1) == 1 and kv_cache.is_contiguous()):
+        return NotImplemented
+    if not (cos.is_contiguous() and sin.is_contiguous()):
+        return NotImplemented
+    if q_norm is not None and not (_fits(q_norm, k_norm) and q_norm.is_contiguous() and k_norm.is_contiguous()):
+        return NotImplemented
+    if slot_mapping.dtype != torch.int64 or not slot_mapping.is_contiguous():
+        return NotImplemented
+    tokens, q_size = qkv.shape[0], num_heads * head_dim
+    if tokens == 0 or cos.shape[0] != tokens:
+        return NotImplemented
+    q_norm_ptr, k_norm_ptr = (0 if w is None else w.data_ptr() for w in (q_norm, k_norm))
+    num_blocks, block_size = kv_cache.shape[1], kv_cache.shape[2]
+    rot_dim = 2 * cos.shape[1]
+    if max_query_len == 1 and block_tables.dtype == torch.int32 and seq_lens.dtype == torch.int32:
+        if block_tables.is_contiguous() and seq_lens.is_contiguous():
+            out = torch.empty(tokens, q_size, dtype=qkv.dtype)
+            _kernels.decode_attention_block(
+                out.data_ptr(), qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(),
+                kv_cache.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), seq_lens.data_ptr(),
+                tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks, block_size, block_tables.shape[1],
+                qkv.stride(0), eps, scale, sliding_window,
+            )  # fmt: skip
+            return out
+    _kernels.prepare_qkv(
+        qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(),
+        slot_mapping.data_ptr(), tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks * block_size,
+        qkv.stride(0), eps,
+    )  # fmt: skip
+    query = qkv[:, :q_size].reshape(tokens, num_heads, head_dim)
+    args = (block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len, scale, sliding_window)
+    return paged_attention(query, kv_cache, *args).view(tokens, q_size)
