@@ -12,7 +12,7 @@ import pytest
 
 from tests.api.conftest import OPS_API_KEYS
 from tests.api.http_calls import call, call_json
-from tests.api.test_structured_tools import CITY_SCHEMA, NO_ARGUMENTS, tools_server  # noqa: F401 (a fixture)
+from tests.api.test_structured_tools import CITY_SCHEMA, NO_ARGUMENTS
 from tests.api.test_structured_tools import MODEL as TOOLS_MODEL
 
 MODEL = "tiny-llama"
