@@ -259,8 +259,10 @@ def test_stream_helper_final_response(tools_client):
 
 
 def test_stream_failure_ends_with_error_and_failed(tools_client):
-    """A timeout after the stream started: an `error` event, then `response.failed` (stored as failed)."""
-    long = {"max_output_tokens": 480, "extra_body": {"ignore_eos": True, "request_timeout": 1.0}}
+    """A timeout after the stream started: an `error` event, then `response.failed` (stored as failed).
+    The first token comes in milliseconds; 480 take longer than the 0.3 s deadline (about 0.5-1 s on a quiet
+    2-core machine, more under load)."""
+    long = {"max_output_tokens": 480, "extra_body": {"ignore_eos": True, "request_timeout": 0.3}}
     events = list(create(tools_client, stream=True, **long))
     assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
     assert [e.type for e in events[-2:]] == ["error", "response.failed"]

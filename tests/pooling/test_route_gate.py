@@ -23,6 +23,7 @@ def call(path: str, body: dict) -> tuple[int, dict]:
         sleep_level=0,
         add_stats_listener=lambda listener: None,
         add_output_listener=lambda listener: None,
+        add_request_listener=lambda listener: None,
     )
     settings = ServerSettings(served_model_names=("m",), model_root="m", chat_template=None)
     app = create_app(engine, settings)
