@@ -336,7 +336,9 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     label = args.label or args.backend
     # vLLM always sets ignore_eos for the random dataset, so each request runs to its drawn length.
     ignore_eos = args.ignore_eos or args.dataset_name == "random"
-    connector = aiohttp.TCPConnector(limit=args.max_concurrency or 0)  # aiohttp's default caps at 100
+    # limit: aiohttp's default caps at 100. force_close: a connection per request, because a server that
+    # drops idle keep-alive connections (llama-server) otherwise fails the request that reuses one.
+    connector = aiohttp.TCPConnector(limit=args.max_concurrency or 0, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=_HTTP_TIMEOUT) as session:
         model_id, model_root = await _served_model(session, base_url, args.model)
         tokenizer_id = args.tokenizer or model_root
