@@ -65,13 +65,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of the eager steps")
     args = parser.parse_args()
 
-    from kvserve.model.loader import build_model, iterate_safetensors, resolve_model_dir, safetensors_files
+    from kvserve.model.loader import build_model, model_weights, resolve_model_dir
     from kvserve.model.model_config import ModelConfig
 
     torch.set_num_threads(args.threads)
     model_dir = resolve_model_dir(args.model)
     config = ModelConfig.from_directory(model_dir)
-    weights = iterate_safetensors(safetensors_files(model_dir))
+    weights = model_weights(model_dir, config, torch.device("cpu"))
     model = build_model(config, weights, torch.float32, torch.device("cpu"))
     forwards = {"eager": model.forward}
     results = []
