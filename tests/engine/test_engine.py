@@ -125,7 +125,7 @@ def test_a_failing_actor_fails_every_request_and_marks_the_engine_dead(config):
         def broken(batch):
             raise RuntimeError("device lost")
 
-        engine.runner.executor.runner.execute = broken
+        engine.runner.executor.runner.launch = broken
         results = await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), timeout=10)
         assert all(isinstance(r, EngineDeadError) for r in results), results
         assert "device lost" in str(results[0]) and not engine.is_healthy

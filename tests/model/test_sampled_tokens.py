@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kvserve.model.sampled_tokens import HostTokens, LastSampled
+from kvserve.model.sampled_tokens import HostCopy, LastSampled
 
 
 def test_placeholders_take_the_last_token_of_their_slot():
@@ -20,6 +20,12 @@ def test_placeholders_take_the_last_token_of_their_slot():
     assert last.fill(input_ids, np.empty(0, np.int32), np.empty(0, np.int32)) is input_ids
 
 
-def test_host_tokens_on_the_cpu_are_the_tensor():
+def test_a_host_copy_on_the_cpu_is_the_tensors_themselves():
     tokens = torch.tensor([1, 2, 3], dtype=torch.int32)
-    assert HostTokens(tokens).numpy().tolist() == [1, 2, 3]
+    logprobs = torch.tensor([[-0.5, -1.0]])
+    copy = HostCopy([tokens, logprobs])
+    assert copy.ready()
+    ids, values = copy.numpy()
+    assert ids.tolist() == [1, 2, 3] and values.tolist() == [[-0.5, -1.0]]
+    tokens[0] = 9  # no copy was made: the arrays share the tensors' memory
+    assert ids[0] == 9

@@ -7,8 +7,9 @@ from typing import Any, Protocol
 
 import torch
 
-from kvserve.messages import BatchResult, ExecuteBatch
+from kvserve.messages import ExecuteBatch
 from kvserve.model.registry import ModelTasks
+from kvserve.model.step_result import StepResult
 from kvserve.request import EngineRequest
 
 
@@ -26,8 +27,8 @@ class Executor(Protocol):
     def check_request(self, request: EngineRequest) -> None:
         """Raises ValueError when the model cannot serve `request`; called in the engine's process."""
 
-    def execute(self, batch: ExecuteBatch) -> BatchResult:
-        """Runs one step on every rank; rank 0's result."""
+    def execute(self, batch: ExecuteBatch) -> StepResult:
+        """Runs one step on every rank; rank 0's result, which may still be on its way from the device."""
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, internal: bool) -> list[Any]:
         """Calls a model-runner method on every rank (internal: the engine's own calls, such as sleep);

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kvserve.messages import BatchResult, ExecuteBatch
+from kvserve.messages import ExecuteBatch
 from kvserve.model.runner import ModelRunner
+from kvserve.model.step_result import StepResult
 from kvserve.request import EngineRequest
 
 
@@ -22,8 +23,8 @@ class InProcessExecutor:
     def check_request(self, request: EngineRequest) -> None:
         self.runner.check_request(request)
 
-    def execute(self, batch: ExecuteBatch) -> BatchResult:
-        return self.runner.execute(batch)
+    def execute(self, batch: ExecuteBatch) -> StepResult:
+        return self.runner.launch(batch)
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, internal: bool) -> list[Any]:
         return [self.runner.rpc_method(method, internal=internal)(*args, **kwargs)]

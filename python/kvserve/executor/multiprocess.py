@@ -25,9 +25,10 @@ import torch
 from kvserve.config import EngineConfig
 from kvserve.executor.base import WorkerDiedError
 from kvserve.executor.worker import WorkerInfo, WorkerSpec, worker_main
-from kvserve.messages import BatchResult, ExecuteBatch
+from kvserve.messages import ExecuteBatch
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.request_check import check_request
+from kvserve.model.step_result import DoneResult
 from kvserve.request import EngineRequest
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class MultiprocessExecutor:
     def check_request(self, request: EngineRequest) -> None:
         check_request(request, self.tasks, self.model_config, self.structured_outputs, None)
 
-    def execute(self, batch: ExecuteBatch) -> BatchResult:
+    def execute(self, batch: ExecuteBatch) -> DoneResult:
+        """Waited for: rank 0 replies once its step's ids are on its host."""
         self._broadcast(("execute", batch))
-        return self._replies([0])[0]
+        return DoneResult(self._replies([0])[0])
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *, internal: bool) -> list[Any]:
         self._broadcast(("call", method, args, kwargs, internal))

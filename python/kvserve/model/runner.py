@@ -46,7 +46,8 @@ from kvserve.model.prompt_logprobs import PromptLogprobsTracker
 from kvserve.model.quantization.config import half_weights
 from kvserve.model.registry import ModelTasks, model_tasks
 from kvserve.model.request_check import check_request
-from kvserve.model.sampled_tokens import HostTokens, LastSampled
+from kvserve.model.sampled_tokens import HostCopy, LastSampled
+from kvserve.model.step_result import DoneResult, PendingResult, StepResult
 from kvserve.model.token_suppression import TokenSuppression
 from kvserve.request import EngineRequest, TaskKind
 from kvserve.structured.compiler import GrammarCompiler
@@ -306,8 +307,13 @@ class ModelRunner:
     # each. No per-request Python loop runs over the whole batch: sampling state is a gather from the
     # persistent batch (InputBatch.step_sampling), and the loops that remain visit only the rows that use a
     # feature (new and finished requests, seeded rows, processors, prompt logprobs, pooled rows).
-    @torch.inference_mode()
     def execute(self, batch: ExecuteBatch) -> BatchResult:
+        """One step, waited for (tensor-parallel workers and tests; the runner actor calls launch)."""
+        return self.launch(batch).wait()
+
+    @torch.inference_mode()
+    def launch(self, batch: ExecuteBatch) -> StepResult:
+        """Enqueues one step; on CUDA it returns before the device has finished it (step_result.py)."""
         self.apply_request_changes(batch)
         inputs = self.prepare_inputs(batch)
         hidden = self.forward(inputs)
@@ -372,28 +378,29 @@ class ModelRunner:
         return self.model(inputs.input_ids, inputs.positions, inputs.ctx)
 
     @torch.inference_mode()
-    def sample(self, batch: ExecuteBatch, hidden: torch.Tensor) -> BatchResult:
+    def sample(self, batch: ExecuteBatch, hidden: torch.Tensor) -> StepResult:
         """The step's output rows: sampled tokens (with logprobs), prompt-logprob chunks and pooled rows."""
         prompt_chunks = self.prompt_logprobs.compute(batch, hidden, self.model.compute_logits)
         pooled = None
         if len(batch.pool_handles):
             pooled = pool_rows(batch, hidden, self.input_batch.requests, self.tasks.default_pooling, self.model)
         if len(batch.sample_slots) == 0:
-            return BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks, pooled)
+            return DoneResult(BatchResult(batch.step, np.empty(0, dtype=np.int32), None, prompt_chunks, pooled))
         logits = self.model.compute_logits(hidden[self._to_device(batch.logits_indices)])
         if self.token_suppression is not None:
             self.token_suppression.apply(logits, self.input_batch.num_output_tokens[batch.sample_slots])
         out = self.logits_pipeline(logits, self.input_batch.step_sampling(batch.sample_slots))
         sampled_device = out.sampled_token_ids.to(torch.int32)
         self.last_sampled.record(batch.sample_slots, sampled_device)
-        host_tokens = HostTokens(sampled_device)
+        outputs = [sampled_device]
+        if out.logprobs is not None:
+            outputs += [out.logprobs.token_ids, out.logprobs.logprobs, out.logprobs.ranks]
+        copy = HostCopy(outputs)
         # Grammars and token histories need the ids on the host before the next step samples; other rows
-        # only count their token, and the copy finishes behind the rest of this step's work.
+        # only count their token, and the copy finishes behind the rest of this step's work, or the next's.
         needs_ids = self.input_batch.needs_sampled_ids(batch.sample_slots)
-        self.input_batch.record_sampled(batch.sample_slots, host_tokens.numpy() if needs_ids else None)
-        sampled = host_tokens.numpy()
-        logprobs = None if out.logprobs is None else out.logprobs.to_numpy()
-        return BatchResult(batch.step, sampled, logprobs, prompt_chunks, pooled)
+        self.input_batch.record_sampled(batch.sample_slots, copy.numpy()[0] if needs_ids else None)
+        return PendingResult(batch.step, copy, prompt_chunks, pooled)
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device, non_blocking=True)
@@ -402,7 +409,7 @@ class ModelRunner:
     # The scheduler drives these: a collective RPC calling one would run a step or release memory
     # behind the scheduler's back.
     _SCHEDULER_DRIVEN = frozenset(
-        {"execute", "apply_request_changes", "prepare_inputs", "forward", "sample", "sleep", "wake_up"}
+        {"execute", "launch", "apply_request_changes", "prepare_inputs", "forward", "sample", "sleep", "wake_up"}
     )
 
     def rpc_method(self, name: str, *, internal: bool = False) -> Callable[..., object]:

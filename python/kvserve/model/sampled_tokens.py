@@ -3,8 +3,8 @@
 With async scheduling the scheduler sends step N+1 before step N's sampled ids reach the host, so a decode
 row of N+1 has a placeholder input (ExecuteBatch.placeholder_indices). `LastSampled` keeps, on the device and
 by persistent-batch slot, the token each slot sampled last; the next step gathers its placeholders from it,
-so the ids never make a round trip through the host between two steps. `HostTokens` is the host copy of a
-step's ids: asynchronous on CUDA (into pinned memory, with an event), waited for only when read.
+so the ids never make a round trip through the host between two steps. `HostCopy` is the host copy of a
+step's outputs: asynchronous on CUDA (into pinned memory, with an event), waited for only when read.
 """
 
 from __future__ import annotations
@@ -38,22 +38,28 @@ class LastSampled:
         return torch.from_numpy(array.astype(np.int64)).to(self.device, non_blocking=True)
 
 
-class HostTokens:
-    """The host copy of a step's sampled ids [S] int32, started at construction."""
+class HostCopy:
+    """The host copy of a step's output tensors (sampled ids, logprobs), started at construction: on CUDA into
+    pinned memory behind the step's work on the current stream, with one event; waited for only when read."""
 
     __slots__ = ("_host", "_event")
 
-    def __init__(self, token_ids: torch.Tensor) -> None:
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
         self._event: torch.cuda.Event | None = None
-        if token_ids.device.type == "cpu":
-            self._host = token_ids  # the copy would be the tensor itself
+        if all(t.device.type == "cpu" for t in tensors):
+            self._host = tensors  # the copy would be the tensors themselves
             return
-        self._host = torch.empty(token_ids.shape, dtype=token_ids.dtype, pin_memory=True)
-        self._host.copy_(token_ids, non_blocking=True)
+        self._host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+        for host, tensor in zip(self._host, tensors):
+            host.copy_(tensor, non_blocking=True)
         self._event = torch.cuda.Event()
         self._event.record()
 
-    def numpy(self) -> np.ndarray:
+    def ready(self) -> bool:
+        """Whether numpy() returns without waiting."""
+        return self._event is None or self._event.query()
+
+    def numpy(self) -> list[np.ndarray]:
         if self._event is not None:
             self._event.synchronize()
-        return self._host.numpy()
+        return [t.numpy() for t in self._host]
