@@ -103,7 +103,11 @@ class LLM:
         self._thread = threading.Thread(target=self._loop.run_forever, name="kvserve-llm", daemon=True)
         self._thread.start()
         self._engine: AsyncEngine | None = None
-        self._engine = self._run(AsyncEngine.start(config))
+        try:
+            self._engine = self._run(AsyncEngine.start(config))
+        except BaseException:
+            self.shutdown()  # a model that fails to load leaves no loop thread behind
+            raise
         source = load_chat_template(chat_template) if chat_template else self._engine.tokenizer.chat_template
         special = self._engine.tokenizer.special_tokens
         self._chat_template = None if source is None else ChatTemplate(source, special_tokens=special)

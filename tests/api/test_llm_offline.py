@@ -65,3 +65,13 @@ def test_embed_returns_the_normalised_last_hidden_state(llm, tiny_model_dir):
     expected = torch.nn.functional.normalize(hidden[0, -1], dim=0).numpy()
     np.testing.assert_allclose(output.outputs.embedding, expected, atol=1e-4)
     assert output.prompt_token_ids == prompt
+
+
+def test_a_model_that_fails_to_load_leaves_no_thread_behind(tmp_path):
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(ValueError, match="cannot load model"):
+        LLM(str(tmp_path / "missing-model"))
+    left = {t.name for t in threading.enumerate() if t.is_alive()} - before
+    assert not {name for name in left if name.startswith(("kvserve-llm", "kvserve-runner"))}, left

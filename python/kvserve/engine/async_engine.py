@@ -165,6 +165,14 @@ class AsyncEngine:
         """Loads the model (off the event loop, on the runner's thread: the only one that uses torch; or in
         --tensor-parallel-size worker processes) and starts the actors."""
         thread = runner_thread(config.cpu_threads)
+        try:
+            return await cls._start_on(thread, config)
+        except BaseException:
+            thread.shutdown(wait=True)  # a model that fails to load leaves no thread behind
+            raise
+
+    @classmethod
+    async def _start_on(cls, thread: ThreadPoolExecutor, config: EngineConfig) -> AsyncEngine:
         loop = asyncio.get_running_loop()
         model_dir = await loop.run_in_executor(thread, resolve_model_dir, config.model, config.revision)
         model_config = load_model_config(config, model_dir)
