@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import os
 import pickle
-import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
@@ -36,12 +36,6 @@ logger = logging.getLogger(__name__)
 _JOIN_TIMEOUT_S = 10.0  # a stopped worker's exit; then it is terminated, then killed
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MultiprocessExecutor:
     def __init__(
         self,
@@ -55,7 +49,9 @@ class MultiprocessExecutor:
         self.structured_outputs = structured_outputs
         size = config.tensor_parallel_size
         backend = "nccl" if device.type == "cuda" else "gloo"
-        init_method = f"tcp://127.0.0.1:{free_port()}"
+        # A file rendezvous: a TCP one needs a free port, which another process may take before rank 0 binds it.
+        self._rendezvous = tempfile.TemporaryDirectory(prefix="kvserve-tp-")
+        init_method = f"file://{self._rendezvous.name}/store"
         context = multiprocessing.get_context("spawn")
         self.conns: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
@@ -170,3 +166,4 @@ class MultiprocessExecutor:
             self._monitor.join()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._rendezvous.cleanup()

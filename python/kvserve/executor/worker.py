@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class WorkerSpec:
     rank: int
     size: int
-    init_method: str  # tcp://127.0.0.1:PORT, the rendezvous of torch.distributed
+    init_method: str  # file://DIR/store, the rendezvous of torch.distributed
     backend: str  # nccl | gloo
     engine_config: EngineConfig
     model_config: ModelConfig

@@ -30,7 +30,7 @@ def tp_group() -> TensorParallelGroup:
 
 
 def init_tensor_parallel(rank: int, size: int, init_method: str, backend: str, timeout_s: float) -> None:
-    """Joins the group (NCCL on CUDA, gloo on CPU) through the rendezvous at `init_method` (tcp://host:port)."""
+    """Joins the group (NCCL on CUDA, gloo on CPU) through the rendezvous at `init_method` (file:// or tcp://)."""
     global _group
     dist.init_process_group(
         backend, init_method=init_method, rank=rank, world_size=size, timeout=datetime.timedelta(seconds=timeout_s)
