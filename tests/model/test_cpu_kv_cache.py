@@ -13,6 +13,7 @@ from kvserve.model import cpu_kv_cache
 from kvserve.model.cpu_kv_cache import cpu_kv_cache_budget, zeros_on_demand
 
 MiB = 1 << 20
+GiB = 1 << 30
 BLOCK_BYTES = MiB
 MODEL = SimpleNamespace(max_position_embeddings=4096)  # the one field the sizing reads
 
@@ -56,3 +57,30 @@ def test_untouched_pages_are_not_resident_and_read_as_zero() -> None:
     # numpy asks for transparent huge pages on large arrays, so a write may fault in one 2 MiB page.
     assert 16 << 10 <= _resident_bytes(cache) <= 2 * MiB + (16 << 10)
     assert float(cache[1, 1000].abs().sum()) == 0.0 and not torch.isnan(cache).any()
+
+
+def test_the_memory_cap_sees_a_container_limit(tmp_path) -> None:
+    """cgroup v2 and v1 layouts: the least headroom over the process's cgroup and its ancestors counts."""
+    v2 = tmp_path / "v2"
+    (v2 / "a" / "b").mkdir(parents=True)
+    (v2 / "memory.max").write_text("max\n")
+    (v2 / "memory.current").write_text("0\n")
+    (v2 / "a" / "memory.max").write_text(f"{3 * GiB}\n")
+    (v2 / "a" / "memory.current").write_text(f"{1 * GiB}\n")
+    (v2 / "a" / "b" / "memory.max").write_text("max\n")
+    (v2 / "a" / "b" / "memory.current").write_text(f"{1 * GiB}\n")
+    proc = tmp_path / "cgroup-v2"
+    proc.write_text("0::/a/b\n")
+    assert cpu_kv_cache.cgroup_memory_headroom(proc, v2) == 2 * GiB
+
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "job").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("0\n")
+    (v1 / "memory" / "job" / "memory.limit_in_bytes").write_text(f"{1 * GiB}\n")
+    (v1 / "memory" / "job" / "memory.usage_in_bytes").write_text(f"{256 * MiB}\n")
+    proc.write_text("5:cpu,cpuacct:/\n4:memory:/job\n")
+    assert cpu_kv_cache.cgroup_memory_headroom(proc, v1) == 768 * MiB
+    proc.write_text("4:memory:/\n")  # a container's own view: unlimited at its root
+    assert cpu_kv_cache.cgroup_memory_headroom(proc, v1) is None
+    assert cpu_kv_cache.cgroup_memory_headroom(tmp_path / "absent", v1) is None

@@ -1,7 +1,8 @@
 """The KV cache on CPU: sized from what the configured batch can use, allocated so untouched pages cost nothing.
 
 Size: `--max-num-seqs` sequences of the full context (`--max-model-len`, default the model's), capped at
-`CPU_KV_CACHE_FRACTION` of the memory available when the server starts; `--kv-cache-memory` overrides both.
+`CPU_KV_CACHE_FRACTION` of the memory available when the server starts (within its container's memory limit);
+`--kv-cache-memory` overrides both.
 
 Residency: torch.zeros writes every byte (its allocator does not know fresh pages are zero), so a 4 GiB
 cache is 4 GiB resident from the start. numpy's zeros asks calloc, which takes large blocks straight from
@@ -12,6 +13,7 @@ rows may still read never-written slots; those read the kernel's zero page, neve
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,15 +26,59 @@ CPU_KV_CACHE_FRACTION = 0.25
 
 
 def available_memory() -> int:
-    """Bytes the kernel could give this process now (MemAvailable), or physical memory where /proc is absent."""
+    """Bytes the kernel could give this process now: MemAvailable, within the headroom of the memory cgroup the
+    process runs in (a container's limit), or physical memory where /proc is absent."""
+    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    headroom = cgroup_memory_headroom()
+    return free if headroom is None else min(free, headroom)
+
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_memory_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT) -> int | None:
+    """The least limit-minus-usage over this process's memory cgroup and its ancestors (v2 memory.max/current,
+    v1 memory.limit_in_bytes/usage_in_bytes); None when none of them is limited or readable. A container sees
+    its own cgroup as the root of the mount."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    headrooms = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # the v2 unified hierarchy
+            mount, limit_file, usage_file = root, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            mount, limit_file, usage_file = root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        leaf = mount / path.lstrip("/")
+        for directory in (leaf, *leaf.parents):
+            headroom = _headroom(directory, limit_file, usage_file)
+            if headroom is not None:
+                headrooms.append(headroom)
+            if directory == mount:
+                break
+    return min(headrooms) if headrooms else None
+
+
+def _headroom(directory: Path, limit_file: str, usage_file: str) -> int | None:
+    try:
+        limit = (directory / limit_file).read_text().strip()
+        usage = int((directory / usage_file).read_text())
+    except (OSError, ValueError):
+        return None
+    if limit == "max" or int(limit) >= 1 << 62:  # unlimited (v1 writes a page-rounded 2^63)
+        return None
+    return max(0, int(limit) - usage)
 
 
 def cpu_kv_cache_budget(config: EngineConfig, model_config: ModelConfig, block_bytes: int) -> int:
