@@ -56,3 +56,22 @@ def test_untouched_pages_are_not_resident_and_read_as_zero() -> None:
     # numpy asks for transparent huge pages on large arrays, so a write may fault in one 2 MiB page.
     assert 16 << 10 <= _resident_bytes(cache) <= 2 * MiB + (16 << 10)
     assert float(cache[1, 1000].abs().sum()) == 0.0 and not torch.isnan(cache).any()
+
+
+def test_a_half_precision_cache_holds_twice_the_tokens(tiny_model_dir) -> None:
+    """--kv-cache-dtype float16/bfloat16 under a float32 model: the cache is stored in that type (the kernels
+    are checked against the reference for each in tests/ops), and the same --kv-cache-memory holds twice the
+    blocks."""
+    from kvserve.engine.async_engine import load_model_config
+    from kvserve.model.runner import ModelRunner
+
+    model_dir = tiny_model_dir("llama")
+    model_config = load_model_config(EngineConfig(model=str(model_dir)), model_dir)
+    runners = {}
+    for dtype in ("auto", "float16", "bfloat16"):
+        config = EngineConfig(model=str(model_dir), kv_cache_memory=4 * MiB, kv_cache_dtype=dtype)
+        runners[dtype] = ModelRunner(config, model_config, model_dir)
+    assert runners["auto"].kv_cache_dtype is torch.float32
+    assert runners["float16"].kv_caches[0].dtype is torch.float16
+    assert runners["bfloat16"].kv_caches[0].dtype is torch.bfloat16
+    assert runners["float16"].num_blocks == runners["bfloat16"].num_blocks == 2 * runners["auto"].num_blocks
