@@ -15,9 +15,11 @@ import os
 import statistics
 import time
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kvserve serve` sets it, before torch loads
 
-from kvserve.ops import cpu_kernels
+import torch  # noqa: E402
+
+from kvserve.ops import cpu_kernels  # noqa: E402
 
 
 def main() -> None:
