@@ -16,7 +16,8 @@ the serving benchmark client (`kvserve bench serve`: random prompts of `--input-
 resident memory is read (the sum of VmRSS over its process group after the runs, and the peak VmHWM), and
 it is stopped before the next starts. Both get the same context capacity: `--max-num-seqs` slots of
 `--max-model-len` tokens (llama-server: `-np` slots, a unified KV cache of `-c` = slots x length tokens;
-kvserve: `--kv-cache-memory` sized for as many float32 tokens).
+kvserve: `--kv-cache-memory` sized for as many tokens), both caches of `--kv-cache-dtype` (default float16,
+llama-server's own default cache type; kvserve's `auto` would be the model's float32 activations).
 
 Throughput and TPOT are computed from output_len tokens per completed request (the probe checks that a
 non-streamed completion returns exactly that many): the client re-tokenizes streamed text when a server
@@ -54,6 +55,8 @@ SERVED_MODEL_NAME = "bench-model"
 KVSERVE = "kvserve"
 LLAMA_SERVER = "llama-server"
 MODELS = ("smollm2", "tiny")
+# --kv-cache-dtype: kvserve's name -> (llama-server's cache type, bytes a value).
+KV_CACHE_DTYPES = {"float16": ("f16", 2), "bfloat16": ("bf16", 2), "float32": ("f32", 4)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +240,8 @@ def bench_models(names: list[str], work_dir: Path) -> list[BenchModel]:
     return models
 
 
-def kv_bytes_per_token(gguf_path: Path) -> int:
-    """float32 keys and values of one token across the model's layers, from the GGUF's metadata."""
+def kv_cache_shape(gguf_path: Path) -> tuple[int, int, int]:
+    """(layers, KV heads, head dim) from the GGUF's metadata."""
     import gguf
 
     reader = gguf.GGUFReader(gguf_path)
@@ -248,10 +251,14 @@ def kv_bytes_per_token(gguf_path: Path) -> int:
         return int(value.parts[value.data[0]][0])
 
     arch = bytes(reader.get_field("general.architecture").parts[-1]).decode()
-    layers = field(f"{arch}.block_count")
-    kv_heads = field(f"{arch}.attention.head_count_kv")
     head_dim = field(f"{arch}.embedding_length") // field(f"{arch}.attention.head_count")
-    return 2 * layers * kv_heads * head_dim * 4
+    return field(f"{arch}.block_count"), field(f"{arch}.attention.head_count_kv"), head_dim
+
+
+def kv_bytes_per_token(gguf_path: Path, element_bytes: int) -> int:
+    """Keys and values of one token across the model's layers, element_bytes a value."""
+    layers, kv_heads, head_dim = kv_cache_shape(gguf_path)
+    return 2 * layers * kv_heads * head_dim * element_bytes
 
 
 # --- servers ---------------------------------------------------------------------------------------------
@@ -338,7 +345,8 @@ def tail(path: Path, num_lines: int = 30) -> str:
 
 
 def kvserve_command(model: BenchModel, port: int, args: argparse.Namespace) -> list[str]:
-    kv_cache_bytes = args.max_num_seqs * args.max_model_len * kv_bytes_per_token(model.gguf)
+    element_bytes = KV_CACHE_DTYPES[args.kv_cache_dtype][1]
+    kv_cache_bytes = args.max_num_seqs * args.max_model_len * kv_bytes_per_token(model.gguf, element_bytes)
     return [
         str(Path(sys.executable).with_name("kvserve")),
         "serve",
@@ -349,6 +357,7 @@ def kvserve_command(model: BenchModel, port: int, args: argparse.Namespace) -> l
         "--max-model-len", str(args.max_model_len),
         "--max-num-seqs", str(args.max_num_seqs),
         "--kv-cache-memory", str(kv_cache_bytes),
+        "--kv-cache-dtype", args.kv_cache_dtype,
         "--cpu-threads", str(args.threads),
         "--uvicorn-log-level", "warning",
     ]  # fmt: skip
@@ -364,6 +373,8 @@ def llama_server_command(model: BenchModel, port: int, args: argparse.Namespace,
         "--ctx-size", str(args.max_num_seqs * args.max_model_len),
         "--parallel", str(args.max_num_seqs),
         "--kv-unified",
+        "--cache-type-k", KV_CACHE_DTYPES[args.kv_cache_dtype][0],
+        "--cache-type-v", KV_CACHE_DTYPES[args.kv_cache_dtype][0],
         "--threads", str(args.threads),
         "--threads-batch", str(args.threads),
         "--no-webui",
@@ -559,6 +570,12 @@ def main() -> None:
     parser.add_argument("--min-prompts", type=int, default=8)
     parser.add_argument("--max-model-len", type=int, default=512, help="context length of a slot, both servers")
     parser.add_argument("--max-num-seqs", type=int, default=16, help="slots (concurrent sequences), both servers")
+    parser.add_argument(
+        "--kv-cache-dtype",
+        choices=list(KV_CACHE_DTYPES),
+        default="float16",
+        help="the KV cache's element type, both servers (default: llama-server's own default, f16)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     affinity = sorted(os.sched_getaffinity(0))

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "../cpu/kernels.h"
+#include "../cpu/kv_cache_rows.h"
 #include "registrations.h"
 
 namespace py = pybind11;
@@ -20,7 +21,7 @@ T* ptr(uintptr_t address) {
 }  // namespace
 
 void register_cpu_kernels(py::module_& m) {
-  auto cpu = m.def_submodule("cpu", "float32 CPU kernels on raw pointers (see kvserve.ops.cpu_kernels)");
+  auto cpu = m.def_submodule("cpu", "CPU kernels (float32 math) on raw pointers (see kvserve.ops.cpu_kernels)");
   const auto release = py::call_guard<py::gil_scoped_release>();
   cpu.def(
       "rms_norm",
@@ -50,34 +51,37 @@ void register_cpu_kernels(py::module_& m) {
                                   head_dim, rot_dim, token_stride);
       },
       release);
+  // cache_dtype: 0 float32, 1 float16, 2 bfloat16 (kvserve::cpu::CacheDtype); another is a ValueError.
   cpu.def(
       "reshape_and_cache",
-      [](uintptr_t kv_cache, uintptr_t key, uintptr_t value, uintptr_t slot_mapping, int64_t tokens, int64_t num_slots,
-         int64_t row, int64_t key_stride, int64_t value_stride) {
-        kvserve::cpu::reshape_and_cache(ptr<float>(kv_cache), ptr<const float>(key), ptr<const float>(value),
-                                        ptr<const int64_t>(slot_mapping), tokens, num_slots, row, key_stride,
-                                        value_stride);
+      [](uintptr_t kv_cache, int cache_dtype, uintptr_t key, uintptr_t value, uintptr_t slot_mapping, int64_t tokens,
+         int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride) {
+        kvserve::cpu::reshape_and_cache(ptr<void>(kv_cache), cache_dtype, ptr<const float>(key),
+                                        ptr<const float>(value), ptr<const int64_t>(slot_mapping), tokens, num_slots,
+                                        row, key_stride, value_stride);
       },
       release);
   cpu.def(
       "paged_attention_decode",
-      [](uintptr_t out, uintptr_t query, uintptr_t kv_cache, uintptr_t block_tables, uintptr_t seq_lens, int64_t reqs,
-         int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks, int64_t block_size,
-         int64_t table_width, int64_t query_stride, float scale, int64_t sliding_window) {
-        kvserve::cpu::paged_attention_decode(ptr<float>(out), ptr<const float>(query), ptr<const float>(kv_cache),
-                                             ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs,
-                                             heads, kv_heads, head_dim, num_blocks, block_size, table_width,
-                                             query_stride, scale, sliding_window);
+      [](uintptr_t out, uintptr_t query, uintptr_t kv_cache, int cache_dtype, uintptr_t block_tables,
+         uintptr_t seq_lens, int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
+         int64_t block_size, int64_t table_width, int64_t query_stride, float scale, int64_t sliding_window,
+         int num_threads) {
+        kvserve::cpu::paged_attention_decode(ptr<float>(out), ptr<const float>(query), ptr<const void>(kv_cache),
+                                             cache_dtype, ptr<const int32_t>(block_tables),
+                                             ptr<const int32_t>(seq_lens), reqs, heads, kv_heads, head_dim,
+                                             num_blocks, block_size, table_width, query_stride, scale,
+                                             sliding_window, num_threads);
       },
       release);
   // q_norm and k_norm are 0 when the model has none.
   cpu.def(
       "prepare_qkv",
       [](uintptr_t qkv, uintptr_t q_norm, uintptr_t k_norm, uintptr_t cos, uintptr_t sin, uintptr_t kv_cache,
-         uintptr_t slot_mapping, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
-         int64_t num_slots, int64_t qkv_stride, float eps) {
+         int cache_dtype, uintptr_t slot_mapping, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
+         int64_t rot_dim, int64_t num_slots, int64_t qkv_stride, float eps) {
         kvserve::cpu::prepare_qkv(ptr<float>(qkv), ptr<const float>(q_norm), ptr<const float>(k_norm),
-                                  ptr<const float>(cos), ptr<const float>(sin), ptr<float>(kv_cache),
+                                  ptr<const float>(cos), ptr<const float>(sin), ptr<void>(kv_cache), cache_dtype,
                                   ptr<const int64_t>(slot_mapping), tokens, heads, kv_heads, head_dim, rot_dim,
                                   num_slots, qkv_stride, eps);
       },
@@ -85,16 +89,19 @@ void register_cpu_kernels(py::module_& m) {
   cpu.def(
       "decode_attention_block",
       [](uintptr_t out, uintptr_t qkv, uintptr_t q_norm, uintptr_t k_norm, uintptr_t cos, uintptr_t sin,
-         uintptr_t kv_cache, uintptr_t slot_mapping, uintptr_t block_tables, uintptr_t seq_lens, int64_t reqs,
-         int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_blocks, int64_t block_size,
-         int64_t table_width, int64_t qkv_stride, float eps, float scale, int64_t sliding_window) {
+         uintptr_t kv_cache, int cache_dtype, uintptr_t slot_mapping, uintptr_t block_tables, uintptr_t seq_lens,
+         int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_blocks,
+         int64_t block_size, int64_t table_width, int64_t qkv_stride, float eps, float scale, int64_t sliding_window,
+         int num_threads) {
         kvserve::cpu::decode_attention_block(
             ptr<float>(out), ptr<float>(qkv), ptr<const float>(q_norm), ptr<const float>(k_norm),
-            ptr<const float>(cos), ptr<const float>(sin), ptr<float>(kv_cache), ptr<const int64_t>(slot_mapping),
-            ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs, heads, kv_heads, head_dim, rot_dim,
-            num_blocks, block_size, table_width, qkv_stride, eps, scale, sliding_window);
+            ptr<const float>(cos), ptr<const float>(sin), ptr<void>(kv_cache), cache_dtype,
+            ptr<const int64_t>(slot_mapping), ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), reqs,
+            heads, kv_heads, head_dim, rot_dim, num_blocks, block_size, table_width, qkv_stride, eps, scale,
+            sliding_window, num_threads);
       },
       release);
+  cpu.def("kv_cache_rows_isa", &kvserve::cpu::kv_cache_rows_isa);
   // std::invalid_argument (a format without a kernel, a bad row stride) arrives as ValueError.
   cpu.def("quant_matmul_isa", &kvserve::cpu::quant_matmul_isa);
   cpu.def("weight_row_bytes", &kvserve::cpu::weight_row_bytes, py::arg("format"), py::arg("k"));

@@ -1,19 +1,17 @@
-#include <cstring>
-
 #include "kernels.h"
+#include "kv_cache_rows.h"
 #include "row_ops.h"
 
 namespace kvserve::cpu {
 
 KV_CLONES void prepare_qkv(float* qkv, const float* q_norm, const float* k_norm, const float* cos, const float* sin,
-                           float* kv_cache, const int64_t* slot_mapping, int64_t tokens, int64_t heads,
-                           int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_slots, int64_t qkv_stride,
-                           float eps) {
-  const int64_t row = kv_heads * head_dim;  // floats per cached token
+                           void* kv_cache, int cache_dtype, const int64_t* slot_mapping, int64_t tokens,
+                           int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_slots,
+                           int64_t qkv_stride, float eps) {
+  cache_element_bytes(cache_dtype);  // throws for an unknown type
+  const auto dtype = static_cast<CacheDtype>(cache_dtype);
+  const int64_t row = kv_heads * head_dim;  // values per cached token
   const int64_t half = rot_dim / 2;
-  float* keys = kv_cache;
-  float* values = kv_cache + num_slots * row;
-  const size_t bytes = static_cast<size_t>(row) * sizeof(float);
   for (int64_t t = 0; t < tokens; ++t) {
     float* q = qkv + t * qkv_stride;
     float* k = q + heads * head_dim;
@@ -31,21 +29,21 @@ KV_CLONES void prepare_qkv(float* qkv, const float* q_norm, const float* k_norm,
       rotate_neox(x, c, s, rot_dim);
     }
     const int64_t slot = slot_mapping[t];
-    std::memcpy(keys + slot * row, k, bytes);
-    std::memcpy(values + slot * row, v, bytes);
+    store_cache_row(kv_cache, dtype, slot * row, k, row);
+    store_cache_row(kv_cache, dtype, (num_slots + slot) * row, v, row);
   }
 }
 
 void decode_attention_block(float* out, float* qkv, const float* q_norm, const float* k_norm, const float* cos,
-                            const float* sin, float* kv_cache, const int64_t* slot_mapping,
+                            const float* sin, void* kv_cache, int cache_dtype, const int64_t* slot_mapping,
                             const int32_t* block_tables, const int32_t* seq_lens, int64_t reqs, int64_t heads,
                             int64_t kv_heads, int64_t head_dim, int64_t rot_dim, int64_t num_blocks,
                             int64_t block_size, int64_t table_width, int64_t qkv_stride, float eps, float scale,
-                            int64_t sliding_window) {
-  prepare_qkv(qkv, q_norm, k_norm, cos, sin, kv_cache, slot_mapping, reqs, heads, kv_heads, head_dim, rot_dim,
-              num_blocks * block_size, qkv_stride, eps);
-  paged_attention_decode(out, qkv, kv_cache, block_tables, seq_lens, reqs, heads, kv_heads, head_dim, num_blocks,
-                         block_size, table_width, qkv_stride, scale, sliding_window);
+                            int64_t sliding_window, int num_threads) {
+  prepare_qkv(qkv, q_norm, k_norm, cos, sin, kv_cache, cache_dtype, slot_mapping, reqs, heads, kv_heads, head_dim,
+              rot_dim, num_blocks * block_size, qkv_stride, eps);
+  paged_attention_decode(out, qkv, kv_cache, cache_dtype, block_tables, seq_lens, reqs, heads, kv_heads, head_dim,
+                         num_blocks, block_size, table_width, qkv_stride, scale, sliding_window, num_threads);
 }
 
 }  // namespace kvserve::cpu

@@ -1,18 +1,17 @@
-#include <cstring>
-
 #include "kernels.h"
+#include "kv_cache_rows.h"
 
 namespace kvserve::cpu {
 
-void reshape_and_cache(float* kv_cache, const float* key, const float* value, const int64_t* slot_mapping,
-                       int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride) {
-  float* keys = kv_cache;
-  float* values = kv_cache + num_slots * row;
-  const size_t bytes = static_cast<size_t>(row) * sizeof(float);
+void reshape_and_cache(void* kv_cache, int cache_dtype, const float* key, const float* value,
+                       const int64_t* slot_mapping, int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride,
+                       int64_t value_stride) {
+  cache_element_bytes(cache_dtype);  // throws for an unknown type
+  const auto dtype = static_cast<CacheDtype>(cache_dtype);
   for (int64_t t = 0; t < tokens; ++t) {
     const int64_t slot = slot_mapping[t];
-    std::memcpy(keys + slot * row, key + t * key_stride, bytes);
-    std::memcpy(values + slot * row, value + t * value_stride, bytes);
+    store_cache_row(kv_cache, dtype, slot * row, key + t * key_stride, row);
+    store_cache_row(kv_cache, dtype, (num_slots + slot) * row, value + t * value_stride, row);
   }
 }
 

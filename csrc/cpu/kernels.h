@@ -1,6 +1,7 @@
 // CPU kernels for the float32 model path: torch-free, raw pointers, row strides in elements.
 // Shapes: T tokens, R requests, H query heads, KVH key/value heads, D head dim, NB blocks of BS slots.
-// A layer's KV cache is [2, NB, BS, KVH, D]: keys, then values.
+// A layer's KV cache is [2, NB, BS, KVH, D]: keys, then values, of the element type `cache_dtype` (a
+// CacheDtype, kv_cache_rows.h: float32, float16 or bfloat16; written rounded to nearest, read as float32).
 #pragma once
 
 #include <cstdint>
@@ -32,21 +33,24 @@ void rotary_neox(float* x,            // [T, heads, head_dim], token stride toke
                  int64_t tokens, int64_t heads, int64_t head_dim, int64_t rot_dim, int64_t token_stride);
 
 // kv_cache[0][slot] = key[t], kv_cache[1][slot] = value[t] for slot = slot_mapping[t]
-void reshape_and_cache(float* kv_cache,            // [2, num_slots, row]
+void reshape_and_cache(void* kv_cache,             // [2, num_slots, row]
+                       int cache_dtype,
                        const float* key,           // [T, row], token stride key_stride
                        const float* value,         // [T, row], token stride value_stride
                        const int64_t* slot_mapping,  // [T]
                        int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride);
 
-// Attention of one query token per request (a decode step) over its cached context, read in place.
+// Attention of one query token per request (a decode step) over its cached context, read in place;
+// (request, KV head) pairs split across up to num_threads OpenMP threads.
 void paged_attention_decode(float* out,                   // [R, H, D]
                             const float* query,           // [R, H, D], request stride query_stride
-                            const float* kv_cache,        // [2, NB, BS, KVH, D]
+                            const void* kv_cache,         // [2, NB, BS, KVH, D]
+                            int cache_dtype,
                             const int32_t* block_tables,  // [R, W]
                             const int32_t* seq_lens,      // [R]
                             int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
                             int64_t block_size, int64_t table_width, int64_t query_stride, float scale,
-                            int64_t sliding_window);
+                            int64_t sliding_window, int num_threads);
 
 // A layer's work between its qkv projection and attention, for every token of a step, in place in qkv:
 // per-head q/k RMSNorm (when the norms are given; Qwen3), GPT-NeoX rotary on q and k, k and v into the cache.
@@ -55,7 +59,8 @@ void prepare_qkv(float* qkv,                   // [T, (H + 2 KVH) * D]: q | k | 
                  const float* k_norm,          // [D] or nullptr
                  const float* cos,             // [T, rot_dim / 2]
                  const float* sin,             // [T, rot_dim / 2]
-                 float* kv_cache,              // [2, num_slots, KVH * D]
+                 void* kv_cache,               // [2, num_slots, KVH * D]
+                 int cache_dtype,
                  const int64_t* slot_mapping,  // [T]
                  int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
                  int64_t num_slots, int64_t qkv_stride, float eps);
@@ -68,13 +73,14 @@ void decode_attention_block(float* out,                   // [R, H, D]
                             const float* k_norm,          // [D] or nullptr
                             const float* cos,             // [R, rot_dim / 2]
                             const float* sin,             // [R, rot_dim / 2]
-                            float* kv_cache,              // [2, NB, BS, KVH, D]
+                            void* kv_cache,               // [2, NB, BS, KVH, D]
+                            int cache_dtype,
                             const int64_t* slot_mapping,  // [R]
                             const int32_t* block_tables,  // [R, W]
                             const int32_t* seq_lens,      // [R]
                             int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
                             int64_t num_blocks, int64_t block_size, int64_t table_width, int64_t qkv_stride,
-                            float eps, float scale, int64_t sliding_window);
+                            float eps, float scale, int64_t sliding_window, int num_threads);
 
 // ---- weights in their stored format (quant_formats.h): GGUF blocks or half-precision rows ----
 // `format` is a GGML type id (WeightFormat); a row of W holds k values in weight_row_bytes(format, k) bytes,

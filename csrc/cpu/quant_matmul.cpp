@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "kernels.h"
 #include "quant_avx2.h"
 #include "quant_formats.h"
@@ -169,25 +170,6 @@ KV_AVX2 void dequantize_avx2(float* out, const uint8_t* w, int64_t row_stride, i
 template <class F>
 void dequantize_baseline(float* out, const uint8_t* w, int64_t row_stride, int64_t k, int64_t n0, int64_t n1) {
   dequantize_rows_range<F>(out, w, row_stride, k, n0, n1);
-}
-
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-// KVSERVE_CPU_ISA=avx2|baseline caps the choice, so the tests can run every build on one machine.
-Isa detect_isa() {
-  __builtin_cpu_init();
-  const char* cap = std::getenv("KVSERVE_CPU_ISA");
-  const bool allow_avx512 = cap == nullptr, allow_avx2 = cap == nullptr || std::string(cap) == "avx2";
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-      allow_avx512) {
-    return Isa::kAvx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-      allow_avx2) {
-    return Isa::kAvx2;
-  }
-  return Isa::kBaseline;
 }
 
 const Isa kIsa = detect_isa();

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import kvserve
+from kvserve.config import KV_CACHE_DTYPE_CHOICES  # a tuple of names: the module imports nothing heavy
 
 if TYPE_CHECKING:  # `kvserve --help` stays fast: the engine and the API layer load only to serve
     from kvserve.api.server import SettingsFactory
@@ -210,8 +211,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--kv-cache-dtype",
         default="auto",
-        choices=["auto", "fp8"],
-        help="KV cache storage: auto (the model's dtype); fp8 is refused at start until the kernels support it",
+        choices=KV_CACHE_DTYPE_CHOICES,
+        help="KV cache storage: auto (the model's dtype); float32, float16 or bfloat16 (on CPU any of them, with "
+        "float32 math; on CUDA the model's dtype); fp8 is refused at start until the kernels support it",
     )
     engine.add_argument("--enforce-eager", action="store_true", help="never capture CUDA graphs (decode batches)")
     engine.add_argument(
@@ -485,6 +487,9 @@ def serve(args: argparse.Namespace) -> None:
     # actors and the runner itself; at 16 streams on 2 cores that cost 19x the throughput and /health
     # answered in up to 474 ms (benchmarks/RESULTS.md, bench_cpu_threads.py). A user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from kvserve.malloc_tuning import tune_malloc
+
+    tune_malloc()  # before the model loads and the actors' threads start: they would get arenas of their own
     from kvserve.api.server import serve_forever
 
     engine_config = engine_config_from_args(args)

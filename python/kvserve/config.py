@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 GiB = 1 << 30
 ASYNC_SCHEDULING_ENV = "KVSERVE_ASYNC_SCHEDULING"
+# --kv-cache-dtype (model/memory_planning.py resolve_kv_cache_dtype says which the device takes).
+KV_CACHE_DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16", "fp8")
 
 
 def default_async_scheduling() -> bool:
@@ -28,7 +30,9 @@ class EngineConfig:
     block_size: int = 16
     kv_cache_memory: int | None = None  # bytes of KV cache; default: sized from need on CPU, from memory on CUDA
     gpu_memory_utilization: float = 0.9
-    kv_cache_dtype: str = "auto"  # auto (the model's dtype) | fp8 (refused until the kernels read fp8 caches)
+    # auto (the model's dtype) | float32 | float16 | bfloat16 (CPU: any; CUDA: the model's) | fp8 (refused until
+    # the kernels read fp8 caches)
+    kv_cache_dtype: str = "auto"
     enforce_eager: bool = False  # True: no CUDA graphs for decode batches
     cuda_graph_sizes: tuple[int, ...] | None = None  # decode batch sizes to capture; None: 1, 2, 4, 8, 16, 24, ...
     max_num_seqs: int = 256
@@ -62,8 +66,10 @@ class EngineConfig:
             raise ValueError(f"kv_cache_memory must be positive, got {self.kv_cache_memory}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.kv_cache_dtype not in ("auto", "fp8"):
-            raise ValueError(f"kv_cache_dtype must be 'auto' or 'fp8', got {self.kv_cache_dtype!r}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPE_CHOICES:
+            raise ValueError(
+                f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPE_CHOICES)}, got {self.kv_cache_dtype!r}"
+            )
         if self.cuda_graph_sizes is not None and not all(size >= 1 for size in self.cuda_graph_sizes):
             raise ValueError(f"cuda_graph_sizes must be positive batch sizes, got {list(self.cuda_graph_sizes)}")
         if self.cpu_threads is not None and self.cpu_threads < 1:

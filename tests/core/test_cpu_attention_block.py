@@ -1,5 +1,6 @@
 """The fused CPU attention kernels on numpy buffers, against a numpy reference: torch-free, so that
-`make test-sanitize` runs them under AddressSanitizer and UBSan (tests/ops compares them with torch's ops)."""
+`make test-sanitize` runs them under AddressSanitizer and UBSan (tests/ops compares them with torch's ops).
+Each runs over a float32, float16 and bfloat16 KV cache (numpy has no bfloat16: its bits are kept in uint16)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,33 @@ import pytest
 from kvserve import _core
 
 HEADS, KV_HEADS, HEAD_DIM, ROT_DIM, BLOCK_SIZE, NUM_BLOCKS, EPS = 4, 2, 16, 8, 4, 20, 1e-6
+# cache dtype -> (the id the kernels take, numpy storage type, relative spacing of its values: one ulp)
+CACHE_DTYPES = {
+    "float32": (0, np.float32, 2.0**-23),
+    "float16": (1, np.float16, 2.0**-10),
+    "bfloat16": (2, np.uint16, 2.0**-7),
+}
 
 
 def ptr(array: np.ndarray) -> int:
     assert array.flags.c_contiguous
     return array.ctypes.data
+
+
+def narrow(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 -> the cache's storage, rounded to nearest, ties to even (as torch's .to() rounds)."""
+    if dtype != "bfloat16":
+        with np.errstate(over="ignore"):  # large values round to infinity, as intended
+            return x.astype(CACHE_DTYPES[dtype][1])
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return np.where(np.isnan(x), (bits >> 16) | 0x40, rounded).astype(np.uint16)
+
+
+def widen(x: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype != "bfloat16":
+        return x.astype(np.float32)
+    return (x.astype(np.uint32) << 16).view(np.float32)
 
 
 def rms(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -28,11 +51,28 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return out
 
 
+def attention(q: np.ndarray, flat: np.ndarray, tables: np.ndarray, seq_lens: np.ndarray, window: int) -> np.ndarray:
+    """q [R, H, D] over the float32 cache flat [2, slots, KVH, D] -> [R, H, D], in float64."""
+    out = np.empty(q.shape, dtype=np.float64)
+    for r, seq_len in enumerate(seq_lens):
+        first = max(0, seq_len - window) if window else 0
+        positions = np.arange(first, seq_len)
+        cached = flat[:, tables[r, positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE]  # [2, L, KVH, D]
+        for h in range(q.shape[1]):
+            kvh = h // (q.shape[1] // flat.shape[2])
+            scores = cached[0, :, kvh].astype(np.float64) @ q[r, h] * q.shape[2] ** -0.5
+            weights = np.exp(scores - scores.max())
+            out[r, h] = (weights / weights.sum()) @ cached[1, :, kvh]
+    return out
+
+
+@pytest.mark.parametrize("cache_dtype", list(CACHE_DTYPES))
 @pytest.mark.parametrize("window", [0, 3])
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_decode_attention_block(qk_norm: bool, window: int) -> None:
+def test_decode_attention_block(qk_norm: bool, window: int, cache_dtype: str) -> None:
+    dtype_id, _, ulp = CACHE_DTYPES[cache_dtype]
     rng = np.random.default_rng(window + qk_norm)
-    seq_lens = np.array([1, 6, 13], dtype=np.int32)
+    seq_lens = np.array([1, 6, 13, 8], dtype=np.int32)  # 8: the new token ends a block
     reqs, row = len(seq_lens), KV_HEADS * HEAD_DIM
     tables = np.stack([rng.permutation(NUM_BLOCKS)[:4] for _ in seq_lens]).astype(np.int32)
     last = seq_lens - 1
@@ -40,9 +80,11 @@ def test_decode_attention_block(qk_norm: bool, window: int) -> None:
     qkv = rng.standard_normal((reqs, (HEADS + 2 * KV_HEADS) * HEAD_DIM), dtype=np.float32)
     angles = rng.random((reqs, ROT_DIM // 2), dtype=np.float32) * 6
     cos, sin = np.cos(angles), np.sin(angles)
-    kv_cache = rng.standard_normal((2, NUM_BLOCKS, BLOCK_SIZE, KV_HEADS, HEAD_DIM), dtype=np.float32)
+    kv_cache = narrow(
+        rng.standard_normal((2, NUM_BLOCKS, BLOCK_SIZE, KV_HEADS, HEAD_DIM), dtype=np.float32), cache_dtype
+    )
     norms = [rng.random(HEAD_DIM, dtype=np.float32) + 0.5 for _ in range(2)] if qk_norm else []
-    expected_cache = kv_cache.copy()
+    expected_cache = widen(kv_cache, cache_dtype)
 
     q = qkv[:, : HEADS * HEAD_DIM].reshape(reqs, HEADS, HEAD_DIM)
     k = qkv[:, HEADS * HEAD_DIM : HEADS * HEAD_DIM + row].reshape(reqs, KV_HEADS, HEAD_DIM)
@@ -51,23 +93,86 @@ def test_decode_attention_block(qk_norm: bool, window: int) -> None:
         q, k = rms(q, norms[0]), rms(k, norms[1])
     q, k = rotate(q, cos[:, None], sin[:, None]), rotate(k, cos[:, None], sin[:, None])
     flat = expected_cache.reshape(2, -1, KV_HEADS, HEAD_DIM)
-    flat[0, slots], flat[1, slots] = k, v
-    expected = np.empty((reqs, HEADS, HEAD_DIM), dtype=np.float32)
-    for r, seq_len in enumerate(seq_lens):
-        first = max(0, seq_len - window) if window else 0
-        positions = np.arange(first, seq_len)
-        cached = flat[:, tables[r, positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE]  # [2, L, KVH, D]
-        for h in range(HEADS):
-            scores = cached[0, :, h // (HEADS // KV_HEADS)] @ q[r, h] * HEAD_DIM**-0.5
-            weights = np.exp(scores - scores.max())
-            expected[r, h] = (weights / weights.sum()) @ cached[1, :, h // (HEADS // KV_HEADS)]
+    flat[0, slots], flat[1, slots] = k, widen(narrow(v, cache_dtype), cache_dtype)
 
     out = np.empty((reqs, HEADS * HEAD_DIM), dtype=np.float32)
     q_norm, k_norm = (ptr(w) for w in norms) if norms else (0, 0)
     _core.cpu.decode_attention_block(
-        ptr(out), ptr(qkv), q_norm, k_norm, ptr(cos), ptr(sin), ptr(kv_cache), ptr(slots), ptr(tables),
+        ptr(out), ptr(qkv), q_norm, k_norm, ptr(cos), ptr(sin), ptr(kv_cache), dtype_id, ptr(slots), ptr(tables),
         ptr(seq_lens), reqs, HEADS, KV_HEADS, HEAD_DIM, ROT_DIM, NUM_BLOCKS, BLOCK_SIZE, tables.shape[1],
-        qkv.shape[1], EPS, HEAD_DIM**-0.5, window,
+        qkv.shape[1], EPS, HEAD_DIM**-0.5, window, 2,
     )  # fmt: skip
-    np.testing.assert_allclose(kv_cache, expected_cache, rtol=1e-5, atol=1e-5)
+    written = widen(kv_cache, cache_dtype)
+    # Values are rounded once, as the reference rounds them; keys went through a norm and the rotation
+    # (float32 ulps apart), so their rounding may land one step of the cache type away.
+    np.testing.assert_array_equal(written[1], expected_cache[1])
+    np.testing.assert_allclose(written[0], expected_cache[0], rtol=max(1e-5, ulp), atol=1e-5)
+    # Attention over what was written, in float64, from the kernel's rotated queries (qkv is rotated in place).
+    rotated = qkv[:, : HEADS * HEAD_DIM].reshape(reqs, HEADS, HEAD_DIM)
+    expected = attention(rotated, written.reshape(2, -1, KV_HEADS, HEAD_DIM), tables, seq_lens, window)
     np.testing.assert_allclose(out.reshape(reqs, HEADS, HEAD_DIM), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rotated, q, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cache_dtype", list(CACHE_DTYPES))
+def test_decode_attention_threads_split_requests_and_heads(cache_dtype: str) -> None:
+    """Enough work to wake a second thread (>= 2^16 multiply-adds a thread): results equal one thread's, bit
+    for bit (each (request, KV head) pair is computed by one thread, in one order)."""
+    dtype_id = CACHE_DTYPES[cache_dtype][0]
+    rng = np.random.default_rng(7)
+    num_blocks, width = 1600, 330
+    seq_lens = np.array([1000, 1, 1301, 640, 1296], dtype=np.int32)  # 2 * 4238 * 64 MACs: three threads
+    reqs = len(seq_lens)
+    tables = np.stack([rng.permutation(num_blocks)[:width] for _ in seq_lens]).astype(np.int32)
+    query = rng.standard_normal((reqs, HEADS, HEAD_DIM), dtype=np.float32)
+    kv_cache = narrow(
+        rng.standard_normal((2, num_blocks, BLOCK_SIZE, KV_HEADS, HEAD_DIM), dtype=np.float32), cache_dtype
+    )
+    outs = []
+    for threads in (1, 2, 3):
+        out = np.full((reqs, HEADS, HEAD_DIM), np.nan, dtype=np.float32)
+        _core.cpu.paged_attention_decode(
+            ptr(out), ptr(query), ptr(kv_cache), dtype_id, ptr(tables), ptr(seq_lens), reqs, HEADS, KV_HEADS,
+            HEAD_DIM, num_blocks, BLOCK_SIZE, width, HEADS * HEAD_DIM, HEAD_DIM**-0.5, 0, threads,
+        )  # fmt: skip
+        outs.append(out)
+    flat = widen(kv_cache, cache_dtype).reshape(2, -1, KV_HEADS, HEAD_DIM)
+    np.testing.assert_allclose(outs[0], attention(query, flat, tables, seq_lens, 0), rtol=1e-4, atol=1e-5)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("cache_dtype", ["float16", "bfloat16"])
+def test_reshape_and_cache_rounds_to_nearest_even(cache_dtype: str) -> None:
+    """Every rounding case of the narrowing (ties, overflow to infinity, subnormals, NaN, signed zero) against
+    numpy's float16 and the reference bfloat16 rounding, on a row long enough for the vector loops and tails."""
+    dtype_id = CACHE_DTYPES[cache_dtype][0]
+    rng = np.random.default_rng(1)
+    ties = [1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8]  # halfway: to even, both ways
+    special = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 1e6, 6e-8, 3e-8, 1e-40, *ties], np.float32
+    )
+    row = 37
+    values = np.concatenate([special, rng.standard_normal(row * 4 - len(special), dtype=np.float32) * 100])
+    key, value = values[: row * 2].reshape(2, row), values[row * 2 :].reshape(2, row)
+    num_slots = 5
+    kv_cache = np.zeros((2, num_slots, row), dtype=CACHE_DTYPES[cache_dtype][1])
+    slots = np.array([3, 0], dtype=np.int64)
+    _core.cpu.reshape_and_cache(ptr(kv_cache), dtype_id, ptr(key), ptr(value), ptr(slots), 2, num_slots, row, row, row)
+    expected = np.zeros_like(kv_cache)
+    expected[0, slots], expected[1, slots] = narrow(key, cache_dtype), narrow(value, cache_dtype)
+    if cache_dtype == "float16":  # NaN payloads may differ: compare NaN-ness, then the rest bit for bit
+        got, want = kv_cache.view(np.float16), expected.view(np.float16)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(
+            np.where(np.isnan(got), 0, got).view(np.uint16), np.where(np.isnan(want), 0, want).view(np.uint16)
+        )
+    else:
+        np.testing.assert_array_equal(kv_cache, expected)
+
+
+def test_unknown_cache_dtype_is_a_value_error() -> None:
+    kv_cache, key = np.zeros((2, 1, 4), dtype=np.float32), np.zeros((1, 4), dtype=np.float32)
+    slots = np.zeros(1, dtype=np.int64)
+    with pytest.raises(ValueError, match="no KV cache type 7"):
+        _core.cpu.reshape_and_cache(ptr(kv_cache), 7, ptr(key), ptr(key), ptr(slots), 1, 1, 4, 4, 4)

@@ -84,3 +84,22 @@ def test_the_memory_cap_sees_a_container_limit(tmp_path) -> None:
     proc.write_text("4:memory:/\n")  # a container's own view: unlimited at its root
     assert cpu_kv_cache.cgroup_memory_headroom(proc, v1) is None
     assert cpu_kv_cache.cgroup_memory_headroom(tmp_path / "absent", v1) is None
+
+
+def test_a_half_precision_cache_holds_twice_the_tokens(tiny_model_dir) -> None:
+    """--kv-cache-dtype float16/bfloat16 under a float32 model: the cache is stored in that type (the kernels
+    are checked against the reference for each in tests/ops), and the same --kv-cache-memory holds twice the
+    blocks."""
+    from kvserve.engine.async_engine import load_model_config
+    from kvserve.model.runner import ModelRunner
+
+    model_dir = tiny_model_dir("llama")
+    model_config = load_model_config(EngineConfig(model=str(model_dir)), model_dir)
+    runners = {}
+    for dtype in ("auto", "float16", "bfloat16"):
+        config = EngineConfig(model=str(model_dir), kv_cache_memory=4 * MiB, kv_cache_dtype=dtype)
+        runners[dtype] = ModelRunner(config, model_config, model_dir)
+    assert runners["auto"].kv_cache_dtype is torch.float32
+    assert runners["float16"].kv_caches[0].dtype is torch.float16
+    assert runners["bfloat16"].kv_caches[0].dtype is torch.bfloat16
+    assert runners["float16"].num_blocks == runners["bfloat16"].num_blocks == 2 * runners["auto"].num_blocks

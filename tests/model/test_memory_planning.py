@@ -79,6 +79,12 @@ def test_the_graph_pool_estimate_scales_with_the_largest_graph():
 
 def test_fp8_kv_cache_is_refused_clearly():
     assert resolve_kv_cache_dtype("auto", torch.bfloat16, torch.device("cpu")) is torch.bfloat16
+    # On CPU a half-precision cache under float32 activations; on CUDA only the model's own dtype.
+    assert resolve_kv_cache_dtype("float16", torch.float32, torch.device("cpu")) is torch.float16
+    assert resolve_kv_cache_dtype("bfloat16", torch.float32, torch.device("cpu")) is torch.bfloat16
+    assert resolve_kv_cache_dtype("bfloat16", torch.bfloat16, torch.device("cuda")) is torch.bfloat16
+    with pytest.raises(ValueError, match="--kv-cache-dtype float16 is not supported with a float32 model on cuda"):
+        resolve_kv_cache_dtype("float16", torch.float32, torch.device("cuda"))
     with pytest.raises(ValueError, match="--kv-cache-dtype fp8 is not supported: the CPU kernels"):
         resolve_kv_cache_dtype("fp8", torch.bfloat16, torch.device("cpu"))
     with pytest.raises(ValueError, match=r"csrc/kernels/cache.cu"):

@@ -1,4 +1,5 @@
-"""The C++ float32 CPU kernels against the torch reference, on odd sizes and real layouts."""
+"""The C++ float32 CPU kernels against the torch reference, on odd sizes and real layouts, over KV caches of
+each element type the kernels take (float32, float16, bfloat16)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kvserve.ops import cpu_kernels, reference
 
 # Reductions run in a different order than torch's: agreement to a few float32 ulps of unit-scale values.
 TOL = dict(rtol=2e-5, atol=2e-5)
+CACHE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 @pytest.mark.parametrize("hidden", [1, 7, 64, 769])
@@ -43,9 +45,10 @@ def test_rotary_in_place_on_a_fused_qkv_row(head_dim, rot_dim):
     assert torch.equal(out_q, ref_q) and torch.equal(out_k, ref_k)  # elementwise, no FMA: bit-exact
 
 
-def test_reshape_and_cache_from_strided_views():
-    kv_cache = torch.zeros(2, 6, 4, 2, 8)
-    qkv = torch.randn(5, 6 * 8)
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
+def test_reshape_and_cache_from_strided_views(cache_dtype):
+    kv_cache = torch.zeros(2, 6, 4, 2, 8, dtype=cache_dtype)
+    qkv = torch.randn(5, 6 * 8) * 100
     key, value = qkv[:, 16:32].view(5, 2, 8), qkv[:, 32:48].view(5, 2, 8)
     slots = torch.tensor([23, 0, 7, 12, 4])
     expected = kv_cache.clone()
@@ -54,13 +57,16 @@ def test_reshape_and_cache_from_strided_views():
     assert torch.equal(kv_cache, expected)
 
 
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
 @pytest.mark.parametrize("window", [0, 6])
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (9, 3, 64), (2, 2, 7)])
-def test_decode_attention(heads, kv_heads, head_dim, window):
+def test_decode_attention(heads, kv_heads, head_dim, window, cache_dtype):
+    """Ragged contexts that end on, just past and inside a block; the same cached values in both: float32
+    agreement whatever the cache's type (both widen it exactly)."""
     torch.manual_seed(heads * head_dim)
     block_size, num_blocks = 4, 40
-    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim)
-    seq_lens = torch.tensor([1, 5, 17, 33], dtype=torch.int32)
+    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(cache_dtype)
+    seq_lens = torch.tensor([1, 5, 16, 33], dtype=torch.int32)
     tables = torch.stack([torch.randperm(num_blocks)[:9] for _ in seq_lens]).to(torch.int32)
     query = torch.randn(len(seq_lens), heads, head_dim)
     scale = head_dim**-0.5
@@ -68,9 +74,10 @@ def test_decode_attention(heads, kv_heads, head_dim, window):
     torch.testing.assert_close(cpu_kernels._decode(query, kv_cache, tables, seq_lens, scale, window), expected, **TOL)
 
 
-def test_mixed_batch_attention_matches_reference():
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
+def test_mixed_batch_attention_matches_reference(cache_dtype):
     torch.manual_seed(3)
-    kv_cache = torch.randn(2, 30, 4, 2, 16)
+    kv_cache = torch.randn(2, 30, 4, 2, 16).to(cache_dtype)
     q_lens = torch.tensor([1, 6, 1, 3])
     seq_lens = torch.tensor([9, 6, 20, 11], dtype=torch.int32)
     query_start_loc = F.pad(q_lens.cumsum(0), (1, 0)).to(torch.int32)
@@ -99,7 +106,10 @@ def _reference_attention_block(qkv, heads, kv_heads, head_dim, q_norm, k_norm, e
     return reference.paged_attention(q, kv_cache, *rest).reshape(tokens, q_size)
 
 
-def _attention_step(q_lens: list[int], seq_lens: list[int], heads: int, kv_heads: int, head_dim: int, rot_dim: int):
+def _attention_step(
+    q_lens: list[int], seq_lens: list[int], heads: int, kv_heads: int, head_dim: int, rot_dim: int,
+    cache_dtype: torch.dtype = torch.float32,
+):  # fmt: skip
     """Random qkv rows, a random cache and block tables for requests whose last q_lens[r] tokens (of
     seq_lens[r]) are computed in this step; the slots of those tokens."""
     block_size, num_blocks, width = 4, 64, 12
@@ -111,12 +121,13 @@ def _attention_step(q_lens: list[int], seq_lens: list[int], heads: int, kv_heads
     )
     qkv = torch.randn(len(positions), (heads + 2 * kv_heads) * head_dim)
     angles = torch.tensor(positions, dtype=torch.float32).view(-1, 1) * torch.rand(rot_dim // 2)
-    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim)
+    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(cache_dtype)
     query_start_loc = F.pad(torch.tensor(q_lens).cumsum(0), (1, 0)).to(torch.int32)
     attn_args = (slots, tables, torch.tensor(seq_lens, dtype=torch.int32), query_start_loc, max(q_lens), max(seq_lens))
     return qkv, angles.cos(), angles.sin(), kv_cache, attn_args
 
 
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
 @pytest.mark.parametrize("qk_norm", [False, True])
 @pytest.mark.parametrize("window", [0, 5])
 @pytest.mark.parametrize(
@@ -127,20 +138,34 @@ def _attention_step(q_lens: list[int], seq_lens: list[int], heads: int, kv_heads
         ([1, 7, 1, 3], 4, 1, 16, 16),  # mixed prefill and decode: prepare_qkv, then paged attention
     ],
 )
-def test_attention_block_matches_the_unfused_reference_ops(q_lens, heads, kv_heads, head_dim, rot_dim, window, qk_norm):
+def test_attention_block_matches_the_unfused_reference_ops(
+    q_lens, heads, kv_heads, head_dim, rot_dim, window, qk_norm, cache_dtype
+):
     torch.manual_seed(len(q_lens) * head_dim + window)
     seq_lens = [q_len + extra for q_len, extra in zip(q_lens, [0, 9, 30, 17])]
-    qkv, cos, sin, kv_cache, attn_args = _attention_step(q_lens, seq_lens, heads, kv_heads, head_dim, rot_dim)
+    qkv, cos, sin, kv_cache, attn_args = _attention_step(
+        q_lens, seq_lens, heads, kv_heads, head_dim, rot_dim, cache_dtype
+    )
     norms = (torch.rand(head_dim) + 0.5, torch.rand(head_dim) + 0.5) if qk_norm else (None, None)
     shape_args = (heads, kv_heads, head_dim, *norms, 1e-6, cos, sin)
     scale = head_dim**-0.5
     ref_cache = kv_cache.clone()
     expected = _reference_attention_block(qkv.clone(), *shape_args, ref_cache, *attn_args, scale, window)
     out = cpu_kernels.attention_block(qkv, *shape_args, kv_cache, *attn_args, scale, window)
-    torch.testing.assert_close(out, expected, **TOL)
-    # Keys went through the norm (a reduction): a few ulps; values are copied bit-exact.
-    torch.testing.assert_close(kv_cache, ref_cache, **TOL)
+    # Values are rounded into the cache once, as the reference rounds them: bit-exact. Keys went through the
+    # norm (a reduction), a few float32 ulps apart, so their rounding may land one step of the cache type away.
     assert torch.equal(kv_cache[1], ref_cache[1])
+    cache_ulp = {torch.float32: 2e-5, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[cache_dtype]
+    torch.testing.assert_close(kv_cache.float(), ref_cache.float(), rtol=cache_ulp, atol=2e-5)
+    if cache_dtype is torch.float32 or torch.equal(kv_cache, ref_cache):  # else keys differ by a cache ulp
+        torch.testing.assert_close(out, expected, **TOL)
+    # The attention over what the kernel wrote, from its rotated queries (qkv is rotated in place): float32 ulps.
+    tokens, q_size = qkv.shape[0], heads * head_dim
+    slots, *rest = attn_args
+    on_written = reference.paged_attention(
+        qkv[:, :q_size].reshape(tokens, heads, head_dim), kv_cache, *rest, scale, window
+    )
+    torch.testing.assert_close(out, on_written.reshape(tokens, q_size), **TOL)
 
 
 def test_attention_block_dispatch_falls_back_to_the_ops_for_other_dtypes():

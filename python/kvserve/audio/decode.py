@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 
-import av
 import numpy as np
 
 from kvserve.audio.log_mel import SAMPLE_RATE
@@ -25,6 +24,10 @@ def decode_audio(data: bytes) -> np.ndarray:
     """All audio of the first audio stream as float32 samples in [-1, 1] at 16 kHz, mono."""
     if not data:
         raise AudioDecodeError("The audio file is empty.")
+    # Imported on the first upload: FFmpeg's libraries take ~20 MiB resident, which a server that never
+    # transcribes should not pay.
+    import av
+
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import time
@@ -34,6 +35,7 @@ from kvserve.errors import (
     ServiceUnavailableError,
 )
 from kvserve.executor import Executor, start_executor
+from kvserve.malloc_tuning import release_free_memory
 from kvserve.messages import AbortRequest, PauseForSleep, RequestsScheduled, Resume, RunnerCall
 from kvserve.model.loader import resolve_model_dir
 from kvserve.model.model_config import ModelConfig, generation_defaults, read_generation_config
@@ -93,13 +95,16 @@ def eos_token_ids(tokenizer: Tokenizer, model_config: ModelConfig) -> tuple[int,
 
 
 def grammar_compiler(tokenizer: Tokenizer, model_config: ModelConfig) -> GrammarCompiler | None:
-    """Structured outputs for this tokenizer; None (with a warning) when llguidance cannot read it."""
+    """Structured outputs for this tokenizer; None (with a warning) when llguidance cannot read it. The check
+    builds llguidance's tokenizer once and drops it: the compiler builds its own on the first structured
+    request (structured/compiler.py)."""
+    make = functools.partial(ll_tokenizer, tokenizer, model_config.vocab_size, eos_token_ids(tokenizer, model_config))
     try:
-        vocabulary = ll_tokenizer(tokenizer, model_config.vocab_size, eos_token_ids(tokenizer, model_config))
+        make()
     except Exception as e:  # a tokenizer llguidance cannot take only disables structured outputs
         logger.warning("structured outputs are disabled: llguidance cannot read this tokenizer (%s)", e)
         return None
-    return GrammarCompiler(vocabulary)
+    return GrammarCompiler(make)
 
 
 class AsyncEngine:
@@ -196,6 +201,7 @@ class AsyncEngine:
             actor.start(engine._on_actor_failure)
         # A worker that dies between steps fails the runner actor (and so the engine) at once.
         executor.watch(lambda error: loop.call_soon_threadsafe(engine.runner.fail, error))
+        release_free_memory()  # what loading the tokenizer, the grammar check and the model left free
         return engine
 
     # -- requests -------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 Size: `--max-num-seqs` sequences of the full context (`--max-model-len`, default the model's), capped at
 `CPU_KV_CACHE_FRACTION` of the memory available when the server starts (within its container's memory limit);
 `--kv-cache-memory` overrides both.
+A block's bytes follow `--kv-cache-dtype` (runner.kv_block_bytes): a float16 or bfloat16 cache under a float32
+model needs half the bytes of `auto`'s float32 for the same tokens, and the same budget holds twice the blocks.
 
 Residency: torch.zeros writes every byte (its allocator does not know fresh pages are zero), so a 4 GiB
 cache is 4 GiB resident from the start. numpy's zeros asks calloc, which takes large blocks straight from

@@ -138,17 +138,33 @@ def cuda_graph_pool_estimate(peak_activations: int, max_step_tokens: int, larges
     return int(peak_activations * min(1.0, largest_graph / max_step_tokens)) + 256 * MiB
 
 
+# --kv-cache-dtype values that name a storage type (vLLM's `bfloat16`, and llama.cpp's f16/f32 cache types).
+KV_CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def resolve_kv_cache_dtype(requested: str, model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """--kv-cache-dtype: `auto` stores keys and values in the model's dtype. fp8 (float8_e4m3fn with
-    per-tensor scales) is refused: the CUDA kernels (csrc/kernels/cache.cu, attention.cu) and the CPU
-    kernels read 16- and 32-bit caches only, so an fp8 cache would need them first."""
+    """--kv-cache-dtype: `auto` stores keys and values in the model's dtype (vLLM's meaning).
+
+    On CPU, float32, float16 and bfloat16 caches are each read and written by the attention kernels (float32
+    math: values are rounded once when written, widened when read), whatever the model's dtype: a float16
+    cache halves a float32 model's KV memory. The CUDA kernels store the cache in the model's dtype only.
+    fp8 (float8_e4m3fn with per-tensor scales) is refused: neither the CUDA kernels (csrc/kernels/cache.cu,
+    attention.cu) nor the CPU kernels read an fp8 cache."""
     if requested == "auto":
         return model_dtype
     where = "the CPU kernels" if device.type == "cpu" else "the CUDA kernels (csrc/kernels/cache.cu, attention.cu)"
-    raise ValueError(
-        f"--kv-cache-dtype {requested} is not supported: {where} read float32/float16/bfloat16 KV caches only; "
-        f"use --kv-cache-dtype auto"
-    )
+    dtype = KV_CACHE_DTYPES.get(requested)
+    if dtype is None:
+        raise ValueError(
+            f"--kv-cache-dtype {requested} is not supported: {where} read float32/float16/bfloat16 KV caches only; "
+            f"use --kv-cache-dtype auto, float16 or bfloat16"
+        )
+    if device.type != "cpu" and dtype != model_dtype:
+        raise ValueError(
+            f"--kv-cache-dtype {requested} is not supported with a {str(model_dtype).removeprefix('torch.')} model "
+            f"on {device.type}: {where} store keys and values in the model's dtype; use --kv-cache-dtype auto"
+        )
+    return dtype
 
 
 def profile_memory(

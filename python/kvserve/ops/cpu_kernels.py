@@ -1,8 +1,9 @@
 """The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
 
-Each wrapper checks that its inputs fit the kernel (CPU, float32, the layouts it reads) and otherwise
-returns NotImplemented, so the caller falls back to the torch reference. The kernels write into tensors
-allocated here; rotary_embedding rotates in place.
+Each wrapper checks that its inputs fit the kernel (CPU, float32 activations, a KV cache of float32, float16
+or bfloat16, the layouts it reads) and otherwise returns NotImplemented, so the caller falls back to the torch
+reference. The kernels write into tensors allocated here; rotary_embedding rotates in place. The attention
+kernels split their work across torch's thread count, on the OpenMP runtime torch's ops use.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ _kernels = _core.cpu
 
 
 _FLOAT32 = torch.float32
+# The KV cache element types the kernels read and write (kvserve::cpu::CacheDtype).
+CACHE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 def _fits(*tensors: torch.Tensor) -> bool:
@@ -25,6 +28,10 @@ def _fits(*tensors: torch.Tensor) -> bool:
         if t.dtype is not _FLOAT32 or not t.is_cpu:
             return False
     return True
+
+
+def _fits_cache(kv_cache: torch.Tensor) -> bool:
+    return kv_cache.dtype in CACHE_DTYPES and kv_cache.is_cpu and kv_cache.is_contiguous()
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float):
@@ -76,14 +83,14 @@ def rotary_embedding(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, 
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor):
-    if not (_fits(key, value, kv_cache) and _token_rows(key) and _token_rows(value) and kv_cache.is_contiguous()):
+    if not (_fits(key, value) and _fits_cache(kv_cache) and _token_rows(key) and _token_rows(value)):
         return NotImplemented
     if slot_mapping.dtype != torch.int64 or not slot_mapping.is_contiguous():
         return NotImplemented
     num_slots = kv_cache.shape[1] * kv_cache.shape[2]
     row = kv_cache.shape[3] * kv_cache.shape[4]
     _kernels.reshape_and_cache(
-        kv_cache.data_ptr(), key.data_ptr(), value.data_ptr(), slot_mapping.data_ptr(),
+        kv_cache.data_ptr(), CACHE_DTYPES[kv_cache.dtype], key.data_ptr(), value.data_ptr(), slot_mapping.data_ptr(),
         key.shape[0], num_slots, row, key.stride(0), value.stride(0),
     )  # fmt: skip
     return None
@@ -99,9 +106,9 @@ def _decode(
     out = torch.empty_like(query)
     num_reqs, num_heads, head_dim = query.shape
     _kernels.paged_attention_decode(
-        out.data_ptr(), query.data_ptr(), kv_cache.data_ptr(), block_tables.data_ptr(), seq_lens.data_ptr(),
-        num_reqs, num_heads, kv_cache.shape[3], head_dim, kv_cache.shape[1], kv_cache.shape[2],
-        block_tables.shape[1], num_heads * head_dim, scale, sliding_window,
+        out.data_ptr(), query.data_ptr(), kv_cache.data_ptr(), CACHE_DTYPES[kv_cache.dtype], block_tables.data_ptr(),
+        seq_lens.data_ptr(), num_reqs, num_heads, kv_cache.shape[3], head_dim, kv_cache.shape[1], kv_cache.shape[2],
+        block_tables.shape[1], num_heads * head_dim, scale, sliding_window, torch.get_num_threads(),
     )  # fmt: skip
     return out
 
@@ -117,7 +124,7 @@ def paged_attention(
     scale: float,
     sliding_window: int = 0,
 ):
-    if not (_fits(query, kv_cache) and kv_cache.is_contiguous()):
+    if not (_fits(query) and _fits_cache(kv_cache)):
         return NotImplemented
     return reference.split_attention(
         query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
@@ -136,7 +143,7 @@ def cross_attention(
 ):
     # One query row per request (decode steps): a decode row sees its whole context, so the decode kernel
     # is the non-causal cross-attention too, reading the cross blocks in place. Longer rows take the reference.
-    if max_query_len != 1 or not (_fits(query, kv_cache) and kv_cache.is_contiguous()):
+    if max_query_len != 1 or not (_fits(query) and _fits_cache(kv_cache)):
         return NotImplemented
     return _decode(query, kv_cache, block_tables, seq_lens, scale, 0)
 
@@ -163,7 +170,7 @@ def attention_block(
 ):
     """ops.attention_block in one C++ call for a decode step (norms, rotary, cache write, attention), in two
     otherwise (prepare_qkv, then paged_attention). qkv is rotated in place, as the unfused ops do."""
-    if not (_fits(qkv, kv_cache, cos, sin) and qkv.stride(1) == 1 and kv_cache.is_contiguous()):
+    if not (_fits(qkv, cos, sin) and _fits_cache(kv_cache) and qkv.stride(1) == 1):
         return NotImplemented
     if not (cos.is_contiguous() and sin.is_contiguous()):
         return NotImplemented
@@ -176,19 +183,19 @@ def attention_block(
         return NotImplemented
     q_norm_ptr, k_norm_ptr = (0 if w is None else w.data_ptr() for w in (q_norm, k_norm))
     num_blocks, block_size = kv_cache.shape[1], kv_cache.shape[2]
-    rot_dim = 2 * cos.shape[1]
+    rot_dim, cache_dtype = 2 * cos.shape[1], CACHE_DTYPES[kv_cache.dtype]
     if max_query_len == 1 and block_tables.dtype == torch.int32 and seq_lens.dtype == torch.int32:
         if block_tables.is_contiguous() and seq_lens.is_contiguous():
             out = torch.empty(tokens, q_size, dtype=qkv.dtype)
             _kernels.decode_attention_block(
                 out.data_ptr(), qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(),
-                kv_cache.data_ptr(), slot_mapping.data_ptr(), block_tables.data_ptr(), seq_lens.data_ptr(),
-                tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks, block_size, block_tables.shape[1],
-                qkv.stride(0), eps, scale, sliding_window,
+                kv_cache.data_ptr(), cache_dtype, slot_mapping.data_ptr(), block_tables.data_ptr(),
+                seq_lens.data_ptr(), tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks, block_size,
+                block_tables.shape[1], qkv.stride(0), eps, scale, sliding_window, torch.get_num_threads(),
             )  # fmt: skip
             return out
     _kernels.prepare_qkv(
-        qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(),
+        qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), cache_dtype,
         slot_mapping.data_ptr(), tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks * block_size,
         qkv.stride(0), eps,
     )  # fmt: skip

@@ -75,14 +75,15 @@ def reshape_and_cache(
     flat[1].index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
 
 
-def _gather_blocks(kv_cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-    """kv_cache [2, NB, BS, KVH, D], block_ids [...] -> [2, *block_ids.shape, BS, KVH, D].
+def _gather_blocks(kv_cache: torch.Tensor, block_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """kv_cache [2, NB, BS, KVH, D], block_ids [...] -> [2, *block_ids.shape, BS, KVH, D] in `dtype` (the
+    queries' dtype: a cache stored narrower than the model's activations is widened for the math).
 
     index_select over a flat view copies whole blocks; advanced indexing is ~5x slower on CPU here.
     """
     flat = kv_cache.view(2, kv_cache.shape[1], -1)
     picked = flat.index_select(1, block_ids.reshape(-1).to(torch.int64))
-    return picked.view(2, *block_ids.shape, *kv_cache.shape[2:])
+    return picked.view(2, *block_ids.shape, *kv_cache.shape[2:]).to(dtype)
 
 
 def _visible_keys(query_pos: torch.Tensor, key_pos: torch.Tensor, seq_len: torch.Tensor, window: int) -> torch.Tensor:
@@ -157,7 +158,7 @@ def _attend_chunk(
     block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     group = num_heads // num_kv_heads
     num_blocks = -(-seq_len // block_size)
-    blocks = _gather_blocks(kv_cache, block_table[:num_blocks])  # [2, n, BS, KVH, D]
+    blocks = _gather_blocks(kv_cache, block_table[:num_blocks], query.dtype)  # [2, n, BS, KVH, D]
     kv = blocks.reshape(2, num_blocks * block_size, num_kv_heads, head_dim)[:, :seq_len]
     k = kv[0].transpose(0, 1)  # [KVH, L, D]
     v = kv[1].transpose(0, 1)
@@ -195,7 +196,7 @@ def decode_attention(
     # The table's width (the step's longest context, from the scheduler) bounds the blocks to read without
     # reading seq_lens back from the device; keys past each row's seq_len are masked below.
     num_blocks = block_tables.shape[1]
-    blocks = _gather_blocks(kv_cache, block_tables)  # [2, R, n, BS, KVH, D]
+    blocks = _gather_blocks(kv_cache, block_tables, query.dtype)  # [2, R, n, BS, KVH, D]
     kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)
     k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
     v = kv[1].transpose(1, 2)
@@ -248,7 +249,7 @@ def cross_attention(
     block_size, num_kv_heads = kv_cache.shape[2], kv_cache.shape[3]
     max_len = max_seq_len
     num_blocks = -(-max_len // block_size)
-    blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks])  # [2, R, n, BS, KVH, D]
+    blocks = _gather_blocks(kv_cache, block_tables[:, :num_blocks], query.dtype)  # [2, R, n, BS, KVH, D]
     kv = blocks.reshape(2, num_reqs, num_blocks * block_size, num_kv_heads, head_dim)[:, :, :max_len]
     k = kv[0].transpose(1, 2)  # [R, KVH, L, D]
     v = kv[1].transpose(1, 2)

@@ -5,6 +5,11 @@ small thread pool (llguidance drops the GIL while it builds a grammar), bounded 
 llguidance's own limits on grammar and lexer size. A spec that does not compile is the request's error (400);
 nothing reaches the engine. Compiled grammars are kept in an LRU cache as matchers in their initial state, and
 the runner takes a copy of one per request (`matcher`), which costs about a microsecond.
+
+llguidance's view of the tokenizer (~33 MiB resident for a 49k vocabulary, ~0.4 s to build) is built on the
+first structured-output request, as vLLM builds its grammar backend: a server that never gets one does not
+hold it. `grammar_compiler` (engine/async_engine.py) builds one at start to check that llguidance reads the
+tokenizer, and drops it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import llguidance
@@ -61,13 +67,15 @@ def ll_tokenizer(tokenizer: Tokenizer, vocab_size: int, eos_token_ids: tuple[int
 class GrammarCompiler:
     def __init__(
         self,
-        tokenizer: llguidance.LLTokenizer,
+        make_tokenizer: Callable[[], llguidance.LLTokenizer],
         *,
         cache_size: int = CACHE_SIZE,
         timeout_s: float = COMPILE_TIMEOUT_S,
         max_source_chars: int = MAX_SOURCE_CHARS,
     ) -> None:
-        self.tokenizer = tokenizer
+        self._make_tokenizer = make_tokenizer
+        self._tokenizer: llguidance.LLTokenizer | None = None
+        self._tokenizer_lock = threading.Lock()  # the compile pool's threads may ask for it at once
         self.cache_size = cache_size
         self.timeout_s = timeout_s
         self.max_source_chars = max_source_chars
@@ -95,6 +103,14 @@ class GrammarCompiler:
             ) from None
         except ValueError as e:
             raise InvalidRequestError(f"invalid structured output {spec.kind}: {e}", "structured_outputs") from None
+
+    @property
+    def tokenizer(self) -> llguidance.LLTokenizer:
+        """llguidance's tokenizer, built on first use."""
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                self._tokenizer = self._make_tokenizer()
+            return self._tokenizer
 
     def matcher(self, spec: GrammarSpec) -> llguidance.LLMatcher:
         """A matcher in its grammar's initial state, for one request. On a cache miss (an entry evicted since
