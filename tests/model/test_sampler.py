@@ -462,6 +462,31 @@ def test_greedy_argmax_matches_torch_on_ties_infinities_and_nan() -> None:
     assert greedy_argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
 
 
+@pytest.mark.parametrize("width", [1, 7, 8, 13, 4099])
+def test_greedy_argmax_across_threads_widths_and_strided_rows(width: int) -> None:
+    """Enough rows to split over threads, widths off the kernel's 8 lanes, rows that are views with a
+    longer stride, and the special values in the vectorised body and in the tail."""
+    generator = torch.Generator().manual_seed(width)
+    storage = torch.randn(300, width + 5, generator=generator)
+    logits = storage[:, :width]  # row stride width + 5
+    logits[1] = float("-inf")
+    logits[2, -1] = float("nan")
+    logits[3, 0] = float("nan")
+    logits[4, :] = 1.0  # all tied: the first
+    logits[5, -1] = float("inf")
+    logits[6, width // 2] = float("nan")
+    logits[6, 0] = float("inf")
+    with torch.inference_mode():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            ours = greedy_argmax(logits)
+        finally:
+            torch.set_num_threads(threads)
+    assert ours.dtype == torch.int64
+    assert ours.tolist() == logits.argmax(dim=-1).tolist()
+
+
 def test_logprobs_only_for_the_rows_that_ask() -> None:
     torch.manual_seed(11)
     logits = torch.randn(5, 50)

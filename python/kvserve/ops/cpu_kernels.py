@@ -41,11 +41,13 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
         return NotImplemented
     hidden = x.shape[-1]
     out = torch.empty_like(x)
-    residual = residual.clone()  # the op returns a new residual; callers may still hold the old one
+    # The op returns a new residual (callers may still hold the old one): the kernel writes the sum there.
+    residual_out = torch.empty_like(residual)
     _kernels.fused_add_rms_norm(
-        out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, eps
-    )
-    return out, residual
+        out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(),
+        x.numel() // hidden, hidden, eps,
+    )  # fmt: skip
+    return out, residual_out
 
 
 def silu_and_mul(x: torch.Tensor):
