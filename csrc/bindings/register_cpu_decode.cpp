@@ -1,5 +1,5 @@
-// kvserve._core.cpu.DecodeLayers and row_argmax: a decode step's decoder layers in one call, and the greedy
-// sampler's argmax (see kvserve.model.cpu_decode and kvserve.model.sampler). Pointers are data_ptr()s of
+// kvserve._core.cpu.DecodeLayers, row_argmax and row_topk: a decode step's decoder layers in one call, and the
+// sampler's row selections (see kvserve.model.cpu_decode and kvserve.model.sampler). Pointers are data_ptr()s of
 // tensors the Python side keeps alive and has checked; the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../cpu/decode_layers.h"
-#include "../cpu/row_argmax.h"
+#include "../cpu/row_select.h"
 #include "registrations.h"
 
 namespace py = pybind11;
@@ -97,6 +97,14 @@ void register_cpu_decode(py::module_& m) {
       "row_argmax",
       [](uintptr_t out, uintptr_t x, int64_t rows, int64_t cols, int64_t x_stride, int num_threads) {
         cpu::row_argmax(ptr<int64_t>(out), ptr<const float>(x), rows, cols, x_stride, num_threads);
+      },
+      release);
+  cpu.def(
+      "row_topk",
+      [](uintptr_t values, uintptr_t indices, uintptr_t x, int64_t rows, int64_t cols, int64_t x_stride, int64_t k,
+         int num_threads) {
+        cpu::row_topk(ptr<float>(values), ptr<int64_t>(indices), ptr<const float>(x), rows, cols, x_stride, k,
+                      num_threads);
       },
       release);
 }

@@ -19,6 +19,7 @@ from kvserve.model.sampler import (
     _top_candidates,
     build_sampling_metadata,
     greedy_argmax,
+    row_topk,
 )
 from kvserve.sampling_params import GREEDY_TEMPERATURE
 
@@ -506,3 +507,28 @@ def test_logprobs_only_for_the_rows_that_ask() -> None:
         out_raw.logprobs.token_ids[[1, 2, 4]].tolist()
         == rank_logprobs(logits[[1, 2, 4]], out_raw.sampled_token_ids[[1, 2, 4]], 4).token_ids.tolist()
     )
+
+
+@pytest.mark.parametrize(("width", "k"), [(1, 1), (13, 5), (40, 40), (4099, 1), (4099, 50), (4099, 256)])
+def test_row_topk_equals_a_stable_full_sort(width: int, k: int) -> None:
+    """Values and ids of the stable descending sort's first k: NaN first, ties by lower id, on strided rows
+    split over threads, with ties and special values in the vectorised body and in the tail."""
+    generator = torch.Generator().manual_seed(width + k)
+    storage = torch.randn(300, width + 3, generator=generator)
+    logits = storage[:, :width]
+    logits[1] = float("-inf")
+    logits[2, -1] = float("nan")
+    logits[3, ::3] = 2.5  # many ties at the top
+    logits[4] = 1.0  # all tied
+    logits[5, [0, width // 2]] = float("nan")
+    logits[6] = (logits[6] * 4).round()  # ties everywhere
+    logits[7, -1] = float("inf")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        values, ids = row_topk(logits, k)
+    finally:
+        torch.set_num_threads(threads)
+    expected = logits.sort(dim=-1, descending=True, stable=True)
+    assert torch.equal(ids, expected.indices[:, :k])
+    torch.testing.assert_close(values, expected.values[:, :k], rtol=0, atol=0, equal_nan=True)
