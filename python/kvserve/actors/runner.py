@@ -49,6 +49,7 @@ class RunnerActor(Actor):
         self.scheduler = scheduler
         self.router = router
         self.thread = thread
+        self.failed = False
         self.handles(ExecuteBatch, self.on_execute)
         self.handles(RunnerCall, self.on_call)
 
@@ -61,10 +62,11 @@ class RunnerActor(Actor):
         future.add_done_callback(self._on_executed)
 
     def _on_executed(self, future: asyncio.Future) -> None:
-        if future.cancelled():
-            return
+        if future.cancelled() or self.failed:
+            return  # a batch queued behind a failed one: the engine is already failing
         error = future.exception()
         if error is not None:
+            self.failed = True
             self.fail(error)
         else:
             self.scheduler.send(future.result())
