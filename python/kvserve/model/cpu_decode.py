@@ -44,12 +44,15 @@ def _projection(linear: Linear) -> tuple | None:
 
 
 class CpuDecodeLayers:
-    """The C++ layer stack of one model; holds the model's parameters' addresses (the model keeps them alive)."""
+    """The C++ layer stack of one model, which holds the addresses of the model's parameters."""
 
-    __slots__ = ("_kv_pointers", "_kv_shape", "_layers", "_num_layers", "_tokens_max")
+    __slots__ = ("_kv_pointers", "_kv_shape", "_layers", "_num_layers", "_tensors", "_tokens_max")
 
-    def __init__(self, layers: _core.cpu.DecodeLayers, num_layers: int) -> None:
+    def __init__(self, layers: _core.cpu.DecodeLayers, num_layers: int, tensors: list[torch.Tensor]) -> None:
         self._layers = layers
+        # The tensors whose addresses the C++ side holds, kept alive here even if the model's attributes
+        # were ever reassigned (no path does that after loading; this keeps such a change memory-safe).
+        self._tensors = tensors
         self._num_layers = num_layers
         self._tokens_max = quant_kernels.GEMV_MAX_ROWS  # above it the op-by-op path multiplies by sgemm
         self._kv_pointers: list[int] = []
@@ -60,16 +63,18 @@ class CpuDecodeLayers:
         """The fused layers of a LlamaForCausalLM on CPU, or None when its weights do not fit them."""
         if tp_group().size > 1 or not model.layers:
             return None
-        specs = []
+        specs, tensors = [], [model.norm]
         for layer in model.layers:
-            projections = [_projection(p) for p in (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj)]
-            norms = [
-                _float_pointer(n)
-                for n in (layer.input_layernorm, layer.post_attention_layernorm, layer.q_norm, layer.k_norm)
-            ]
-            if None in projections or None in norms or 0 in norms[:2]:
+            linears = (layer.qkv_proj, layer.o_proj, layer.gate_up_proj, layer.down_proj)
+            norms = (layer.input_layernorm, layer.post_attention_layernorm, layer.q_norm, layer.k_norm)
+            projections = [_projection(linear) for linear in linears]
+            norm_pointers = [_float_pointer(norm) for norm in norms]
+            if None in projections or None in norm_pointers or 0 in norm_pointers[:2]:
                 return None
-            specs.append((*projections, *norms, layer.sliding_window))
+            specs.append((*projections, *norm_pointers, layer.sliding_window))
+            for linear in linears:
+                tensors.extend(w.data for w in linear.stored)
+            tensors.extend(t for t in (*(linear.bias for linear in linears), *norms) if t is not None)
         final_norm = _float_pointer(model.norm)
         first = model.layers[0]
         if not final_norm:
@@ -80,7 +85,7 @@ class CpuDecodeLayers:
             rot_dim=model.rotary.params.rotary_dim, eps=first.eps, scale=first.scale, layers=specs,
             final_norm=final_norm,
         )  # fmt: skip
-        return cls(layers, len(specs))
+        return cls(layers, len(specs), tensors)
 
     def __call__(
         self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ctx: ForwardContext
