@@ -4,7 +4,9 @@ One decode step of R requests, each with a context of `--context` tokens, is run
 loaded as `kvserve serve` loads it (float32 on CPU); reported per step: wall time and the CPU time of the
 calling thread (`time.thread_time`), which on a shared machine is the steadier figure (wall time includes
 waiting for a core). `--compile` also runs the forward through `torch.compile` and reports its compile time,
-its graph breaks and the same figures. `--profile` prints torch.profiler's table of the eager steps.
+its graph breaks and the same figures. `--profile` prints torch.profiler's table of the eager steps. For a
+Llama-family model the fused C++ decode layers (model/cpu_decode.py) are also switched off in an
+"eager-op-by-op" row: the A/B of that path in one run. Figures are the minimum over `--repeats` runs.
 
     .venv/bin/python benchmarks/bench_cpu_step.py MODEL_DIR_OR_GGUF [--requests 1 16] [--threads 1] [--compile]
         [--kv-cache-dtype float16]
@@ -48,16 +50,28 @@ def decode_step(model, forward, ids, positions, ctx) -> torch.Tensor:
     return model.compute_logits(forward(ids, positions, ctx)).argmax(-1)
 
 
-def timed(step, num_steps: int) -> dict[str, float]:
+def timed(step, num_steps: int, repeats: int) -> dict[str, float]:
+    """Per step, the minimum over `repeats` runs of `num_steps` steps (the least disturbed run on a shared
+    machine)."""
     for _ in range(20):
         step()
-    wall, cpu = time.perf_counter(), time.thread_time()
-    for _ in range(num_steps):
-        step()
-    return {
-        "wall_ms": (time.perf_counter() - wall) / num_steps * 1e3,
-        "thread_cpu_ms": (time.thread_time() - cpu) / num_steps * 1e3,
-    }
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        for _ in range(num_steps):
+            step()
+        walls.append((time.perf_counter() - wall) / num_steps * 1e3)
+        cpus.append((time.thread_time() - cpu) / num_steps * 1e3)
+    return {"wall_ms": min(walls), "thread_cpu_ms": min(cpus)}
+
+
+def layer_by_layer(model, ids, positions, ctx) -> torch.Tensor:
+    """The forward with the fused C++ decode layers switched off: the op-by-op path, for A/B in one run."""
+    fused, model._cpu_decode = model._cpu_decode, None
+    try:
+        return model.forward(ids, positions, ctx)
+    finally:
+        model._cpu_decode = fused
 
 
 def main() -> None:
@@ -68,6 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--kv-cache-dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of --steps steps; the minimum is reported")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the forward")
     parser.add_argument("--profile", action="store_true", help="torch.profiler table of the eager steps")
     args = parser.parse_args()
@@ -82,6 +97,8 @@ def main() -> None:
     weights = model_weights(model_dir, config, torch.device("cpu"))
     model = build_model(config, weights, torch.float32, torch.device("cpu"))
     forwards = {"eager": model.forward}
+    if getattr(model, "_cpu_decode", None) is not None:  # a Llama-family model: also its op-by-op path
+        forwards["eager-op-by-op"] = functools.partial(layer_by_layer, model)
     results = []
     with torch.inference_mode():
         if args.compile:
@@ -105,7 +122,7 @@ def main() -> None:
                 step = functools.partial(decode_step, model, forward, ids, positions, ctx)
                 figures = {
                     "forward": name, "requests": num_requests, "kv_cache_dtype": args.kv_cache_dtype,
-                    **timed(step, args.steps),
+                    **timed(step, args.steps, args.repeats),
                 }  # fmt: skip
                 print(json.dumps(figures), flush=True)
                 results.append(figures)

@@ -106,11 +106,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--mixes", default=",".join(MIXES))
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the runner's: --cpu-threads)")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(1)  # as the runner's one torch thread; steadier on a shared machine
+    torch.set_num_threads(args.threads)
     rows = {mix: measure(mix, args.requests, args.vocab, args.steps) for mix in args.mixes.split(",")}
     print(f"logits pipeline per step, {args.requests} rows x {args.vocab} vocab, float32 (ms over {args.steps} steps)")
     print(f"{'mix':>10}{'median':>10}{'min':>10}{'metadata':>10}")

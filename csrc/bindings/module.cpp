@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
   kvserve::bindings::register_scheduler_outputs(m);
   kvserve::bindings::register_scheduler(m);
   kvserve::bindings::register_cpu_kernels(m);
+  kvserve::bindings::register_cpu_decode(m);
 }

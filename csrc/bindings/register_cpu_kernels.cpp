@@ -32,9 +32,10 @@ void register_cpu_kernels(py::module_& m) {
       release);
   cpu.def(
       "fused_add_rms_norm",
-      [](uintptr_t out, uintptr_t residual, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, float eps) {
-        kvserve::cpu::fused_add_rms_norm(ptr<float>(out), ptr<float>(residual), ptr<const float>(x),
-                                         ptr<const float>(weight), rows, hidden, eps);
+      [](uintptr_t out, uintptr_t residual_out, uintptr_t residual, uintptr_t x, uintptr_t weight, int64_t rows,
+         int64_t hidden, float eps) {
+        kvserve::cpu::fused_add_rms_norm(ptr<float>(out), ptr<float>(residual_out), ptr<const float>(residual),
+                                         ptr<const float>(x), ptr<const float>(weight), rows, hidden, eps);
       },
       release);
   cpu.def(

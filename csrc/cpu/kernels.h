@@ -14,11 +14,12 @@ void rms_norm(float* out,            // [rows, hidden]
               const float* weight,   // [hidden]
               int64_t rows, int64_t hidden, int64_t x_stride, float eps);
 
-// residual[r] += x[r]; out[r] = rms_norm(residual[r])
-void fused_add_rms_norm(float* out,         // [rows, hidden]
-                        float* residual,    // [rows, hidden], updated in place
-                        const float* x,     // [rows, hidden]
-                        const float* weight,  // [hidden]
+// residual_out[r] = x[r] + residual[r]; out[r] = rms_norm(residual_out[r]). residual_out may be residual.
+void fused_add_rms_norm(float* out,             // [rows, hidden]
+                        float* residual_out,    // [rows, hidden]
+                        const float* residual,  // [rows, hidden]
+                        const float* x,         // [rows, hidden]
+                        const float* weight,    // [hidden]
                         int64_t rows, int64_t hidden, float eps);
 
 // out[r] = silu(x[r, :d]) * x[r, d:]

@@ -8,12 +8,13 @@ KV_CLONES void rms_norm(float* out, const float* x, const float* weight, int64_t
   for (int64_t r = 0; r < rows; ++r) normalize_row(out + r * hidden, x + r * x_stride, weight, hidden, eps);
 }
 
-KV_CLONES void fused_add_rms_norm(float* out, float* residual, const float* x, const float* weight, int64_t rows,
-                                  int64_t hidden, float eps) {
+KV_CLONES void fused_add_rms_norm(float* out, float* residual_out, const float* residual, const float* x,
+                                  const float* weight, int64_t rows, int64_t hidden, float eps) {
   for (int64_t r = 0; r < rows; ++r) {
-    float* res = residual + r * hidden;
+    float* res = residual_out + r * hidden;
+    const float* res_in = residual + r * hidden;
     const float* in = x + r * hidden;
-    for (int64_t i = 0; i < hidden; ++i) res[i] = in[i] + res[i];
+    for (int64_t i = 0; i < hidden; ++i) res[i] = in[i] + res_in[i];
     normalize_row(out + r * hidden, res, weight, hidden, eps);
   }
 }

@@ -19,6 +19,7 @@ from kvserve.model.sampler import (
     _top_candidates,
     build_sampling_metadata,
     greedy_argmax,
+    row_topk,
 )
 from kvserve.sampling_params import GREEDY_TEMPERATURE
 
@@ -462,6 +463,31 @@ def test_greedy_argmax_matches_torch_on_ties_infinities_and_nan() -> None:
     assert greedy_argmax(logits).tolist() == logits.argmax(dim=-1).tolist()
 
 
+@pytest.mark.parametrize("width", [1, 7, 8, 13, 4099])
+def test_greedy_argmax_across_threads_widths_and_strided_rows(width: int) -> None:
+    """Enough rows to split over threads, widths off the kernel's 8 lanes, rows that are views with a
+    longer stride, and the special values in the vectorised body and in the tail."""
+    generator = torch.Generator().manual_seed(width)
+    storage = torch.randn(300, width + 5, generator=generator)
+    logits = storage[:, :width]  # row stride width + 5
+    logits[1] = float("-inf")
+    logits[2, -1] = float("nan")
+    logits[3, 0] = float("nan")
+    logits[4, :] = 1.0  # all tied: the first
+    logits[5, -1] = float("inf")
+    logits[6, width // 2] = float("nan")
+    logits[6, 0] = float("inf")
+    with torch.inference_mode():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            ours = greedy_argmax(logits)
+        finally:
+            torch.set_num_threads(threads)
+    assert ours.dtype == torch.int64
+    assert ours.tolist() == logits.argmax(dim=-1).tolist()
+
+
 def test_logprobs_only_for_the_rows_that_ask() -> None:
     torch.manual_seed(11)
     logits = torch.randn(5, 50)
@@ -481,3 +507,28 @@ def test_logprobs_only_for_the_rows_that_ask() -> None:
         out_raw.logprobs.token_ids[[1, 2, 4]].tolist()
         == rank_logprobs(logits[[1, 2, 4]], out_raw.sampled_token_ids[[1, 2, 4]], 4).token_ids.tolist()
     )
+
+
+@pytest.mark.parametrize(("width", "k"), [(1, 1), (13, 5), (40, 40), (4099, 1), (4099, 50), (4099, 256)])
+def test_row_topk_equals_a_stable_full_sort(width: int, k: int) -> None:
+    """Values and ids of the stable descending sort's first k: NaN first, ties by lower id, on strided rows
+    split over threads, with ties and special values in the vectorised body and in the tail."""
+    generator = torch.Generator().manual_seed(width + k)
+    storage = torch.randn(300, width + 3, generator=generator)
+    logits = storage[:, :width]
+    logits[1] = float("-inf")
+    logits[2, -1] = float("nan")
+    logits[3, ::3] = 2.5  # many ties at the top
+    logits[4] = 1.0  # all tied
+    logits[5, [0, width // 2]] = float("nan")
+    logits[6] = (logits[6] * 4).round()  # ties everywhere
+    logits[7, -1] = float("inf")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        values, ids = row_topk(logits, k)
+    finally:
+        torch.set_num_threads(threads)
+    expected = logits.sort(dim=-1, descending=True, stable=True)
+    assert torch.equal(ids, expected.indices[:, :k])
+    torch.testing.assert_close(values, expected.values[:, :k], rtol=0, atol=0, equal_nan=True)

@@ -79,13 +79,18 @@ class InputStaging:
             buffer.copied.synchronize()  # the copy that last read this host buffer has finished
         if used > buffer.host.numel():
             buffer = self._buffers[index] = _Buffer(aligned(max(used, 2 * buffer.host.numel())), self.device)
+        targets = []
         for array, offset in zip(arrays, offsets):
             target = buffer.host_bytes[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)
             np.copyto(target, array, casting="no")
-        if buffer.device is not buffer.host:
-            buffer.device[:used].copy_(buffer.host[:used], non_blocking=True)
-            buffer.copied = torch.cuda.Event()
-            buffer.copied.record(torch.cuda.current_stream(self.device))
+            targets.append(target)
+        if buffer.device is buffer.host:
+            # On CPU the tensors are the host buffer's numpy views: one from_numpy each is cheaper than
+            # slicing and re-viewing the byte tensor (three torch calls an array, every step).
+            return [torch.from_numpy(target) for target in targets]
+        buffer.device[:used].copy_(buffer.host[:used], non_blocking=True)
+        buffer.copied = torch.cuda.Event()
+        buffer.copied.record(torch.cuda.current_stream(self.device))
         return [
             buffer.device[offset : offset + array.nbytes].view(_TORCH_DTYPES[array.dtype]).view(array.shape)
             for array, offset in zip(arrays, offsets)

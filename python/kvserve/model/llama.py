@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kvserve import ops
+from kvserve.model.cpu_decode import CpuDecodeLayers
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.parallel import ColumnParallelLinear, ParallelLinear, RowParallelLinear, VocabParallelEmbedding
@@ -108,11 +109,20 @@ class LlamaForCausalLM(nn.Module):
             else VocabParallelEmbedding(*vocab_by_hidden, config.quantization, "lm_head")
         )
         self.rotary = RotaryEmbedding(config.rope, device=torch.get_default_device())
+        # Built at the first CPU forward, once the weights are loaded (None: they do not fit it).
+        self._cpu_decode: CpuDecodeLayers | None | bool = False
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         """input_ids, positions: [T]; returns the final hidden states [T, hidden]."""
         hidden = self.embed_tokens(input_ids)
         cos_sin = self.rotary.cos_sin(positions, ctx.token_seq_lens, hidden.dtype, max_position=ctx.max_seq_len - 1)
+        if not hidden.is_cuda:
+            if self._cpu_decode is False:
+                self._cpu_decode = CpuDecodeLayers.build(self)
+            if self._cpu_decode is not None:
+                out = self._cpu_decode(hidden, *cos_sin, ctx)
+                if out is not None:
+                    return out
         residual = None
         for layer, kv_cache in zip(self.layers, ctx.kv_caches):
             hidden, residual = layer(hidden, residual, cos_sin, ctx, kv_cache)

@@ -30,7 +30,7 @@ def _fits(*tensors: torch.Tensor) -> bool:
     return True
 
 
-def _fits_cache(kv_cache: torch.Tensor) -> bool:
+def fits_cache(kv_cache: torch.Tensor) -> bool:
     return kv_cache.dtype in CACHE_DTYPES and kv_cache.is_cpu and kv_cache.is_contiguous()
 
 
@@ -48,11 +48,13 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
         return NotImplemented
     hidden = x.shape[-1]
     out = torch.empty_like(x)
-    residual = residual.clone()  # the op returns a new residual; callers may still hold the old one
+    # The op returns a new residual (callers may still hold the old one): the kernel writes the sum there.
+    residual_out = torch.empty_like(residual)
     _kernels.fused_add_rms_norm(
-        out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, eps
-    )
-    return out, residual
+        out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(),
+        x.numel() // hidden, hidden, eps,
+    )  # fmt: skip
+    return out, residual_out
 
 
 def silu_and_mul(x: torch.Tensor):
@@ -83,7 +85,7 @@ def rotary_embedding(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, 
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor):
-    if not (_fits(key, value) and _fits_cache(kv_cache) and _token_rows(key) and _token_rows(value)):
+    if not (_fits(key, value) and fits_cache(kv_cache) and _token_rows(key) and _token_rows(value)):
         return NotImplemented
     if slot_mapping.dtype != torch.int64 or not slot_mapping.is_contiguous():
         return NotImplemented
@@ -124,7 +126,7 @@ def paged_attention(
     scale: float,
     sliding_window: int = 0,
 ):
-    if not (_fits(query) and _fits_cache(kv_cache)):
+    if not (_fits(query) and fits_cache(kv_cache)):
         return NotImplemented
     return reference.split_attention(
         query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
@@ -143,7 +145,7 @@ def cross_attention(
 ):
     # One query row per request (decode steps): a decode row sees its whole context, so the decode kernel
     # is the non-causal cross-attention too, reading the cross blocks in place. Longer rows take the reference.
-    if max_query_len != 1 or not (_fits(query) and _fits_cache(kv_cache)):
+    if max_query_len != 1 or not (_fits(query) and fits_cache(kv_cache)):
         return NotImplemented
     return _decode(query, kv_cache, block_tables, seq_lens, scale, 0)
 
@@ -170,7 +172,7 @@ def attention_block(
 ):
     """ops.attention_block in one C++ call for a decode step (norms, rotary, cache write, attention), in two
     otherwise (prepare_qkv, then paged_attention). qkv is rotated in place, as the unfused ops do."""
-    if not (_fits(qkv, cos, sin) and _fits_cache(kv_cache) and qkv.stride(1) == 1):
+    if not (_fits(qkv, cos, sin) and fits_cache(kv_cache) and qkv.stride(1) == 1):
         return NotImplemented
     if not (cos.is_contiguous() and sin.is_contiguous()):
         return NotImplemented
