@@ -327,6 +327,9 @@ bool is_rows(int format) {
 }
 
 
+// Activation rows packed at a time (a multiple of every tile height): bounds the panel buffer for prefill.
+constexpr int64_t kPanelRows = 64;
+
 // Below this many weights a layer is not worth waking the other threads for.
 constexpr int64_t kMinWeightsPerThread = 1 << 15;
 
@@ -339,10 +342,13 @@ void parallel_rows(int64_t rows, int64_t weights_per_row, int num_threads, Body 
     body(0, rows);
     return;
   }
+  // Boundaries on multiples of 16 rows: whole register tiles, and no cache line of an output row written by
+  // two threads.
+  const auto boundary = [rows](int64_t t, int64_t count) { return t == count ? rows : rows * t / count / 16 * 16; };
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
-    body(rows * t / count, rows * (t + 1) / count);
+    body(boundary(t, count), boundary(t + 1, count));
   }
 }
 
@@ -386,15 +392,23 @@ void quant_matmul(float* out, const float* x, const uint8_t* w, int format, int6
                   int64_t row_stride, int64_t x_stride, int64_t out_stride, int num_threads) {
   const Kernels kernels = kernels_for(format);
   check_stride(format, k, row_stride);
-  MatmulArgs args{out, x, w, m, k, x_stride, out_stride, row_stride, x};
-  thread_local std::vector<float> panels;
-  if (m > 1 && kernels.tile_rows > 0) {
-    const int64_t k8 = k / 32 * 32;
-    panels.resize(static_cast<size_t>(m * k8));
-    pack_panels(x, x_stride, m, k8, kernels.tile_rows, panels.data());
-    args.panels = panels.data();
+  if (m == 1 || kernels.tile_rows == 0) {
+    const MatmulArgs args{out, x, w, m, k, x_stride, out_stride, row_stride, x};
+    parallel_rows(n, k * m, num_threads, [&](int64_t n0, int64_t n1) { kernels.matmul(args, n0, n1); });
+    return;
   }
-  parallel_rows(n, k * m, num_threads, [&](int64_t n0, int64_t n1) { kernels.matmul(args, n0, n1); });
+  // Activation rows kPanelRows at a time, packed into panels once for all threads; the buffer is kept per
+  // calling thread, so a decode step does not allocate.
+  thread_local std::vector<float> panels;
+  const int64_t k8 = k / 32 * 32;
+  panels.resize(static_cast<size_t>(std::min(m, kPanelRows) * k8));
+  for (int64_t r = 0; r < m; r += kPanelRows) {
+    const int64_t rows = std::min(kPanelRows, m - r);
+    pack_panels(x + r * x_stride, x_stride, rows, k8, kernels.tile_rows, panels.data());
+    const MatmulArgs args{out + r * out_stride, x + r * x_stride, w, rows, k, x_stride, out_stride, row_stride,
+                          panels.data()};
+    parallel_rows(n, k * rows, num_threads, [&](int64_t n0, int64_t n1) { kernels.matmul(args, n0, n1); });
+  }
 }
 
 void dequantize_weight_rows(float* out, const uint8_t* w, int format, int64_t rows, int64_t k, int64_t row_stride,
