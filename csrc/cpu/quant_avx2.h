@@ -49,14 +49,18 @@ KV_AVX2_INLINE __m256i q4_group(const uint8_t* qs) {
   return nibbles<(G >= 2)>(qs + 8 * (G % 2));
 }
 
-struct Q4_0 {
-  using Format = cpu::Q4_0;
+// A 32-value block of one f16 scale followed by its quants (Q4_0, Q8_0).
+struct ScaledBlock {
   static constexpr int kGroups = 4;
   struct State {
     const uint8_t* qs;
     __m256 d;
   };
   static KV_AVX2_INLINE State load(const uint8_t* b) { return {b + 2, broadcast_half(b)}; }
+};
+
+struct Q4_0 : ScaledBlock {
+  using Format = cpu::Q4_0;
   template <int G>
   static KV_AVX2_INLINE __m256 group(const State& s) {
     return _mm256_mul_ps(s.d, to_ps(_mm256_sub_epi32(q4_group<G>(s.qs), _mm256_set1_epi32(8))));
@@ -79,14 +83,8 @@ struct Q4_1 {
   }
 };
 
-struct Q8_0 {
+struct Q8_0 : ScaledBlock {
   using Format = cpu::Q8_0;
-  static constexpr int kGroups = 4;
-  struct State {
-    const uint8_t* qs;
-    __m256 d;
-  };
-  static KV_AVX2_INLINE State load(const uint8_t* b) { return {b + 2, broadcast_half(b)}; }
   template <int G>
   static KV_AVX2_INLINE __m256 group(const State& s) {
     return _mm256_mul_ps(s.d, to_ps(i8x8(s.qs + 8 * G)));

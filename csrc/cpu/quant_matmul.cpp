@@ -2,7 +2,7 @@
 // and accumulation. On AVX2/AVX-512 every format is dequantized in registers, eight values at a time
 // (quant_avx2.h), into register tiles of several activation rows by several weight rows (see `tile`); the
 // baseline build dequantizes each weight row once into a float32 buffer in L1 and dots it with every
-// activation row. Either way a decode-sized batch reads W once.
+// activation row. Either way W is read from memory once per 64 activation rows.
 //
 // One build runs on any x86-64: the loops are compiled three times (AVX-512, AVX2+FMA+F16C, baseline) and
 // the widest the CPU supports is chosen once. Rows are split across OpenMP threads: torch's CPU ops run on
@@ -213,9 +213,6 @@ KV_AVX2_INLINE void matmul_tiles(const MatmulArgs& a, int64_t n0, int64_t n1) {
     const int64_t c1 = std::min(c0 + chunk, n1);
     int64_t r = 0;
     for (; r + T::kRows <= a.m; r += T::kRows) row_sweep<B, T, T::kRows>(a, r, c0, c1);
-    if constexpr (T::kRows > 8) {
-      if (a.m - r >= 8) row_sweep<B, T, 8>(a, r, c0, c1), r += 8;
-    }
     if constexpr (T::kRows > 4) {
       if (a.m - r >= 4) row_sweep<B, T, 4>(a, r, c0, c1), r += 4;
     }
