@@ -99,7 +99,7 @@ def test_an_error_after_the_stream_started_is_an_error_event_then_done(tiny_mode
         def broken(batch):
             raise RuntimeError("device lost")
 
-        server.call(lambda: setattr(server.engine.runner.executor.runner, "execute", broken))
+        server.call(lambda: setattr(server.engine.runner.executor.runner, "launch", broken))
         while b"[DONE]" not in received:
             received += sock.recv(65536)
         sock.close()

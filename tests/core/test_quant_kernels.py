@@ -98,7 +98,10 @@ def matmul(x: np.ndarray, stored: np.ndarray, fmt: int, n: int, k: int, threads:
 CASES = [(fmt, 3 * GGML_QUANT_SIZES[fmt][0]) for fmt in BLOCK_FORMATS] + [(fmt, 769) for fmt in ROW_FORMATS]
 
 
-@pytest.mark.parametrize("m", [1, 3, 17, 130])
+# Activation rows: one, each register tile height (8 and 4 on AVX-512, 4 on AVX2) and the halves that finish a
+# ragged batch (23 = 16 + 4 + 2 + 1), and more than one 64-row panel (130 = 64 + 64 + 2); 37 weight rows leave a
+# ragged column of tiles two and four wide.
+@pytest.mark.parametrize("m", [1, 3, 8, 16, 23, 130])
 @pytest.mark.parametrize(("fmt", "k"), CASES, ids=[f"{fmt.name}-k{k}" for fmt, k in CASES])
 def test_matmul_within_the_accumulation_bound(fmt: GGMLQuantizationType, k: int, m: int) -> None:
     n = 37
@@ -108,6 +111,17 @@ def test_matmul_within_the_accumulation_bound(fmt: GGMLQuantizationType, k: int,
     for threads in (1, 2):
         got = matmul(x, stored, fmt, n, k, threads)
         assert np.all(np.abs(got.astype(np.float64) - expected) <= product_tolerance(x, dense)), (fmt.name, threads)
+
+
+@pytest.mark.parametrize(("fmt", "k"), CASES, ids=[f"{fmt.name}-k{k}" for fmt, k in CASES])
+def test_rows_split_across_threads(fmt: GGMLQuantizationType, k: int) -> None:
+    """Enough work for two threads: their row ranges meet on a tile boundary, every row is written once."""
+    n, m = 211, 11
+    stored, dense = weights(fmt, n, k, seed=5)
+    x = np.random.default_rng(6).standard_normal((m, k)).astype(np.float32)
+    got = matmul(x, stored, fmt, n, k, threads=2)
+    assert np.all(np.abs(got.astype(np.float64) - x @ dense.T) <= product_tolerance(x, dense)), fmt.name
+    np.testing.assert_array_equal(got, matmul(x, stored, fmt, n, k, threads=1))
 
 
 @pytest.mark.parametrize(("fmt", "k"), CASES, ids=[f"{fmt.name}-k{k}" for fmt, k in CASES])
@@ -164,6 +178,6 @@ def test_narrower_builds(isa: str) -> None:
     )  # fmt: skip
     if check.stdout.strip() != isa:
         pytest.skip(f"this CPU has no {isa} build to cap at (got {check.stdout.strip()})")
-    tests = ["-k", "matmul or dequantize or padded", "-q", "-p", "no:cacheprovider", __file__]
+    tests = ["-k", "matmul or dequantize or padded or threads", "-q", "-p", "no:cacheprovider", __file__]
     result = subprocess.run([sys.executable, "-m", "pytest", *tests], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:]

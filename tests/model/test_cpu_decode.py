@@ -102,7 +102,7 @@ def _both_paths(model: torch.nn.Module, contexts: list[int], cache_dtype: torch.
         assert torch.equal(ours, theirs)
 
 
-@pytest.mark.parametrize("contexts", [[1], [37], [5, 64, 17], [20 + 3 * i for i in range(16)]])
+@pytest.mark.parametrize("contexts", [[1], [37], [5, 64, 17], [20 + 3 * i for i in range(24)]])
 def test_fused_decode_equals_the_op_by_op_path(smollm2: torch.nn.Module, contexts: list[int]) -> None:
     _both_paths(smollm2, contexts)
 
@@ -122,10 +122,10 @@ def _context(ctx: ForwardContext, **changes: object) -> ForwardContext:
 
 
 def test_steps_that_do_not_fit_take_the_op_by_op_path(smollm2: torch.nn.Module) -> None:
-    """More rows than the GEMV kernel takes, a prefill step, caches of two dtypes: the fused layers decline."""
+    """A prefill step, caches of two dtypes: the fused layers decline."""
     layers = CpuDecodeLayers.build(smollm2)
     assert layers is not None
-    for contexts, changes in (([4] * 17, {}), ([4], {"max_query_len": 2}), ([4], {"kv_caches": "half"})):
+    for contexts, changes in (([4], {"max_query_len": 2}), ([4], {"kv_caches": "half"})):
         ids, positions, ctx = _decode_inputs(smollm2, contexts)
         if changes.get("kv_caches") == "half":
             changes["kv_caches"] = [cache.half() if i else cache for i, cache in enumerate(ctx.kv_caches)]

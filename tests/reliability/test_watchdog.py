@@ -21,16 +21,16 @@ from tests.reliability.helpers import post, request
 @pytest.mark.parametrize("failure", ["stall", "raise"])
 def test_a_broken_step_fails_every_request_and_exits_non_zero(tiny_model_dir, monkeypatch, failure):
     broken = threading.Event()
-    execute = ModelRunner.execute
+    launch = ModelRunner.launch
 
     def breakable(self, batch):
         if broken.is_set():
             if failure == "raise":
                 raise RuntimeError("device lost")
             time.sleep(3)  # far past the 0.5 s step timeout
-        return execute(self, batch)
+        return launch(self, batch)
 
-    monkeypatch.setattr(ModelRunner, "execute", breakable)
+    monkeypatch.setattr(ModelRunner, "launch", breakable)
     model = str(tiny_model_dir("llama"))
     config = EngineConfig(model=model, kv_cache_memory=16 * MiB, engine_step_timeout=0.5)
     port = free_port()

@@ -3,10 +3,10 @@
 Run op by op, a layer is ~10 Python calls into torch and our kernels, each with its tensor allocations and
 checks: ~100 µs a layer, which is most of a small model's step and a third of the default model's at one
 stream (RESULTS.md, #14). For the steps that fit (every projection kept in its stored format, float32
-activations, a float32/float16/bfloat16 KV cache, one rank, one query token per request, at most
-GEMV_MAX_ROWS of them) the whole stack of layers and the final norm run in C++ with the GIL released,
-calling the same kernels in the same order on the same values, so the hidden states are bit-identical to the
-op-by-op path's; any other step takes that path.
+activations, a float32/float16/bfloat16 KV cache, one rank, one query token per request: the stored-format
+kernel multiplies every batch size the same way) the whole stack of layers and the final norm run in C++
+with the GIL released, calling the same kernels in the same order on the same values, so the hidden states
+are bit-identical to the op-by-op path's; any other step takes that path.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from kvserve.model.forward_context import ForwardContext
 from kvserve.model.parallel.state import tp_group
 from kvserve.model.quantization.linear import Linear
 from kvserve.model.quantization.stored import StoredLinearMethod
-from kvserve.ops import quant_kernels
 from kvserve.ops.cpu_kernels import CACHE_DTYPES, fits_cache
 
 _FLOAT32 = torch.float32
@@ -47,7 +46,7 @@ def _projection(linear: Linear) -> tuple | None:
 class CpuDecodeLayers:
     """The C++ layer stack of one model, which holds the addresses of the model's parameters."""
 
-    __slots__ = ("_kv_pointers", "_kv_shape", "_layers", "_num_layers", "_tensors", "_tokens_max")
+    __slots__ = ("_kv_pointers", "_kv_shape", "_layers", "_num_layers", "_tensors")
 
     def __init__(self, layers: _core.cpu.DecodeLayers, num_layers: int, tensors: list[torch.Tensor]) -> None:
         self._layers = layers
@@ -55,7 +54,6 @@ class CpuDecodeLayers:
         # were ever reassigned (no path does that after loading; this keeps such a change memory-safe).
         self._tensors = tensors
         self._num_layers = num_layers
-        self._tokens_max = quant_kernels.GEMV_MAX_ROWS  # above it the op-by-op path multiplies by sgemm
         self._kv_pointers: list[int] = []
         self._kv_shape: torch.Size | None = None
 
@@ -94,7 +92,7 @@ class CpuDecodeLayers:
         """The final hidden states [T, hidden] of a decode step from its embeddings; None when the step does not
         fit (the caller runs the layers op by op)."""
         tokens = hidden.shape[0]
-        if ctx.max_query_len != 1 or not 0 < tokens <= self._tokens_max or ctx.cross is not None:
+        if ctx.max_query_len != 1 or tokens == 0 or ctx.cross is not None:
             return None
         if hidden.dtype is not _FLOAT32 or not hidden.is_cpu or not hidden.is_contiguous():
             return None

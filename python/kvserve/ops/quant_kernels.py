@@ -2,9 +2,9 @@
 
 A `StoredWeight` is a uint8 matrix whose row j holds output row j of W in a GGUF block format (Q4_0, Q4_1,
 Q8_0, Q4_K, Q5_K, Q6_K) or as plain f32 / f16 / bf16 values; activations and accumulation are float32.
-Decode-sized batches (M <= GEMV_MAX_ROWS) run the C++ kernel, which dequantizes each weight row once in L1
-and dots it with every activation row; larger batches (prefill) dequantize W a panel of rows at a time into
-float32 and hand the product to torch's sgemm (see benchmarks/bench_cpu_matmul.py for the crossover).
+Every batch size runs the C++ kernel, which dequantizes W in registers into tiles of several activation rows
+by several weight rows; it beats dequantizing W to float32 and torch's sgemm (`dequantize_matmul`, kept as
+the comparison) from one row to prefill-sized batches (benchmarks/bench_cpu_matmul.py, RESULTS.md #14).
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 3, 8, 12, 13, 14, 
 FORMATS_WITH_KERNEL = frozenset({F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16})
 _HALF_FORMATS = {torch.float16: F16, torch.bfloat16: BF16, torch.float32: F32}
 
-# Activation rows up to which the GEMV kernel beats dequantize + sgemm (measured: RESULTS.md, #14).
-GEMV_MAX_ROWS = 16
 # Float32 values dequantized per panel of the prefill path: 1 MiB, well inside L2 with the activations.
 _PANEL_VALUES = 1 << 18
 
@@ -90,11 +88,8 @@ def dequantize_matmul_into(out: torch.Tensor, x: torch.Tensor, weight: StoredWei
 
 
 def matmul_into(out: torch.Tensor, x: torch.Tensor, weight: StoredWeight) -> None:
-    """out = x · Wᵀ, the kernel chosen by the number of activation rows."""
-    if x.shape[0] <= GEMV_MAX_ROWS:
-        gemv_into(out, x, weight)
-    else:
-        dequantize_matmul_into(out, x, weight)
+    """out = x · Wᵀ (the C++ kernel at every batch size: see the module's docstring)."""
+    gemv_into(out, x, weight)
 
 
 def gemv(x: torch.Tensor, weight: StoredWeight) -> torch.Tensor:
