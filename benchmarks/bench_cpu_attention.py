@@ -15,7 +15,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kvserve serve` sets it, before torch loads
+from kvserve.openmp_waiting import configure_openmp_waiting  # noqa: E402
+
+configure_openmp_waiting()  # as `kvserve serve` does, before torch loads
 
 import torch  # noqa: E402
 

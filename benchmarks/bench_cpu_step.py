@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import time
 
-# As `kvserve serve` sets it, before torch loads: idle OpenMP threads sleep instead of spinning (spinning
-# threads on a shared machine made a 16-request step 4x slower here).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from kvserve.openmp_waiting import configure_openmp_waiting  # noqa: E402
+
+configure_openmp_waiting()  # as `kvserve serve` does, before torch loads
 
 import torch  # noqa: E402
 

@@ -1,11 +1,11 @@
 """How kvserve's runner should use the cores: torch's intra-op threads and OpenMP's wait policy, measured.
 
-For each variant (threads x OMP_WAIT_POLICY: unset means kvserve's default, PASSIVE; DEFAULT means
-libgomp's own, spinning a while after each parallel region), `kvserve serve` is started on one of compare_cpu.py's GGUF
-models with `--cpu-threads N` and the policy in its environment (libgomp reads it when torch loads), then:
-one stream's median TPOT, 16 streams' output tok/s, and the event loop's responsiveness under that load:
-GET /health every 20 ms while the 16 streams decode (median, p99 and max latency). One table; `--json`
-writes every figure.
+For each variant (threads x OMP_WAIT_POLICY: unset means kvserve's default, a short GOMP_SPINCOUNT
+(openmp_waiting.py); DEFAULT means libgomp's own, spinning ~300k iterations after each parallel region),
+`kvserve serve` is started on one of compare_cpu.py's GGUF models with `--cpu-threads N` and the policy in its
+environment (libgomp reads it when torch loads), then: one stream's median TPOT, 16 streams' output tok/s, and
+the event loop's responsiveness under that load: GET /health every 20 ms while the 16 streams decode (median,
+p99 and max latency). One table; `--json` writes every figure.
 
     .venv/bin/python benchmarks/bench_cpu_threads.py --model tiny
     .venv/bin/python benchmarks/bench_cpu_threads.py --model smollm2 --variants 1 2 2:DEFAULT 2:ACTIVE
@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from compare_cpu import (
+    KV_CACHE_DTYPES,
     KVSERVE,
     ROOT,
     bench_models,
@@ -56,7 +57,7 @@ class HealthProbe(threading.Thread):
 def measure(variant: str, model, args: argparse.Namespace) -> dict:
     threads, _, policy = variant.partition(":")
     args.threads = int(threads)
-    # `kvserve serve` sets PASSIVE unless the variable is set; an empty value is libgomp's own default
+    # `kvserve serve` sets a short spin unless the variable is set; an empty value is libgomp's own default
     # (spin a while, then sleep), with a warning in the server's log.
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--min-prompts", type=int, default=8)
     parser.add_argument("--max-model-len", type=int, default=512)
     parser.add_argument("--max-num-seqs", type=int, default=16)
+    parser.add_argument("--kv-cache-dtype", choices=list(KV_CACHE_DTYPES), default="float16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
     args = parser.parse_args()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import time
 
@@ -28,7 +27,9 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `kvserve serve` sets it, before OpenMP starts
+    from kvserve.openmp_waiting import configure_openmp_waiting
+
+    configure_openmp_waiting()  # as `kvserve serve` does, before torch loads
 
     from kvserve.config import EngineConfig
     from kvserve.engine import AsyncEngine

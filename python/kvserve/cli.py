@@ -482,11 +482,9 @@ def settings_factory(args: argparse.Namespace) -> SettingsFactory:
 
 
 def serve(args: argparse.Namespace) -> None:
-    # Before torch loads (its OpenMP runtime reads this once): idle pool threads sleep at once instead of
-    # spinning for a while after each parallel op. Spinning threads take the cores from the event loop, the
-    # actors and the runner itself; at 16 streams on 2 cores that cost 19x the throughput and /health
-    # answered in up to 474 ms (benchmarks/RESULTS.md, bench_cpu_threads.py). A user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from kvserve.openmp_waiting import configure_openmp_waiting
+
+    configure_openmp_waiting()  # before torch loads
     from kvserve.malloc_tuning import tune_malloc
 
     tune_malloc()  # before the model loads and the actors' threads start: they would get arenas of their own
