@@ -227,6 +227,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda":
         args.max_num_batched_tokens = max(args.max_num_batched_tokens, 8192)
+    # Inherited by both sides' fresh processes before they load torch: OpenMP waits as `kvserve serve` sets it.
+    from kvserve.openmp_waiting import configure_openmp_waiting
+
+    configure_openmp_waiting()
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -120,8 +120,9 @@ def test_decode_layers_equal_a_float64_reference() -> None:
     reference_caches = [c.astype(np.float64) for c in caches]
 
     out = np.empty((reqs, hidden), dtype=np.float32)
+    # The 0 after the caches: they are float32 (kvserve::cpu::CacheDtype).
     decode.run(
-        out.ctypes.data, x.ctypes.data, cos.ctypes.data, sin.ctypes.data, [c.ctypes.data for c in caches],
+        out.ctypes.data, x.ctypes.data, cos.ctypes.data, sin.ctypes.data, [c.ctypes.data for c in caches], 0,
         slots.ctypes.data, tables.ctypes.data, lens.ctypes.data, reqs, num_blocks, block_size, tables.shape[1], 2,
     )  # fmt: skip
 
