@@ -23,9 +23,9 @@ import urllib.request
 from pathlib import Path
 
 from compare_cpu import (
-    KV_CACHE_DTYPES,
     KVSERVE,
     ROOT,
+    add_workload_args,
     bench_models,
     credit_exact_lengths,
     free_port,
@@ -93,18 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     parser.add_argument("--variants", nargs="+", default=["1", "2", "2:DEFAULT"], help="THREADS[:POLICY]")
-    parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "kvserve" / "compare-cpu")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "cpu-threads")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--input-len", type=int, default=128)
-    parser.add_argument("--output-len", type=int, default=128)
-    parser.add_argument("--prompts-per-stream", type=int, default=2)
-    parser.add_argument("--min-prompts", type=int, default=8)
-    parser.add_argument("--max-model-len", type=int, default=512)
-    parser.add_argument("--max-num-seqs", type=int, default=16)
-    parser.add_argument("--kv-cache-dtype", choices=list(KV_CACHE_DTYPES), default="float16")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--startup-timeout", type=float, default=300.0)
+    add_workload_args(parser)
     args = parser.parse_args()
     args.cpus = os.sched_getaffinity(0)
     args.out_dir.mkdir(parents=True, exist_ok=True)

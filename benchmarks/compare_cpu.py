@@ -557,13 +557,11 @@ def parse_cpus(text: str) -> set[int]:
     return cpus
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+def add_workload_args(parser: argparse.ArgumentParser, kv_cache_dtypes: tuple[str, ...] = ()) -> None:
+    """The models' cache, the client's workload and the servers' capacity: what kvserve_command, run_client
+    and bench_models read, shared by the CPU benchmarks built on this one. `kv_cache_dtypes`: choices
+    besides KV_CACHE_DTYPES' (e.g. kvserve's "auto")."""
     parser.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "kvserve" / "compare-cpu")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "compare-cpu")
-    parser.add_argument("--json", type=Path, help="the table and every figure (default: OUT_DIR/compare_cpu.json)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--prompts-per-stream", type=int, default=2, help="prompts per concurrent stream")
@@ -572,12 +570,21 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=16, help="slots (concurrent sequences), both servers")
     parser.add_argument(
         "--kv-cache-dtype",
-        choices=list(KV_CACHE_DTYPES),
+        choices=[*kv_cache_dtypes, *KV_CACHE_DTYPES],
         default="float16",
         help="the KV cache's element type, both servers (default: llama-server's own default, f16)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup-timeout", type=float, default=300.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results" / "compare-cpu")
+    parser.add_argument("--json", type=Path, help="the table and every figure (default: OUT_DIR/compare_cpu.json)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    add_workload_args(parser)
     affinity = sorted(os.sched_getaffinity(0))
     parser.add_argument(
         "--cpus",
