@@ -389,7 +389,8 @@ def iterate_gguf_weights(path: Path, keep_formats: bool) -> Iterator[tuple[str, 
     """The file's tensors under Hugging Face names, one at a time. keep_formats: 2-D weights whose type
     has a CPU kernel come as their raw rows (uint8 [rows, row bytes]); everything else as float32."""
     reader = _open_reader(path)
-    metadata = {name: field.contents() for name, field in reader.fields.items()}
+    # The model's keys only: the tokenizer's arrays (tens of thousands of strings) are not needed here.
+    metadata = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.")}
     architecture = _architecture(metadata)
     prefix = metadata["general.architecture"]
     num_heads = {

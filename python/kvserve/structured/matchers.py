@@ -30,9 +30,10 @@ class GrammarMatchers:
     def __init__(self, compiler: GrammarCompiler, vocab_size: int) -> None:
         self.compiler = compiler
         self.width = -(-vocab_size // 32)  # the logits' bitmask width; llguidance's may be wider
-        self.ll_width = -(-compiler.tokenizer.vocab_size // 32)
         self.matchers: dict[int, llguidance.LLMatcher] = {}
-        self._words = np.zeros((0, self.ll_width), dtype=np.int32)
+        # Sized at the first constrained step: llguidance's tokenizer (~30 MiB for a 49k vocabulary) is
+        # built on first use, so a server that never constrains an output never holds it.
+        self._words = np.zeros((0, 0), dtype=np.int32)
 
     def add(self, slot: int, spec: GrammarSpec) -> None:
         self.matchers[slot] = self.compiler.matcher(spec)
@@ -47,7 +48,8 @@ class GrammarMatchers:
         49k vocabulary, while its thread-pool executor (fill_next_token_bitmask_par) took 40x longer for 16
         masks on a loaded 2-core machine (benchmarks/RESULTS.md)."""
         if len(self._words) < len(slots):
-            self._words = np.zeros((max(len(slots), 2 * len(self._words)), self.ll_width), dtype=np.int32)
+            ll_width = -(-self.compiler.tokenizer.vocab_size // 32)
+            self._words = np.zeros((max(len(slots), 2 * len(self._words)), ll_width), dtype=np.int32)
         words = self._words[: len(slots)]
         for row, slot in enumerate(slots):
             llguidance.numpy.fill_next_token_bitmask(self.matchers[slot], words, row)
