@@ -3,6 +3,10 @@ each element type the kernels take (float32, float16, bfloat16)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,21 +61,45 @@ def test_reshape_and_cache_from_strided_views(cache_dtype):
     assert torch.equal(kv_cache, expected)
 
 
+def _decode_case(heads, kv_heads, head_dim, block_size, cache_dtype, seed):
+    """Ragged contexts that end on, just past and inside a block (and span a whole 8-key group and a partial one
+    in blocks of 16), over scattered blocks."""
+    torch.manual_seed(seed)
+    num_blocks = 40
+    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(cache_dtype)
+    seq_lens = torch.tensor([1, 5, 16, 33, 4 * block_size + 3], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(num_blocks)[:9] for _ in seq_lens]).to(torch.int32)
+    return torch.randn(len(seq_lens), heads, head_dim), kv_cache, tables, seq_lens
+
+
+# head sizes a multiple of 32 take the AVX2 kernel where the CPU has it (groups of 1, 2 and 3 query heads a KV
+# head; head_dim 128 in two passes of 32 values), the others the portable loops.
+DECODE_SHAPES = [(4, 2, 16), (9, 3, 64), (2, 2, 7), (8, 2, 128), (4, 4, 32)]
+
+
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
 @pytest.mark.parametrize("window", [0, 6])
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (9, 3, 64), (2, 2, 7)])
-def test_decode_attention(heads, kv_heads, head_dim, window, cache_dtype):
-    """Ragged contexts that end on, just past and inside a block; the same cached values in both: float32
-    agreement whatever the cache's type (both widen it exactly)."""
-    torch.manual_seed(heads * head_dim)
-    block_size, num_blocks = 4, 40
-    kv_cache = torch.randn(2, num_blocks, block_size, kv_heads, head_dim).to(cache_dtype)
-    seq_lens = torch.tensor([1, 5, 16, 33], dtype=torch.int32)
-    tables = torch.stack([torch.randperm(num_blocks)[:9] for _ in seq_lens]).to(torch.int32)
-    query = torch.randn(len(seq_lens), heads, head_dim)
+@pytest.mark.parametrize("block_size", [4, 16])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), DECODE_SHAPES)
+def test_decode_attention(heads, kv_heads, head_dim, block_size, window, cache_dtype):
+    """The same cached values in both: float32 agreement whatever the cache's type (both widen it exactly)."""
+    query, kv_cache, tables, seq_lens = _decode_case(heads, kv_heads, head_dim, block_size, cache_dtype, head_dim)
     scale = head_dim**-0.5
     expected = reference.decode_attention(query, kv_cache, tables, seq_lens, scale, window)
     torch.testing.assert_close(cpu_kernels._decode(query, kv_cache, tables, seq_lens, scale, window), expected, **TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_attention_of_half_precision_queries_rounds_the_float32_result_once(dtype):
+    """A bf16/f16 model's queries: widened exactly, float32 math, the output rounded to their type once."""
+    query, kv_cache, tables, seq_lens = _decode_case(8, 2, 64, 16, dtype, 1)
+    query = query.to(dtype)
+    out = cpu_kernels._decode(query, kv_cache, tables, seq_lens, 0.125, 0)
+    assert out.dtype == dtype
+    expected = reference.decode_attention(query.float(), kv_cache, tables, seq_lens, 0.125, 0)
+    # Rounding to the nearest half-precision value is off by at most half its spacing, eps / 2 relative; the
+    # float32 results' own few-ulp difference can tip a value to its other neighbour: within eps, not eps / 2.
+    torch.testing.assert_close(out.float(), expected, rtol=torch.finfo(dtype).eps, atol=1e-6)
 
 
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
@@ -178,3 +206,13 @@ def test_attention_block_dispatch_falls_back_to_the_ops_for_other_dtypes():
     expected = cpu_kernels.attention_block(qkv.clone(), *args, kv_cache, *attn_args, 0.25, 0)
     torch.testing.assert_close(out.float(), expected, **TOL)
     torch.testing.assert_close(ref_cache.float(), kv_cache, **TOL)
+
+
+@pytest.mark.skipif("KVSERVE_CPU_ISA" in os.environ, reason="already running under a capped instruction set")
+def test_attention_on_the_portable_build():
+    """The attention checks again with the kernels capped at the baseline instruction set (the portable loops,
+    which CPUs without AVX2 run)."""
+    env = {**os.environ, "KVSERVE_CPU_ISA": "baseline"}
+    tests = ["-k", "attention and not portable", "-q", "-p", "no:cacheprovider", __file__]
+    result = subprocess.run([sys.executable, "-m", "pytest", *tests], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -1,7 +1,7 @@
 """The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
 
-Each wrapper checks that its inputs fit the kernel (CPU, float32 activations, a KV cache of float32, float16
-or bfloat16, the layouts it reads) and otherwise returns NotImplemented, so the caller falls back to the torch
+Each wrapper checks that its inputs fit the kernel (CPU, float32 activations or, for attention, queries of
+any of the cache's types, a KV cache of float32, float16 or bfloat16, the layouts it reads) and otherwise returns NotImplemented, so the caller falls back to the torch
 reference. The kernels write into tensors allocated here; rotary_embedding rotates in place. The attention
 kernels split their work across torch's thread count, on the OpenMP runtime torch's ops use.
 """
@@ -28,6 +28,12 @@ def _fits(*tensors: torch.Tensor) -> bool:
         if t.dtype is not _FLOAT32 or not t.is_cpu:
             return False
     return True
+
+
+def _fits_query(query: torch.Tensor) -> bool:
+    """Attention queries may also be 16-bit: the kernel reads them widened to float32 (exactly) and its output
+    is rounded back to their type once, the way torch's attention computes half-precision inputs."""
+    return query.dtype in CACHE_DTYPES and query.is_cpu
 
 
 def fits_cache(kv_cache: torch.Tensor) -> bool:
@@ -102,7 +108,8 @@ def _decode(
     query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float,
     sliding_window: int,
 ) -> torch.Tensor:  # fmt: skip
-    query = query.contiguous()
+    dtype = query.dtype
+    query = query.to(_FLOAT32).contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
     seq_lens = seq_lens.to(torch.int32).contiguous()
     out = torch.empty_like(query)
@@ -112,7 +119,7 @@ def _decode(
         seq_lens.data_ptr(), num_reqs, num_heads, kv_cache.shape[3], head_dim, kv_cache.shape[1], kv_cache.shape[2],
         block_tables.shape[1], num_heads * head_dim, scale, sliding_window, torch.get_num_threads(),
     )  # fmt: skip
-    return out
+    return out.to(dtype)
 
 
 def paged_attention(
@@ -126,7 +133,7 @@ def paged_attention(
     scale: float,
     sliding_window: int = 0,
 ):
-    if not (_fits(query) and fits_cache(kv_cache)):
+    if not (_fits_query(query) and fits_cache(kv_cache)):
         return NotImplemented
     return reference.split_attention(
         query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
@@ -145,7 +152,7 @@ def cross_attention(
 ):
     # One query row per request (decode steps): a decode row sees its whole context, so the decode kernel
     # is the non-causal cross-attention too, reading the cross blocks in place. Longer rows take the reference.
-    if max_query_len != 1 or not (_fits(query) and fits_cache(kv_cache)):
+    if max_query_len != 1 or not (_fits_query(query) and fits_cache(kv_cache)):
         return NotImplemented
     return _decode(query, kv_cache, block_tables, seq_lens, scale, 0)
 
