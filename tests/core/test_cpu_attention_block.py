@@ -51,13 +51,15 @@ def rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return out
 
 
-def attention(q: np.ndarray, flat: np.ndarray, tables: np.ndarray, seq_lens: np.ndarray, window: int) -> np.ndarray:
+def attention(
+    q: np.ndarray, flat: np.ndarray, tables: np.ndarray, seq_lens: np.ndarray, window: int, block_size: int = BLOCK_SIZE
+) -> np.ndarray:
     """q [R, H, D] over the float32 cache flat [2, slots, KVH, D] -> [R, H, D], in float64."""
     out = np.empty(q.shape, dtype=np.float64)
     for r, seq_len in enumerate(seq_lens):
         first = max(0, seq_len - window) if window else 0
         positions = np.arange(first, seq_len)
-        cached = flat[:, tables[r, positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE]  # [2, L, KVH, D]
+        cached = flat[:, tables[r, positions // block_size] * block_size + positions % block_size]  # [2, L, KVH, D]
         for h in range(q.shape[1]):
             kvh = h // (q.shape[1] // flat.shape[2])
             scores = cached[0, :, kvh].astype(np.float64) @ q[r, h] * q.shape[2] ** -0.5
@@ -140,6 +142,34 @@ def test_decode_attention_threads_split_requests_and_heads(cache_dtype: str) -> 
     np.testing.assert_allclose(outs[0], attention(query, flat, tables, seq_lens, 0), rtol=1e-4, atol=1e-5)
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+
+
+@pytest.mark.parametrize("cache_dtype", list(CACHE_DTYPES))
+@pytest.mark.parametrize("window", [0, 11])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (4, 2, 128), (2, 2, 32)])
+def test_decode_attention_in_registers(heads: int, kv_heads: int, head_dim: int, window: int, cache_dtype: str) -> None:
+    """Head sizes a multiple of 32 take the AVX2 kernel where the CPU has it: eight keys a group within blocks
+    of 16 (contexts ending inside a group, on a block's end and just past it), groups of 3, 2 and 1 query heads,
+    head_dim 128 in two column passes; 1 and 2 threads."""
+    dtype_id = CACHE_DTYPES[cache_dtype][0]
+    rng = np.random.default_rng(head_dim + window)
+    block_size, num_blocks = 16, 60
+    seq_lens = np.array([1, 7, 16, 17, 40, 129], dtype=np.int32)
+    reqs, width = len(seq_lens), 9
+    tables = np.stack([rng.permutation(num_blocks)[:width] for _ in seq_lens]).astype(np.int32)
+    query = rng.standard_normal((reqs, heads, head_dim), dtype=np.float32)
+    kv_cache = narrow(
+        rng.standard_normal((2, num_blocks, block_size, kv_heads, head_dim), dtype=np.float32), cache_dtype
+    )
+    flat = widen(kv_cache, cache_dtype).reshape(2, -1, kv_heads, head_dim)
+    expected = attention(query, flat, tables, seq_lens, window, block_size)
+    for threads in (1, 2):
+        out = np.full((reqs, heads, head_dim), np.nan, dtype=np.float32)
+        _core.cpu.paged_attention_decode(
+            ptr(out), ptr(query), ptr(kv_cache), dtype_id, ptr(tables), ptr(seq_lens), reqs, heads, kv_heads,
+            head_dim, num_blocks, block_size, width, heads * head_dim, head_dim**-0.5, window, threads,
+        )  # fmt: skip
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("cache_dtype", ["float16", "bfloat16"])

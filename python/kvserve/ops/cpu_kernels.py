@@ -1,9 +1,10 @@
 """The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
 
 Each wrapper checks that its inputs fit the kernel (CPU, float32 activations or, for attention, queries of
-any of the cache's types, a KV cache of float32, float16 or bfloat16, the layouts it reads) and otherwise returns NotImplemented, so the caller falls back to the torch
-reference. The kernels write into tensors allocated here; rotary_embedding rotates in place. The attention
-kernels split their work across torch's thread count, on the OpenMP runtime torch's ops use.
+any of the cache's types, a KV cache of float32, float16 or bfloat16, the layouts it reads) and otherwise
+returns NotImplemented, so the caller falls back to the torch reference. The kernels write into tensors
+allocated here; rotary_embedding rotates in place. The attention kernels split their work across torch's
+thread count, on the OpenMP runtime torch's ops use.
 """
 
 from __future__ import annotations
