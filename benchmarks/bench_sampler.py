@@ -7,6 +7,7 @@ trained model's (a normal tail and a few tokens well ahead, so that a top-p 0.9 
 tokens). Mixes, per row:
 
   greedy     temperature 0
+  random     temperature 1, nothing else (what OpenAI's clients send by default)
   logprobs   greedy; a quarter of the rows ask for 5 logprobs
   top-k/p    temperature 0.8, top-k 50, top-p 0.9
   top-p      temperature 1.0, top-p 0.9 (no top-k: the partial selection's fallback case when flat)
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-MIXES = ("greedy", "logprobs", "top-k/p", "top-p", "mixed")
+MIXES = ("greedy", "random", "logprobs", "top-k/p", "top-p", "mixed")
 
 
 def row_params(mix: str, index: int):
@@ -38,6 +39,8 @@ def row_params(mix: str, index: int):
     common = dict(max_tokens=4096, ignore_eos=True)
     if mix == "greedy":
         return SamplingParams(temperature=0.0, **common)
+    if mix == "random":
+        return SamplingParams(temperature=1.0, **common)
     if mix == "logprobs":
         return SamplingParams(temperature=0.0, logprobs=5 if index % 4 == 0 else None, **common)
     if mix == "top-k/p":

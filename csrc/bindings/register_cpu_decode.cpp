@@ -1,5 +1,6 @@
-// kvserve._core.cpu.DecodeLayers, row_argmax and row_topk: a decode step's decoder layers in one call, and the
-// sampler's row selections (see kvserve.model.cpu_decode and kvserve.model.sampler). Pointers are data_ptr()s of
+// kvserve._core.cpu.DecodeLayers, row_argmax, row_topk and exponential_draws: a decode step's decoder layers in
+// one call, and the sampler's row selections and random draws (see kvserve.model.cpu_decode and
+// kvserve.model.sampler). Pointers are data_ptr()s of
 // tensors the Python side keeps alive and has checked; the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "../cpu/decode_layers.h"
+#include "../cpu/random_draws.h"
 #include "../cpu/row_select.h"
 #include "registrations.h"
 
@@ -105,6 +107,14 @@ void register_cpu_decode(py::module_& m) {
          int num_threads) {
         cpu::row_topk(ptr<float>(values), ptr<int64_t>(indices), ptr<const float>(x), rows, cols, x_stride, k,
                       num_threads);
+      },
+      release);
+  cpu.def(
+      "exponential_draws",
+      [](uintptr_t out, int64_t rows, int64_t cols, int64_t out_stride, uintptr_t seeds, uintptr_t counters,
+         int num_threads) {
+        cpu::exponential_draws(ptr<float>(out), rows, cols, out_stride, ptr<const uint64_t>(seeds),
+                               ptr<const uint64_t>(counters), num_threads);
       },
       release);
 }

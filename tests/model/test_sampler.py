@@ -330,8 +330,9 @@ def test_half_precision_logits(dtype: torch.dtype) -> None:
     out = Sampler()(logits, metadata)
     token_ids = out.sampled_token_ids
     assert token_ids[0::2].tolist() == as_float[0::2].argmax(dim=-1).tolist()
-    top3 = as_float[1::2].topk(3, dim=-1).indices
-    assert (top3 == token_ids[1::2].unsqueeze(1)).any(dim=1).all()
+    # In the top 3, counting every token tied with the third (top-k keeps ties; half precision has many).
+    third = as_float[1::2].topk(3, dim=-1).values[:, -1]
+    assert (as_float[1::2].gather(1, token_ids[1::2].unsqueeze(1)).squeeze(1) >= third).all()
     assert out.logprobs is not None and out.logprobs.logprobs.dtype == torch.float32
     expected = as_float.log_softmax(dim=-1).gather(1, token_ids.unsqueeze(1)).squeeze(1)
     torch.testing.assert_close(out.logprobs.logprobs[:, 0], expected, rtol=0, atol=1e-6)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kvserve.model.random_draws import PhiloxStream, seeded_stream
 from kvserve.model.sampler import SamplingMetadata, build_sampling_metadata
 from kvserve.model.token_bitmask import TokenBitmask, bitmask_width, pack_allowed_ids
 from kvserve.request import PreparedRequest
@@ -115,7 +116,7 @@ class InputBatch:
         for name, (dtype, empty) in _COLUMNS.items():
             setattr(self, name, np.full(capacity, empty, dtype=dtype))
         self.requests: list[PreparedRequest | None] = [None] * capacity
-        self.generators: list[torch.Generator | None] = [None] * capacity
+        self.generators: list[torch.Generator | PhiloxStream | None] = [None] * capacity
         self.bias: list[tuple[np.ndarray, np.ndarray] | None] = [None] * capacity
         self.allowed_ids: list[np.ndarray | None] = [None] * capacity
         self.banned_until_min: list[np.ndarray | None] = [None] * capacity
@@ -150,7 +151,7 @@ class InputBatch:
     def _add_options(self, slot: int, params: SamplingParams, eos_token_ids: tuple[int, ...]) -> int:
         features = 0
         if params.seed is not None:
-            self.generators[slot] = torch.Generator(device=self.device).manual_seed(params.seed)
+            self.generators[slot] = seeded_stream(params.seed, self.device)
             features |= SEEDED
         if params.has_penalties:
             features |= PENALTIES

@@ -21,8 +21,12 @@ i.e. before the bias, penalty and constraint stages too), so they do not depend 
 The [R, V] temporaries of random rows live in a `Workspace` the Sampler keeps between steps (two float32
 buffers): fresh ones of 50 MB would be mapped and page-faulted anew each step.
 
+The race's Exp(1) draws come on the CPU from a counter-based kernel (model/random_draws.py), a seeded
+request's from its own stream, elsewhere from torch's generators.
+
 Hot path: this runs every step on the device that holds the logits. Everything is batched over rows and
-vocabulary; the only per-row Python loop is over the few seeded rows in `_exponential_noise`. The host-side
+vocabulary; the only per-row Python loops are over the few seeded rows (their draws, in `_random_sample` and
+`_race`). The host-side
 values in `SamplingMetadata` pick the paths; the one device value read back is whether any truncated row
 needs the full sort (only in steps with top-k or top-p rows).
 """
@@ -37,6 +41,7 @@ import torch
 
 from kvserve import _core
 from kvserve.model.logprobs import LogprobsTensors, rank_logprobs
+from kvserve.model.random_draws import PhiloxStream, fill_exponentials
 
 # Shared with SamplingParams.greedy, so the runner's host flags and the per-row test here agree.
 from kvserve.sampling_params import GREEDY_TEMPERATURE
@@ -61,9 +66,9 @@ class RandomRows:
     truncated: np.ndarray
     num_candidates: int
     whole_row_mass: bool
-    # Position in R -> the request's own generator. Each sampler call draws exactly one vector of V
-    # exponentials from it, whatever path the row takes and wherever it sits in the batch.
-    generators: dict[int, torch.Generator]
+    # Position in R -> the request's own generator (random_draws.seeded_stream). Each sampler call draws
+    # exactly one vector of V exponentials from it, whatever path the row takes and wherever it sits in the batch.
+    generators: dict[int, torch.Generator | PhiloxStream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ def build_sampling_metadata(
     top_p: np.ndarray,  # [S] float32 in (0, 1]; 1.0 disables
     min_p: np.ndarray,  # [S] float32 in [0, 1]; 0.0 disables
     num_logprobs: np.ndarray,  # [S] int; -1: the row wants no logprobs
-    generators: dict[int, torch.Generator],  # batch row -> the request's generator
+    generators: dict[int, torch.Generator | PhiloxStream],  # batch row -> the request's generator
     to_device: Callable[[np.ndarray], torch.Tensor],
 ) -> SamplingMetadata:
     """The step's split by row class and its host-side flags, from the host copies of the parameters.
@@ -124,7 +129,7 @@ def _random_rows(
     top_p: np.ndarray,
     min_p: np.ndarray,
     rows: np.ndarray | None,
-    generators: dict[int, torch.Generator],
+    generators: dict[int, torch.Generator | PhiloxStream],
     to_device: Callable[[np.ndarray], torch.Tensor],
 ) -> RandomRows:
     if rows is not None:
@@ -418,7 +423,7 @@ def _race(
         probs.div_(probs.sum(dim=-1, keepdim=True))
         noise = workspace.take(1, probs)
     if len(seeded_noise) < noise.shape[0]:
-        noise.exponential_()
+        fill_exponentials(noise)
     # The one per-row loop of the step, over seeded rows only.
     for row, draws in seeded_noise.items():
         noise[row] = draws if token_ids is None else draws[token_ids[row]]
@@ -428,7 +433,9 @@ def _race(
     return choice if token_ids is None else token_ids.gather(1, choice.unsqueeze(1)).squeeze(1)
 
 
-def _exponentials(scaled: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _exponentials(scaled: torch.Tensor, generator: torch.Generator | PhiloxStream) -> torch.Tensor:
+    if isinstance(generator, PhiloxStream):
+        return generator.exponentials(scaled.shape[1]).to(scaled.dtype)
     return torch.empty(scaled.shape[1], dtype=scaled.dtype, device=scaled.device).exponential_(generator=generator)
 
 

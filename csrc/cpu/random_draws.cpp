@@ -1,0 +1,95 @@
+#include "random_draws.h"
+
+#include <omp.h>
+
+#include <cstring>
+
+#include "simd.h"
+
+namespace kvserve::cpu {
+namespace {
+
+// Philox4x32's multipliers and Weyl key increments (Random123).
+constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+
+// Philox4x32-10 of counter (c[0], c[1], c[2], 0) under key (k0, k1), into c.
+KV_INLINE void philox(uint32_t* c, uint32_t k0, uint32_t k1) {
+  uint32_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = 0;
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0, p1 = static_cast<uint64_t>(kM1) * c2;
+    c0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    c1 = static_cast<uint32_t>(p1);
+    c2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c3 = static_cast<uint32_t>(p0);
+    k0 += kW0;
+    k1 += kW1;
+  }
+  c[0] = c0, c[1] = c1, c[2] = c2, c[3] = c3;
+}
+
+KV_INLINE float from_bits(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+KV_INLINE uint32_t to_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+// -log(u) for u in (0, 1), a normal float: Cephes' logf (a degree-8 polynomial on the mantissa reduced to
+// [sqrt(1/2), sqrt(2)), within 1-2 ulp), written without branches so that the loop vectorises.
+KV_INLINE float minus_log(float u) {
+  const uint32_t bits = to_bits(u);
+  float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
+  float m = from_bits((bits & 0x007FFFFFu) | 0x3F000000u);  // u = m * 2^e, m in [0.5, 1)
+  const bool low = m < 0.707106781186547524f;
+  e = low ? e - 1.0f : e;
+  const float x = low ? m + m - 1.0f : m - 1.0f;
+  const float z = x * x;
+  float p = 7.0376836292e-2f;
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  float y = p * x * z;
+  y += e * -2.12194440e-4f;
+  y -= 0.5f * z;
+  return -(x + y + e * 0.693359375f);
+}
+
+// 23 random bits, centred in their interval: u = (k + 1/2) 2^-23 is exact in float32 and never 0 or 1.
+KV_INLINE float uniform(uint32_t word) { return (static_cast<float>(word >> 9) + 0.5f) * 0x1p-23f; }
+
+// Index c's draw is word c % 4 of the block of counter c / 4: one Philox call gives four draws.
+KV_CLONES void draw_row(float* out, int64_t cols, uint64_t seed, uint64_t counter) {
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  const uint32_t c1 = static_cast<uint32_t>(counter), c2 = static_cast<uint32_t>(counter >> 32);
+  const int64_t whole = cols / 4;
+  for (int64_t b = 0; b < whole; ++b) {
+    uint32_t words[4] = {static_cast<uint32_t>(b), c1, c2, 0};
+    philox(words, k0, k1);
+    for (int j = 0; j < 4; ++j) out[4 * b + j] = minus_log(uniform(words[j]));
+  }
+  if (whole * 4 < cols) {
+    uint32_t words[4] = {static_cast<uint32_t>(whole), c1, c2, 0};
+    philox(words, k0, k1);
+    for (int64_t c = whole * 4; c < cols; ++c) out[c] = minus_log(uniform(words[c - whole * 4]));
+  }
+}
+
+}  // namespace
+
+void exponential_draws(float* out, int64_t rows, int64_t cols, int64_t out_stride, const uint64_t* seeds,
+                       const uint64_t* counters, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && rows * cols >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) draw_row(out + r * out_stride, cols, seeds[r], counters[r]);
+}
+
+}  // namespace kvserve::cpu

@@ -1,0 +1,46 @@
+"""The C++ Philox kernel behind the CPU sampler's Exp(1) draws (kvserve._core.cpu.exponential_draws), on numpy
+buffers: its distribution, and that a draw is a pure function of (seed, counter, index). Torch-free, so that
+`make test-sanitize` runs it (tests/model/test_random_draws.py covers how the sampler uses it)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kvserve import _core
+
+
+def draws(rows: int, cols: int, seeds: list[int], counters: list[int], threads: int = 1) -> np.ndarray:
+    out = np.empty((rows, cols), dtype=np.float32)
+    seed_array, counter_array = np.array(seeds, dtype=np.uint64), np.array(counters, dtype=np.uint64)
+    _core.cpu.exponential_draws(
+        out.ctypes.data, rows, cols, cols, seed_array.ctypes.data, counter_array.ctypes.data, threads
+    )
+    return out
+
+
+def test_draws_follow_the_exponential_distribution() -> None:
+    n = 200_003  # not a multiple of 4: the last Philox block is partly used
+    x = draws(1, n, [12345], [7])[0].astype(np.float64)
+    # Kolmogorov-Smirnov distance to Exp(1)'s CDF, against the 1% critical value 1.63 / sqrt(n).
+    ordered = np.sort(x)
+    cdf = 1.0 - np.exp(-ordered)
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.63 / math.sqrt(n)
+    assert abs(x.mean() - 1.0) < 0.01 and abs(x.var() - 1.0) < 0.02
+    # 23 random bits centred in their intervals: never 0 (a draw of 0 would win any race), never above 16.7.
+    assert x.min() >= -math.log1p(-(2.0**-24)) * 0.99 and x.max() <= -math.log(2.0**-24) * 1.01
+
+
+def test_each_draw_is_a_function_of_seed_counter_and_index() -> None:
+    rows = draws(5, 1001, [1, 1, 2, 1, 1], [0, 1, 0, 0, 2**40])
+    assert np.array_equal(rows[0], rows[3])  # same (seed, counter)
+    for other in (1, 2, 4):
+        assert not np.array_equal(rows[0], rows[other])
+        assert abs(np.corrcoef(rows[0], rows[other])[0, 1]) < 0.1
+    # Rows in one call equal rows drawn one by one, on any number of threads; a prefix is the same draws.
+    many = draws(64, 1001, list(range(64)), [3] * 64, threads=2)
+    for r in (0, 17, 63):
+        assert np.array_equal(many[r], draws(1, 1001, [r], [3])[0])
+    assert np.array_equal(draws(1, 10, [9], [9])[0], draws(1, 1001, [9], [9])[0, :10])
