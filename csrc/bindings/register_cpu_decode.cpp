@@ -1,6 +1,6 @@
-// kvserve._core.cpu.DecodeLayers, row_argmax, row_topk and exponential_draws: a decode step's decoder layers in
-// one call, and the sampler's row selections and random draws (see kvserve.model.cpu_decode and
-// kvserve.model.sampler). Pointers are data_ptr()s of
+// kvserve._core.cpu.DecodeLayers, row_argmax, row_topk, exponential_draws and exponential_race: a decode step's
+// decoder layers in one call, and the sampler's row selections and random draws (see kvserve.model.cpu_decode,
+// kvserve.model.sampler and kvserve.model.random_draws). Pointers are data_ptr()s of
 // tensors the Python side keeps alive and has checked; the GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -115,6 +115,15 @@ void register_cpu_decode(py::module_& m) {
          int num_threads) {
         cpu::exponential_draws(ptr<float>(out), rows, cols, out_stride, ptr<const uint64_t>(seeds),
                                ptr<const uint64_t>(counters), num_threads);
+      },
+      release);
+  cpu.def(
+      "exponential_race",
+      [](uintptr_t out, uintptr_t logits, int64_t rows, int64_t cols, int64_t logits_stride, uintptr_t temperatures,
+         uintptr_t seeds, uintptr_t counters, int num_threads) {
+        cpu::exponential_race(ptr<int64_t>(out), ptr<const float>(logits), rows, cols, logits_stride,
+                              ptr<const float>(temperatures), ptr<const uint64_t>(seeds),
+                              ptr<const uint64_t>(counters), num_threads);
       },
       release);
 }

@@ -3,7 +3,9 @@
 #include <omp.h>
 
 #include <cstring>
+#include <vector>
 
+#include "row_select.h"
 #include "simd.h"
 
 namespace kvserve::cpu {
@@ -84,7 +86,28 @@ KV_CLONES void draw_row(float* out, int64_t cols, uint64_t seed, uint64_t counte
   }
 }
 
+// keys[c] = logits[c] / temperature - log(E_c): -log of a draw is minus_log of it.
+KV_CLONES void race_keys(float* keys, const float* logits, int64_t cols, float temperature, uint64_t seed,
+                         uint64_t counter) {
+  draw_row(keys, cols, seed, counter);
+  for (int64_t c = 0; c < cols; ++c) keys[c] = logits[c] / temperature + minus_log(keys[c]);
+}
+
 }  // namespace
+
+void exponential_race(int64_t* out, const float* logits, int64_t rows, int64_t cols, int64_t logits_stride,
+                      const float* temperatures, const uint64_t* seeds, const uint64_t* counters, int num_threads) {
+  if (cols == 0) return;
+#pragma omp parallel num_threads(num_threads) if (num_threads > 1 && rows > 1 && rows * cols >= (1 << 16))
+  {
+    std::vector<float> keys(static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      race_keys(keys.data(), logits + r * logits_stride, cols, temperatures[r], seeds[r], counters[r]);
+      row_argmax(out + r, keys.data(), 1, cols, cols, 1);
+    }
+  }
+}
 
 void exponential_draws(float* out, int64_t rows, int64_t cols, int64_t out_stride, const uint64_t* seeds,
                        const uint64_t* counters, int num_threads) {

@@ -14,4 +14,11 @@ namespace kvserve::cpu {
 void exponential_draws(float* out, int64_t rows, int64_t cols, int64_t out_stride, const uint64_t* seeds,
                        const uint64_t* counters, int num_threads);
 
+// The exponential race of each row in one pass, without the probabilities: out[r] = argmax_c of
+// logits[r, c] / temperatures[r] - log(E), E the draw exponential_draws gives for (seeds[r], counters[r], c).
+// That is argmax_c p_c / E of the race over softmax(logits / temperature), the same token for the same draws
+// (up to the roundings of the two ways). NaN keys count as the maximum, the first maximum wins (as row_argmax).
+void exponential_race(int64_t* out, const float* logits, int64_t rows, int64_t cols, int64_t logits_stride,
+                      const float* temperatures, const uint64_t* seeds, const uint64_t* counters, int num_threads);
+
 }  // namespace kvserve::cpu

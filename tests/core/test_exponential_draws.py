@@ -44,3 +44,28 @@ def test_each_draw_is_a_function_of_seed_counter_and_index() -> None:
     for r in (0, 17, 63):
         assert np.array_equal(many[r], draws(1, 1001, [r], [3])[0])
     assert np.array_equal(draws(1, 10, [9], [9])[0], draws(1, 1001, [9], [9])[0, :10])
+
+
+def test_the_race_picks_the_largest_logit_over_temperature_minus_log_draw() -> None:
+    """One pass a row, against the same draws taken from exponential_draws: NaN and -inf logits included."""
+    rng = np.random.default_rng(3)
+    rows, cols = 9, 1003
+    logits = (rng.standard_normal((rows, cols)) * 3).astype(np.float32)
+    logits[1, :] = -np.inf  # every token masked: the first index, as argmax over -inf keys
+    logits[2, 500] = np.nan  # NaN counts as the maximum
+    logits[3, ::2] = -np.inf
+    temperatures = np.linspace(0.3, 2.0, rows).astype(np.float32)
+    seeds = np.arange(100, 100 + rows, dtype=np.uint64)
+    counters = np.full(rows, 5, dtype=np.uint64)
+    for threads in (1, 2):
+        out = np.empty(rows, dtype=np.int64)
+        _core.cpu.exponential_race(
+            out.ctypes.data, logits.ctypes.data, rows, cols, cols, temperatures.ctypes.data, seeds.ctypes.data,
+            counters.ctypes.data, threads,
+        )  # fmt: skip
+        e = draws(rows, cols, seeds.tolist(), counters.tolist())
+        with np.errstate(invalid="ignore"):
+            keys = logits / temperatures[:, None] - np.log(e)
+        expected = [int(np.flatnonzero(np.isnan(k))[0]) if np.isnan(k).any() else int(np.argmax(k)) for k in keys]
+        assert out.tolist() == expected
+    assert out[1] == 0 and out[2] == 500 and out[3] % 2 == 1

@@ -53,3 +53,18 @@ def test_unseeded_draws_follow_torch_manual_seed() -> None:
     assert torch.equal(noise(), first)
     assert not torch.equal(first[0], first[1])  # each row its own counter
     assert not torch.equal(noise(), first)
+
+
+def test_the_one_pass_race_picks_the_token_of_the_race_over_probabilities() -> None:
+    """Rows that only scale by temperature take the one-pass kernel: the same token as argmax p / E over the
+    softmax and the stream's draws (the path of truncated rows), and the stream advances by one draw."""
+    torch.manual_seed(5)
+    logits = torch.randn(8, 1000) * 2
+    temperatures = [0.5, 0.8, 1.0, 1.3, 2.0, 0.7, 1.1, 0.9]
+    streams = {row: PhiloxStream(1000 + row) for row in range(8)}
+    out = Sampler()(logits.clone(), make_metadata(temperatures, generators=streams)).sampled_token_ids
+    for row, temperature in enumerate(temperatures):
+        probs = (logits[row] / temperature).softmax(dim=-1)
+        expected = int((probs / PhiloxStream(1000 + row).exponentials(1000)).argmax())
+        assert int(out[row]) == expected
+        assert streams[row].draws == 1

@@ -38,13 +38,44 @@ def seeded_stream(seed: int, device: torch.device) -> PhiloxStream | torch.Gener
 
 def fill_exponentials(noise: torch.Tensor) -> None:
     """noise.exponential_() in place, torch's default generator deciding the draws: on the CPU (float32, rows
-    contiguous) the kernel draws from one seed the generator gives per call, a counter per row."""
+    contiguous) the kernel draws from one seed the generator gives per call, the row's index as its counter."""
     if noise.device.type != "cpu" or noise.dtype != torch.float32 or noise.dim() != 2 or noise.stride(1) != 1:
         noise.exponential_()
         return
     seed = int(torch.empty((), dtype=torch.int64).random_())  # [0, 2^63)
     rows = noise.shape[0]
     _draw(noise, np.full(rows, seed, dtype=np.uint64), np.arange(rows, dtype=np.uint64))
+
+
+def fits_exponential_race(logits: torch.Tensor, generators: dict[int, PhiloxStream | torch.Generator]) -> bool:
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.dim() == 2
+        and logits.stride(1) == 1
+        and all(isinstance(g, PhiloxStream) for g in generators.values())
+    )
+
+
+def exponential_race(
+    logits: torch.Tensor, temperature: torch.Tensor, generators: dict[int, PhiloxStream]
+) -> torch.Tensor:
+    """Each row's token by the exponential race over softmax(logits / temperature), in one C++ pass a row: the
+    draws fill_exponentials and the rows' streams would give, without the probabilities or the noise in
+    memory. generators: row -> the seeded rows' streams, each advanced by one draw."""
+    rows, cols = logits.shape
+    seeds = np.full(rows, int(torch.empty((), dtype=torch.int64).random_()), dtype=np.uint64)
+    counters = np.arange(rows, dtype=np.uint64)
+    for row, stream in generators.items():
+        seeds[row], counters[row] = stream.seed, stream.draws
+        stream.draws += 1
+    temperatures = np.ascontiguousarray(temperature.numpy(), dtype=np.float32)
+    out = torch.empty(rows, dtype=torch.int64)
+    _core.cpu.exponential_race(
+        out.data_ptr(), logits.data_ptr(), rows, cols, logits.stride(0), temperatures.ctypes.data,
+        seeds.ctypes.data, counters.ctypes.data, torch.get_num_threads(),
+    )  # fmt: skip
+    return out
 
 
 def _draw(out: torch.Tensor, seeds: np.ndarray, counters: np.ndarray) -> None:

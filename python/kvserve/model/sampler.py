@@ -22,11 +22,12 @@ The [R, V] temporaries of random rows live in a `Workspace` the Sampler keeps be
 buffers): fresh ones of 50 MB would be mapped and page-faulted anew each step.
 
 The race's Exp(1) draws come on the CPU from a counter-based kernel (model/random_draws.py), a seeded
-request's from its own stream, elsewhere from torch's generators.
+request's from its own stream, elsewhere from torch's generators. On the CPU, rows that only scale by
+temperature race in one C++ pass over their logits (`exponential_race`), with no [R, V] temporaries.
 
 Hot path: this runs every step on the device that holds the logits. Everything is batched over rows and
-vocabulary; the only per-row Python loops are over the few seeded rows (their draws, in `_random_sample` and
-`_race`). The host-side
+vocabulary; the only per-row Python loops are over the few seeded rows (their draws, in `_random_sample`,
+`_race` and `exponential_race`). The host-side
 values in `SamplingMetadata` pick the paths; the one device value read back is whether any truncated row
 needs the full sort (only in steps with top-k or top-p rows).
 """
@@ -41,7 +42,7 @@ import torch
 
 from kvserve import _core
 from kvserve.model.logprobs import LogprobsTensors, rank_logprobs
-from kvserve.model.random_draws import PhiloxStream, fill_exponentials
+from kvserve.model.random_draws import PhiloxStream, exponential_race, fill_exponentials, fits_exponential_race
 
 # Shared with SamplingParams.greedy, so the runner's host flags and the per-row test here agree.
 from kvserve.sampling_params import GREEDY_TEMPERATURE
@@ -289,6 +290,9 @@ def _logprobs(
 
 
 def _random_sample(logits: torch.Tensor, random: RandomRows, workspace: Workspace) -> torch.Tensor:
+    if random.min_p is None and len(random.truncated) == 0 and fits_exponential_race(logits, random.generators):
+        # Every row races over its whole vocabulary: one C++ pass a row, no [R, V] temporaries.
+        return exponential_race(logits, random.temperature, random.generators)
     # Into the workspace, in float32 whatever the logits' dtype: the in-place work below never reaches the
     # caller's logits.
     scaled = torch.div(logits, random.temperature.unsqueeze(1), out=workspace.take(0, logits))
