@@ -42,9 +42,8 @@ def fill_exponentials(noise: torch.Tensor) -> None:
     if noise.device.type != "cpu" or noise.dtype != torch.float32 or noise.dim() != 2 or noise.stride(1) != 1:
         noise.exponential_()
         return
-    seed = int(torch.empty((), dtype=torch.int64).random_())  # [0, 2^63)
     rows = noise.shape[0]
-    _draw(noise, np.full(rows, seed, dtype=np.uint64), np.arange(rows, dtype=np.uint64))
+    _draw(noise, np.full(rows, _step_seed(), dtype=np.uint64), np.arange(rows, dtype=np.uint64))
 
 
 def fits_exponential_race(logits: torch.Tensor, generators: dict[int, PhiloxStream | torch.Generator]) -> bool:
@@ -64,7 +63,7 @@ def exponential_race(
     draws fill_exponentials and the rows' streams would give, without the probabilities or the noise in
     memory. generators: row -> the seeded rows' streams, each advanced by one draw."""
     rows, cols = logits.shape
-    seeds = np.full(rows, int(torch.empty((), dtype=torch.int64).random_()), dtype=np.uint64)
+    seeds = np.full(rows, _step_seed(), dtype=np.uint64)
     counters = np.arange(rows, dtype=np.uint64)
     for row, stream in generators.items():
         seeds[row], counters[row] = stream.seed, stream.draws
@@ -76,6 +75,12 @@ def exponential_race(
         seeds.ctypes.data, counters.ctypes.data, torch.get_num_threads(),
     )  # fmt: skip
     return out
+
+
+def _step_seed() -> int:
+    """The unseeded rows' seed for one call, from torch's default generator (so `torch.manual_seed`, which the
+    engine's --seed sets, fixes the draws): in [0, 2^63)."""
+    return int(torch.empty((), dtype=torch.int64).random_())
 
 
 def _draw(out: torch.Tensor, seeds: np.ndarray, counters: np.ndarray) -> None:

@@ -27,9 +27,8 @@ temperature race in one C++ pass over their logits (`exponential_race`), with no
 
 Hot path: this runs every step on the device that holds the logits. Everything is batched over rows and
 vocabulary; the only per-row Python loops are over the few seeded rows (their draws, in `_random_sample`,
-`_race` and `exponential_race`). The host-side
-values in `SamplingMetadata` pick the paths; the one device value read back is whether any truncated row
-needs the full sort (only in steps with top-k or top-p rows).
+`_race` and `exponential_race`). The host-side values in `SamplingMetadata` pick the paths; the one device
+value read back is whether any truncated row needs the full sort (only in steps with top-k or top-p rows).
 """
 
 from __future__ import annotations
