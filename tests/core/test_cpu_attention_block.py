@@ -146,11 +146,11 @@ def test_decode_attention_threads_split_requests_and_heads(cache_dtype: str) -> 
 
 @pytest.mark.parametrize("cache_dtype", list(CACHE_DTYPES))
 @pytest.mark.parametrize("window", [0, 11])
-@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (4, 2, 128), (2, 2, 32)])
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(9, 3, 64), (4, 2, 128), (2, 2, 32), (14, 2, 96)])
 def test_decode_attention_in_registers(heads: int, kv_heads: int, head_dim: int, window: int, cache_dtype: str) -> None:
     """Head sizes a multiple of 32 take the AVX2 kernel where the CPU has it: eight keys a group within blocks
-    of 16 (contexts ending inside a group, on a block's end and just past it), groups of 3, 2 and 1 query heads,
-    head_dim 128 in two column passes; 1 and 2 threads."""
+    of 16 (contexts ending inside a group, on a block's end and just past it), groups of 3, 2, 1 and 7 query
+    heads, head_dim 128 and 96 in four and three column passes; 1 and 2 threads."""
     dtype_id = CACHE_DTYPES[cache_dtype][0]
     rng = np.random.default_rng(head_dim + window)
     block_size, num_blocks = 16, 60

@@ -72,9 +72,9 @@ def _decode_case(heads, kv_heads, head_dim, block_size, cache_dtype, seed):
     return torch.randn(len(seq_lens), heads, head_dim), kv_cache, tables, seq_lens
 
 
-# head sizes a multiple of 32 take the AVX2 kernel where the CPU has it (groups of 1, 2 and 3 query heads a KV
-# head; head_dim 128 in two passes of 32 values), the others the portable loops.
-DECODE_SHAPES = [(4, 2, 16), (9, 3, 64), (2, 2, 7), (8, 2, 128), (4, 4, 32)]
+# head sizes a multiple of 32 take the AVX2 kernel where the CPU has it (groups of 1, 2, 3 and 7 query heads a KV
+# head; head_dim 96 and 128 in three and four passes of 32 values), the others the portable loops.
+DECODE_SHAPES = [(4, 2, 16), (9, 3, 64), (2, 2, 7), (8, 2, 128), (4, 4, 32), (14, 2, 96)]
 
 
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
