@@ -11,6 +11,7 @@ they batch) and returns the results in input order.
 from __future__ import annotations
 
 import asyncio
+import numbers
 import threading
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from kvserve.text.chat_template import ChatTemplate, load_chat_template
 
 T = TypeVar("T")
 Prompt = str | list[int]
+# What generate / embed take: a Prompt, or vLLM's TextPrompt / TokensPrompt dict.
+PromptInput = Prompt | Mapping[str, Any]
 Conversation = Sequence[Mapping[str, Any]]
 
 
@@ -116,7 +119,7 @@ class LLM:
     # -- the public calls -------------------------------------------------------------------------------
     def generate(
         self,
-        prompts: Prompt | Sequence[Prompt],
+        prompts: PromptInput | Sequence[PromptInput],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         *,
         use_tqdm: bool = True,
@@ -154,7 +157,7 @@ class LLM:
 
     def embed(
         self,
-        prompts: Prompt | Sequence[Prompt],
+        prompts: PromptInput | Sequence[PromptInput],
         pooling_params: PoolingParams | None = None,
         *,
         use_tqdm: bool = True,
@@ -250,10 +253,27 @@ async def collect(engine: AsyncEngine, request: EngineRequest) -> RequestOutput:
     return accepted
 
 
-def _as_prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
-    if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-        return [prompts]  # type: ignore[list-item]
-    return list(prompts)  # type: ignore[arg-type]
+def _as_prompt_list(prompts: PromptInput | Sequence[PromptInput]) -> list[Prompt]:
+    """One prompt or a list of them, each a string, a list of token ids, or vLLM's TextPrompt /
+    TokensPrompt dict ({"prompt": text} / {"prompt_token_ids": ids}); ValueError for anything else."""
+    if isinstance(prompts, (str, Mapping)) or (len(prompts) and isinstance(prompts[0], numbers.Integral)):
+        prompts = [prompts]  # type: ignore[list-item]
+    return [_as_prompt(p) for p in prompts]  # type: ignore[union-attr]
+
+
+def _as_prompt(prompt: PromptInput) -> Prompt:
+    if isinstance(prompt, Mapping):
+        keys = set(prompt) & {"prompt", "prompt_token_ids"}
+        if len(keys) != 1:
+            raise ValueError(f"a dict prompt takes one of 'prompt' and 'prompt_token_ids', got {sorted(prompt)}")
+        prompt = prompt[keys.pop()]
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, Sequence | np.ndarray) and all(
+        isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt
+    ):
+        return [int(t) for t in prompt]
+    raise ValueError(f"a prompt is a string or a list of token ids, got {type(prompt).__name__}")
 
 
 def _progress_bar(total: int) -> Any:

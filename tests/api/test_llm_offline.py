@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from kvserve import LLM, SamplingParams
@@ -50,6 +51,26 @@ def test_several_conversations_and_a_bad_count_of_params(llm):
     assert len(llm.chat(conversations, GREEDY, use_tqdm=False)) == 3
     with pytest.raises(ValueError, match="2 sampling params for 3 prompts"):
         llm.generate(["a", "b", "c"], [GREEDY, GREEDY], use_tqdm=False)
+
+
+def test_vllm_prompt_dicts_and_arrays_are_prompts_too(llm):
+    """vLLM's TextPrompt / TokensPrompt dicts, one or a list, and token ids as a numpy array."""
+    plain = llm.generate([[5, 6, 7, 8], "def main():"], GREEDY, use_tqdm=False)
+    dicts = llm.generate([{"prompt_token_ids": [5, 6, 7, 8]}, {"prompt": "def main():"}], GREEDY, use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in dicts] == [o.outputs[0].token_ids for o in plain]
+    (single,) = llm.generate({"prompt_token_ids": np.array([5, 6, 7, 8])}, GREEDY, use_tqdm=False)
+    assert single.outputs[0].token_ids == plain[0].outputs[0].token_ids
+    assert single.prompt_token_ids == [5, 6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [[{"prompt_token_ids": [1], "prompt": "x"}], [{"text": "x"}], [["a", 1]], [[1.5, 2]], [None], [[True, 2]]],
+)
+def test_malformed_prompts_are_value_errors_and_the_engine_serves_on(llm, prompt):
+    with pytest.raises(ValueError, match="prompt"):
+        llm.generate(prompt, GREEDY, use_tqdm=False)
+    assert len(llm.generate([[5, 6]], GREEDY, use_tqdm=False)[0].outputs[0].token_ids) == 12
 
 
 def test_embed_returns_the_normalised_last_hidden_state(llm, tiny_model_dir):

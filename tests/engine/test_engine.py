@@ -103,6 +103,8 @@ def test_bad_requests_fail_alone(config):
             await generate(engine, [5] * 600, params, "too-long")
         with pytest.raises(InvalidRequestError, match="empty"):
             await generate(engine, [], params, "empty")
+        with pytest.raises(InvalidRequestError, match="must be integers"):
+            await generate(engine, [5, "6", 7.0], params, "not-ints")
         with pytest.raises(InvalidRequestError, match="already in use"):
             stream = engine.generate(
                 EngineRequest("dup", [5], sampling=SamplingParams(max_tokens=100, ignore_eos=True))

@@ -5,6 +5,7 @@ It also forwards aborts, so an abort always reaches the scheduler after the requ
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 from kvserve.actors.base import Actor
@@ -83,7 +84,10 @@ class TokenizerActor(Actor):
         if isinstance(request.prompt, str):
             token_ids = self.tokenizer.encode(request.prompt, request.add_special_tokens)
         else:
-            token_ids = list(request.prompt)
+            try:
+                token_ids = [operator.index(t) for t in request.prompt]
+            except TypeError:
+                raise InvalidRequestError("Prompt token ids must be integers.", "prompt") from None
             bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
             if bad:
                 raise InvalidRequestError(
