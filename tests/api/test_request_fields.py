@@ -293,6 +293,11 @@ def test_completion_echo_with_prompt_logprobs(client):
     num_prompt = len(choice.prompt_token_ids)
     assert len(choice.logprobs.tokens) == num_prompt + 4
     assert choice.logprobs.token_logprobs[0] is None and choice.logprobs.token_logprobs[1] is not None
+    # Every token has its text, the first prompt token's too (as vLLM decodes it), and each offset is where
+    # its token starts in the choice's text.
+    tokens, offsets = choice.logprobs.tokens, choice.logprobs.text_offset
+    assert tokens[0] and "".join(tokens) == choice.text
+    assert offsets == [sum(map(len, tokens[:i])) for i in range(len(tokens))]
     only_prompt = complete(client, prompt, max_tokens=0, echo=True)
     assert only_prompt.choices[0].text == prompt and only_prompt.usage.completion_tokens == 0
 

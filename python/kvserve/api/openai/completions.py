@@ -118,9 +118,15 @@ class _Completion(ShaperBase):
         if self.body.logprobs is None:
             return None
         positions = list(output.prompt_logprobs or []) if with_prompt else []
+        first_prompt_token = ""
+        if positions and positions[0] is None:  # the first prompt token: a token and an offset, no logprob
+            token_id = output.prompt_token_ids[0]
+            first_prompt_token = (
+                f"token_id:{token_id}" if self.as_token_ids else self.tokenizer.decode([token_id], False)
+            )
         if not self.echo_only:
             positions += output.logprobs or []
-        return completion_logprobs(positions, self.body.logprobs, text_offset, self.as_token_ids)
+        return completion_logprobs(positions, self.body.logprobs, text_offset, self.as_token_ids, first_prompt_token)
 
     def delta_text(self, index: int, output: RequestOutput, first: bool) -> str:
         prefix = self._prompt_text(index) if self.body.echo and first else ""

@@ -16,17 +16,22 @@ def token_string(logprob: TokenLogprob, as_token_ids: bool) -> str:
 
 
 def completion_logprobs(
-    positions: list[PositionLogprobs | None], num_top: int, text_offset: int, as_token_ids: bool
+    positions: list[PositionLogprobs | None],
+    num_top: int,
+    text_offset: int,
+    as_token_ids: bool,
+    first_prompt_token: str = "",
 ) -> CompletionLogProbs:
     """Legacy completions logprobs: up to num_top + 1 alternatives per token (the top ones and the sampled
-    one); a None position (the first prompt token) has no logprob."""
+    one); a None position (the first prompt token, `first_prompt_token` its text) has no logprob."""
     out = CompletionLogProbs()
     for position in positions:
         if position is None:
-            out.tokens.append("")
+            out.tokens.append(first_prompt_token)
             out.token_logprobs.append(None)
             out.top_logprobs.append(None)
             out.text_offset.append(text_offset)
+            text_offset += len(first_prompt_token)
             continue
         token = token_string(position.sampled, as_token_ids)
         out.tokens.append(token)
