@@ -52,14 +52,15 @@ void register_cpu_kernels(py::module_& m) {
                                   head_dim, rot_dim, token_stride);
       },
       release);
-  // cache_dtype: 0 float32, 1 float16, 2 bfloat16 (kvserve::cpu::CacheDtype); another is a ValueError.
+  // Type ids (cache_dtype, input_dtype): 0 float32, 1 float16, 2 bfloat16 (kvserve::cpu::CacheDtype); another
+  // is a ValueError.
   cpu.def(
       "reshape_and_cache",
-      [](uintptr_t kv_cache, int cache_dtype, uintptr_t key, uintptr_t value, uintptr_t slot_mapping, int64_t tokens,
-         int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride) {
-        kvserve::cpu::reshape_and_cache(ptr<void>(kv_cache), cache_dtype, ptr<const float>(key),
-                                        ptr<const float>(value), ptr<const int64_t>(slot_mapping), tokens, num_slots,
-                                        row, key_stride, value_stride);
+      [](uintptr_t kv_cache, int cache_dtype, uintptr_t key, uintptr_t value, int input_dtype, uintptr_t slot_mapping,
+         int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride) {
+        kvserve::cpu::reshape_and_cache(ptr<void>(kv_cache), cache_dtype, ptr<const void>(key), ptr<const void>(value),
+                                        input_dtype, ptr<const int64_t>(slot_mapping), tokens, num_slots, row,
+                                        key_stride, value_stride);
       },
       release);
   cpu.def(

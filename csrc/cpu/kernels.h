@@ -27,7 +27,6 @@ void silu_and_mul(float* out,       // [rows, d]
                   const float* x,   // [rows, 2 * d]
                   int64_t rows, int64_t d);
 
-// Rotates the first rot_dim dims of each head in place, GPT-NeoX style (halves [0, rot/2) and [rot/2, rot)).
 void rotary_neox(float* x,            // [T, heads, head_dim], token stride token_stride
                  const float* cos,    // [T, rot_dim / 2]
                  const float* sin,    // [T, rot_dim / 2]
@@ -36,8 +35,9 @@ void rotary_neox(float* x,            // [T, heads, head_dim], token stride toke
 // kv_cache[0][slot] = key[t], kv_cache[1][slot] = value[t] for slot = slot_mapping[t]
 void reshape_and_cache(void* kv_cache,             // [2, num_slots, row]
                        int cache_dtype,
-                       const float* key,           // [T, row], token stride key_stride
-                       const float* value,         // [T, row], token stride value_stride
+                       const void* key,            // [T, row], token stride key_stride
+                       const void* value,          // [T, row], token stride value_stride
+                       int input_dtype,            // key's and value's type (a CacheDtype id)
                        const int64_t* slot_mapping,  // [T]
                        int64_t tokens, int64_t num_slots, int64_t row, int64_t key_stride, int64_t value_stride);
 

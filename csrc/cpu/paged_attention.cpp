@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "avx2_math.h"
 #include "cpu_isa.h"
 #include "kernels.h"
 #include "kv_cache_rows.h"
@@ -112,8 +113,6 @@ KV_CLONES void attend(const DecodeArgs& a, int64_t item, Workspace& ws) {
 
 namespace avx2 {
 
-#define KV_AVX2 inline __attribute__((always_inline, target("avx2,fma,f16c")))
-
 // Eight cached values of type T at element `at` of the cache, widened to float32 (exactly).
 template <CacheDtype T>
 KV_AVX2 __m256 load8(const void* cache, int64_t at) {
@@ -131,23 +130,6 @@ KV_AVX2 __m256 lane_sums(const __m256* v) {
   const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
   const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
-
-// e^x to within 2 ulp (Cephes' expf: a degree-5 polynomial on x - n ln 2, |x - n ln 2| <= ln 2 / 2, times
-// 2^n). x is clamped to [-87.3, 88.7], where 2^n is a normal float; NaN stays NaN.
-KV_AVX2 __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  }
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
 }
 
 // Element offset of position p's key (half 0) or value (half 1) for KV head kvh.
@@ -297,8 +279,6 @@ __attribute__((target("avx2,fma,f16c"))) void attend(const DecodeArgs& a, int64_
     if (g0 < group) weigh_values<T, 1>(a, table, first, seq_len, kvh, scores, g0, c0, o);
   }
 }
-
-#undef KV_AVX2
 
 }  // namespace avx2
 

@@ -188,7 +188,10 @@ def test_reshape_and_cache_rounds_to_nearest_even(cache_dtype: str) -> None:
     num_slots = 5
     kv_cache = np.zeros((2, num_slots, row), dtype=CACHE_DTYPES[cache_dtype][1])
     slots = np.array([3, 0], dtype=np.int64)
-    _core.cpu.reshape_and_cache(ptr(kv_cache), dtype_id, ptr(key), ptr(value), ptr(slots), 2, num_slots, row, row, row)
+    float32 = 0  # the keys' and values' type id
+    _core.cpu.reshape_and_cache(
+        ptr(kv_cache), dtype_id, ptr(key), ptr(value), float32, ptr(slots), 2, num_slots, row, row, row
+    )
     expected = np.zeros_like(kv_cache)
     expected[0, slots], expected[1, slots] = narrow(key, cache_dtype), narrow(value, cache_dtype)
     if cache_dtype == "float16":  # NaN payloads may differ: compare NaN-ness, then the rest bit for bit
@@ -201,8 +204,44 @@ def test_reshape_and_cache_rounds_to_nearest_even(cache_dtype: str) -> None:
         np.testing.assert_array_equal(kv_cache, expected)
 
 
+@pytest.mark.parametrize("input_dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("cache_dtype", ["float32", "float16", "bfloat16"])
+def test_reshape_and_cache_from_half_precision_rows(input_dtype: str, cache_dtype: str) -> None:
+    """A half-precision model's keys and values (rows inside wider token rows): copied bit for bit into a cache
+    of their type, else widened and rounded to the cache's (bfloat16 -> float16 may round or overflow)."""
+    rng = np.random.default_rng(2)
+    row, stride, num_slots = 37, 50, 6
+    tokens = narrow(rng.standard_normal((3, stride), dtype=np.float32) * 3e4, input_dtype)
+    key, value = tokens[:, :row], tokens[:, stride - row :]
+    kv_cache = np.zeros((2, num_slots, row), dtype=CACHE_DTYPES[cache_dtype][1])
+    slots = np.array([5, 1, 2], dtype=np.int64)
+    in_id, cache_id = CACHE_DTYPES[input_dtype][0], CACHE_DTYPES[cache_dtype][0]
+    key_ptr, value_ptr = ptr(tokens), ptr(tokens) + (stride - row) * 2
+    _core.cpu.reshape_and_cache(ptr(kv_cache), cache_id, key_ptr, value_ptr, in_id, ptr(slots), 3, num_slots, row,
+                                stride, stride)  # fmt: skip
+    expected = np.zeros_like(kv_cache)
+    for half, rows in enumerate((key, value)):
+        expected[half, slots] = rows if input_dtype == cache_dtype else narrow(widen(rows, input_dtype), cache_dtype)
+    np.testing.assert_array_equal(kv_cache.view(np.uint8), expected.view(np.uint8))
+
+
+@pytest.mark.parametrize("d", [1, 8, 13, 64])
+def test_silu_and_mul_every_lane_and_tail(d: int) -> None:
+    """silu(gate) * up (the vectorised exp, and the last partial vector through the same code) against float64
+    math, far into the sigmoid's tails included."""
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal((3, 2 * d)) * 6).astype(np.float32)
+    x[0, :d] = np.resize(np.array([-100.0, 100.0, 0.0, -20.0, 20.0], np.float32), d)
+    out = np.empty((3, d), np.float32)
+    _core.cpu.silu_and_mul(ptr(out), ptr(x), 3, d)
+    gate, up = x[:, :d].astype(np.float64), x[:, d:].astype(np.float64)
+    np.testing.assert_allclose(out, gate / (1 + np.exp(-gate)) * up, rtol=1e-6, atol=1e-30)
+
+
 def test_unknown_cache_dtype_is_a_value_error() -> None:
     kv_cache, key = np.zeros((2, 1, 4), dtype=np.float32), np.zeros((1, 4), dtype=np.float32)
     slots = np.zeros(1, dtype=np.int64)
     with pytest.raises(ValueError, match="no KV cache type 7"):
-        _core.cpu.reshape_and_cache(ptr(kv_cache), 7, ptr(key), ptr(key), ptr(slots), 1, 1, 4, 4, 4)
+        _core.cpu.reshape_and_cache(ptr(kv_cache), 7, ptr(key), ptr(key), 0, ptr(slots), 1, 1, 4, 4, 4)
+    with pytest.raises(ValueError, match="no KV cache type 9"):  # the keys' type is checked the same way
+        _core.cpu.reshape_and_cache(ptr(kv_cache), 0, ptr(key), ptr(key), 9, ptr(slots), 1, 1, 4, 4, 4)

@@ -30,8 +30,13 @@ def test_rms_norms(hidden):
     assert torch.equal(new_residual, ref_residual)  # one addition: bit-exact
 
 
-def test_silu_and_mul():
-    x = torch.randn(3, 2 * 5125) * 4
+@pytest.mark.parametrize("d", [3, 8, 5125])
+def test_silu_and_mul(d):
+    """Whole vectors and a tail (the vectorised exp's lanes and the last partial group), at unit scale and at
+    gates far in either tail of the sigmoid."""
+    torch.manual_seed(d)
+    x = torch.randn(3, 2 * d) * 4
+    x[0, : min(d, 4)] = torch.tensor([-100.0, 100.0, 0.0, -30.0])[: min(d, 4)]
     torch.testing.assert_close(cpu_kernels.silu_and_mul(x), reference.silu_and_mul(x), **TOL)
 
 
@@ -49,10 +54,13 @@ def test_rotary_in_place_on_a_fused_qkv_row(head_dim, rot_dim):
     assert torch.equal(out_q, ref_q) and torch.equal(out_k, ref_k)  # elementwise, no FMA: bit-exact
 
 
+@pytest.mark.parametrize("input_dtype", CACHE_DTYPES)
 @pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
-def test_reshape_and_cache_from_strided_views(cache_dtype):
+def test_reshape_and_cache_from_strided_views(cache_dtype, input_dtype):
+    """Keys and values of a float32 or half-precision model, into a cache of each type: bit-exact against the
+    reference's `.to(cache dtype)` (a copy where the types agree)."""
     kv_cache = torch.zeros(2, 6, 4, 2, 8, dtype=cache_dtype)
-    qkv = torch.randn(5, 6 * 8) * 100
+    qkv = (torch.randn(5, 6 * 8) * 100).to(input_dtype)
     key, value = qkv[:, 16:32].view(5, 2, 8), qkv[:, 32:48].view(5, 2, 8)
     slots = torch.tensor([23, 0, 7, 12, 4])
     expected = kv_cache.clone()
@@ -210,9 +218,9 @@ def test_attention_block_dispatch_falls_back_to_the_ops_for_other_dtypes():
 
 @pytest.mark.skipif("KVSERVE_CPU_ISA" in os.environ, reason="already running under a capped instruction set")
 def test_attention_on_the_portable_build():
-    """The attention checks again with the kernels capped at the baseline instruction set (the portable loops,
-    which CPUs without AVX2 run)."""
+    """The attention and activation checks again with the kernels capped at the baseline instruction set (the
+    portable loops, which CPUs without AVX2 run)."""
     env = {**os.environ, "KVSERVE_CPU_ISA": "baseline"}
-    tests = ["-k", "attention and not portable", "-q", "-p", "no:cacheprovider", __file__]
+    tests = ["-k", "(attention or silu) and not portable", "-q", "-p", "no:cacheprovider", __file__]
     result = subprocess.run([sys.executable, "-m", "pytest", *tests], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:]

@@ -1,7 +1,8 @@
 """The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
 
-Each wrapper checks that its inputs fit the kernel (CPU, float32 activations or, for attention, queries of
-any of the cache's types, a KV cache of float32, float16 or bfloat16, the layouts it reads) and otherwise
+Each wrapper checks that its inputs fit the kernel (CPU, float32 activations or, for the cache write and
+attention, keys, values and queries of any of the cache's types, a KV cache of float32, float16 or bfloat16, the
+layouts it reads) and otherwise
 returns NotImplemented, so the caller falls back to the torch reference. The kernels write into tensors
 allocated here; rotary_embedding rotates in place. The attention kernels split their work across torch's
 thread count, on the OpenMP runtime torch's ops use.
@@ -92,15 +93,20 @@ def rotary_embedding(query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, 
 
 
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor):
-    if not (_fits(key, value) and fits_cache(kv_cache) and _token_rows(key) and _token_rows(value)):
+    # Keys and values of any cache type (a half-precision model's): copied as they are into a cache of their
+    # type, else converted as torch's `.to(cache dtype)` does.
+    input_dtype = CACHE_DTYPES.get(key.dtype)
+    if input_dtype is None or value.dtype is not key.dtype or not (key.is_cpu and value.is_cpu):
+        return NotImplemented
+    if not (fits_cache(kv_cache) and _token_rows(key) and _token_rows(value)):
         return NotImplemented
     if slot_mapping.dtype != torch.int64 or not slot_mapping.is_contiguous():
         return NotImplemented
     num_slots = kv_cache.shape[1] * kv_cache.shape[2]
     row = kv_cache.shape[3] * kv_cache.shape[4]
     _kernels.reshape_and_cache(
-        kv_cache.data_ptr(), CACHE_DTYPES[kv_cache.dtype], key.data_ptr(), value.data_ptr(), slot_mapping.data_ptr(),
-        key.shape[0], num_slots, row, key.stride(0), value.stride(0),
+        kv_cache.data_ptr(), CACHE_DTYPES[kv_cache.dtype], key.data_ptr(), value.data_ptr(), input_dtype,
+        slot_mapping.data_ptr(), key.shape[0], num_slots, row, key.stride(0), value.stride(0),
     )  # fmt: skip
     return None
 
