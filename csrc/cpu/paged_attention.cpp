@@ -143,13 +143,15 @@ constexpr int64_t kElementBytes = T == CacheDtype::kFloat32 ? 4 : 2;
 
 // Asks for `bytes` of each of a block's rows from element `at` on, ahead of their use: blocks are scattered,
 // so the hardware's prefetchers cannot see the next one coming, and a head's part of a row is a few cache
-// lines a whole row apart (measured with a cache larger than L3: a quarter less time with it).
+// lines a whole row apart. Into L2, not L1: with a cache larger than L3, prefetching into L1 gained a quarter
+// and into L2 half (bfloat16, 32 × 192 context: 520 -> 255 µs a layer); a block's worth of L1 prefetches
+// holds the core's few line-fill buffers while the loads it should overlap wait.
 template <CacheDtype T>
 KV_AVX2 void prefetch_rows(const DecodeArgs& a, int64_t at, int64_t rows, int64_t bytes) {
   const char* p = static_cast<const char*>(a.kv_cache) + at * kElementBytes<T>;
   const int64_t row_bytes = a.kv_heads * a.head_dim * kElementBytes<T>;
   for (int64_t r = 0; r < rows; ++r, p += row_bytes) {
-    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+    for (int64_t b = 0; b < bytes; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
   }
 }
 
