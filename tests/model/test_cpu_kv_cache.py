@@ -52,6 +52,7 @@ def _resident_bytes(tensor: torch.Tensor) -> int:
 def test_untouched_pages_are_not_resident_and_read_as_zero() -> None:
     cache = zeros_on_demand((2, 1024, 16, 8, 64), torch.bfloat16)  # 32 MiB, its own mapping
     assert cache.shape == (2, 1024, 16, 8, 64) and cache.dtype == torch.bfloat16
+    assert cache.data_ptr() % 4096 == 0  # rows start on cache lines (calloc alone gives 16 bytes past a page)
     assert _resident_bytes(cache) < MiB
     cache[0, 3].fill_(1.0)  # one block (16 KiB) written: its pages only
     # numpy asks for transparent huge pages on large arrays, so a write may fault in one 2 MiB page.
