@@ -7,17 +7,24 @@ A block's bytes follow `--kv-cache-dtype` (runner.kv_block_bytes): a float16 or 
 model needs half the bytes of `auto`'s float32 for the same tokens, and the same budget holds twice the blocks.
 
 Residency: torch.zeros writes every byte (its allocator does not know fresh pages are zero), so a 4 GiB
-cache is 4 GiB resident from the start. numpy's zeros asks calloc, which takes large blocks straight from
-mmap and skips the memset: pages stay unmapped zero pages until a block is first written. Padded attention
-rows may still read never-written slots; those read the kernel's zero page, never NaN.
+cache is 4 GiB resident from the start. The cache is its own anonymous mapping instead: pages stay unmapped
+zero pages until a block is first written. Padded attention rows may still read never-written slots; those
+read the kernel's zero page, never NaN.
+
+Layout in memory (measured with bench_throughput's bfloat16 model, RESULTS.md #14): the mapping starts on a
+page, so cached rows start on cache lines (calloc's large blocks start 16 bytes past a page, which put every
+row across one more line and doubled decode attention's time over a cache in DRAM); and it opts out of
+transparent huge pages, so a block's first write faults in 4 KiB, not 2 MiB (a huge page fault with memory
+compaction took up to 10 ms, ~0.15 s of that run; small pages: ~2 µs each).
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kvserve.config import EngineConfig
@@ -93,16 +100,11 @@ def cpu_kv_cache_budget(config: EngineConfig, model_config: ModelConfig, block_b
     return min(need, int(CPU_KV_CACHE_FRACTION * available_memory()))
 
 
-# Where the cache starts: a page boundary. calloc's large blocks start 16 bytes past one, which put every
-# cached row across one more cache line than it spans (decode attention over a bfloat16 cache in DRAM took
-# ~1.5x as long).
-CACHE_ALIGNMENT = 4096
-
-
 def zeros_on_demand(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """A zeroed, page-aligned CPU tensor whose pages become resident only when written (calloc's lazy zero
-    pages)."""
-    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-    raw = np.zeros(nbytes + CACHE_ALIGNMENT, dtype=np.uint8)
-    start = -raw.ctypes.data % CACHE_ALIGNMENT
-    return torch.from_numpy(raw[start : start + nbytes]).view(dtype).view(shape)
+    """A zeroed, page-aligned CPU tensor in small pages, resident only where written (see the module's
+    docstring). The tensor keeps its mapping alive."""
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # Linux
+        region.madvise(mmap.MADV_NOHUGEPAGE)
+    return torch.frombuffer(region, dtype=torch.uint8, count=nbytes).view(dtype).view(shape)
