@@ -45,6 +45,29 @@ void register_cpu_kernels(py::module_& m) {
       },
       release);
   cpu.def(
+      "rms_norm_bf16",
+      [](uintptr_t out, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps,
+         int num_threads) {
+        kvserve::cpu::rms_norm_bf16(ptr<uint16_t>(out), ptr<const uint16_t>(x), ptr<const uint16_t>(weight), rows,
+                                    hidden, x_stride, eps, num_threads);
+      },
+      release);
+  cpu.def(
+      "fused_add_rms_norm_bf16",
+      [](uintptr_t out, uintptr_t residual_out, uintptr_t residual, uintptr_t x, uintptr_t weight, int64_t rows,
+         int64_t hidden, float eps, int num_threads) {
+        kvserve::cpu::fused_add_rms_norm_bf16(ptr<uint16_t>(out), ptr<uint16_t>(residual_out),
+                                              ptr<const uint16_t>(residual), ptr<const uint16_t>(x),
+                                              ptr<const uint16_t>(weight), rows, hidden, eps, num_threads);
+      },
+      release);
+  cpu.def(
+      "silu_and_mul_bf16",
+      [](uintptr_t out, uintptr_t x, int64_t rows, int64_t d, int num_threads) {
+        kvserve::cpu::silu_and_mul_bf16(ptr<uint16_t>(out), ptr<const uint16_t>(x), rows, d, num_threads);
+      },
+      release);
+  cpu.def(
       "rotary_neox",
       [](uintptr_t x, uintptr_t cos, uintptr_t sin, int64_t tokens, int64_t heads, int64_t head_dim, int64_t rot_dim,
          int64_t token_stride) {

@@ -27,6 +27,17 @@ void silu_and_mul(float* out,       // [rows, d]
                   const float* x,   // [rows, 2 * d]
                   int64_t rows, int64_t d);
 
+// The same three ops on bfloat16 activations (weights, inputs and outputs bfloat16, math in float32), rounded
+// where torch's ops on bfloat16 tensors round: after the residual sum, after normalising (before the weight),
+// after silu (before the multiplication), and each result. Rows are split across up to num_threads threads.
+void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, int64_t rows, int64_t hidden,
+                   int64_t x_stride, float eps, int num_threads);
+
+void fused_add_rms_norm_bf16(uint16_t* out, uint16_t* residual_out, const uint16_t* residual, const uint16_t* x,
+                             const uint16_t* weight, int64_t rows, int64_t hidden, float eps, int num_threads);
+
+void silu_and_mul_bf16(uint16_t* out, const uint16_t* x, int64_t rows, int64_t d, int num_threads);
+
 void rotary_neox(float* x,            // [T, heads, head_dim], token stride token_stride
                  const float* cos,    // [T, rot_dim / 2]
                  const float* sin,    // [T, rot_dim / 2]

@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bf16.h"
 #include "cpu_isa.h"
 #include "simd.h"
 
@@ -18,29 +19,18 @@ namespace {
 using WidenFn = void (*)(float*, const uint16_t*, int64_t, int64_t, int64_t);
 using NarrowFn = void (*)(uint16_t*, const float*, int64_t);
 
-// ---- bf16: the top half of a float32; portable integer code that each clone vectorises ----
+// ---- bf16: the top half of a float32 (bf16.h); integer code that each clone vectorises ----
 
 KV_CLONES void widen_bf16(float* out, const uint16_t* in, int64_t rows, int64_t n, int64_t stride) {
   for (int64_t r = 0; r < rows; ++r) {
     const uint16_t* src = in + r * stride;
     float* dst = out + r * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const uint32_t bits = static_cast<uint32_t>(src[i]) << 16;
-      std::memcpy(dst + i, &bits, sizeof(bits));
-    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
   }
 }
 
 KV_CLONES void narrow_bf16(uint16_t* out, const float* in, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, in + i, sizeof(bits));
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-      out[i] = static_cast<uint16_t>((bits >> 16) | 0x40u);  // NaN: keep the sign, set the quiet bit
-    } else {
-      out[i] = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);  // nearest, ties to even
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = float_to_bf16(in[i]);
 }
 
 // ---- f16: the F16C/AVX-512 conversion instructions where present, the compiler's _Float16 otherwise ----

@@ -1,7 +1,61 @@
+#include <omp.h>
+
+#include <algorithm>
+
+#include "bf16.h"
 #include "kernels.h"
 #include "row_ops.h"
 
 namespace kvserve::cpu {
+namespace {
+
+// Rows of the bfloat16 norms, rounded as torch's ops on bfloat16 tensors round: the residual sum (when
+// `residual` is given; written to residual_out), then x / sqrt(mean(x^2) + eps) computed in float32 and
+// rounded, then its product with the weight, rounded.
+KV_CLONES void rms_norm_bf16_rows(uint16_t* out, uint16_t* residual_out, const uint16_t* residual,
+                                  const uint16_t* x, const uint16_t* weight, int64_t begin, int64_t end,
+                                  int64_t hidden, int64_t x_stride, float eps) {
+  for (int64_t r = begin; r < end; ++r) {
+    const uint16_t* in = x + r * x_stride;
+    if (residual != nullptr) {
+      uint16_t* sum = residual_out + r * hidden;
+      const uint16_t* other = residual + r * hidden;
+      for (int64_t i = 0; i < hidden; ++i) sum[i] = float_to_bf16(bf16_to_float(in[i]) + bf16_to_float(other[i]));
+      in = sum;
+    }
+    float partial[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= hidden; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) partial[l] += bf16_to_float(in[i + l]) * bf16_to_float(in[i + l]);
+    }
+    float squares = fold(partial);
+    for (; i < hidden; ++i) squares += bf16_to_float(in[i]) * bf16_to_float(in[i]);
+    const float inv = 1.0f / std::sqrt(squares / static_cast<float>(hidden) + eps);
+    uint16_t* o = out + r * hidden;
+    for (i = 0; i < hidden; ++i) {
+      o[i] = float_to_bf16(bf16_to_float(weight[i]) * round_to_bf16(bf16_to_float(in[i]) * inv));
+    }
+  }
+}
+
+// Splits rows across up to num_threads OpenMP threads (one below kMinElementwiseValues values).
+void rms_norm_bf16_split(uint16_t* out, uint16_t* residual_out, const uint16_t* residual, const uint16_t* x,
+                         const uint16_t* weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps,
+                         int num_threads) {
+  const int threads = rows * hidden < kMinElementwiseValues ? 1 : static_cast<int>(std::min<int64_t>(num_threads, rows));
+  if (threads <= 1) {
+    rms_norm_bf16_rows(out, residual_out, residual, x, weight, 0, rows, hidden, x_stride, eps);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+    rms_norm_bf16_rows(out, residual_out, residual, x, weight, rows * t / n, rows * (t + 1) / n, hidden, x_stride,
+                       eps);
+  }
+}
+
+}  // namespace
 
 KV_CLONES void rms_norm(float* out, const float* x, const float* weight, int64_t rows, int64_t hidden,
                         int64_t x_stride, float eps) {
@@ -17,6 +71,16 @@ KV_CLONES void fused_add_rms_norm(float* out, float* residual_out, const float* 
     for (int64_t i = 0; i < hidden; ++i) res[i] = in[i] + res_in[i];
     normalize_row(out + r * hidden, res, weight, hidden, eps);
   }
+}
+
+void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, int64_t rows, int64_t hidden,
+                   int64_t x_stride, float eps, int num_threads) {
+  rms_norm_bf16_split(out, nullptr, nullptr, x, weight, rows, hidden, x_stride, eps, num_threads);
+}
+
+void fused_add_rms_norm_bf16(uint16_t* out, uint16_t* residual_out, const uint16_t* residual, const uint16_t* x,
+                             const uint16_t* weight, int64_t rows, int64_t hidden, float eps, int num_threads) {
+  rms_norm_bf16_split(out, residual_out, residual, x, weight, rows, hidden, hidden, eps, num_threads);
 }
 
 }  // namespace kvserve::cpu

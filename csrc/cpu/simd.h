@@ -17,6 +17,9 @@ namespace kvserve::cpu {
 
 constexpr int kLanes = 8;  // one AVX2 register of floats; AVX-512 builds use half a register
 
+// Below this many values in all, an elementwise op's rows run on one thread: waking the others costs more.
+constexpr int64_t kMinElementwiseValues = 1 << 14;
+
 // Partial sums per lane, folded pairwise: the fold costs 3 adds instead of 7.
 KV_INLINE float fold(float* partial) {
   for (int width = kLanes / 2; width > 0; width /= 2) {

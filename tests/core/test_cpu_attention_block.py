@@ -238,6 +238,46 @@ def test_silu_and_mul_every_lane_and_tail(d: int) -> None:
     np.testing.assert_allclose(out, gate / (1 + np.exp(-gate)) * up, rtol=1e-6, atol=1e-30)
 
 
+def assert_within_one_bf16_ulp(got: np.ndarray, want: np.ndarray) -> None:
+    """bfloat16 bits against float64 math: each value is want rounded either way (float32 math and its own
+    roundings between), never further."""
+    got = widen(got, "bfloat16").astype(np.float64)
+    assert np.all(np.abs(got - want) <= np.maximum(np.abs(want), 1e-30) * 2.0**-7)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bfloat16_norms_and_activation(threads: int) -> None:
+    """The bfloat16 kernels on rows split across threads (64 x 300 values) and a row of a few values."""
+    rng = np.random.default_rng(3)
+    for rows, hidden in ((64, 300), (1, 5)):
+        x = narrow(rng.standard_normal((rows, hidden), dtype=np.float32), "bfloat16")
+        residual = narrow(rng.standard_normal((rows, hidden), dtype=np.float32), "bfloat16")
+        weight = narrow(rng.uniform(0.5, 1.5, hidden).astype(np.float32), "bfloat16")
+        out, new_residual = np.empty_like(x), np.empty_like(x)
+        _core.cpu.fused_add_rms_norm_bf16(
+            ptr(out), ptr(new_residual), ptr(residual), ptr(x), ptr(weight), rows, hidden, 1e-6, threads
+        )
+        np.testing.assert_array_equal(
+            new_residual, narrow(widen(x, "bfloat16") + widen(residual, "bfloat16"), "bfloat16")
+        )
+        total = widen(new_residual, "bfloat16").astype(np.float64)
+        normed = total / np.sqrt((total**2).mean(-1, keepdims=True) + 1e-6)
+        assert_within_one_bf16_ulp(out, normed * widen(weight, "bfloat16"))
+        _core.cpu.rms_norm_bf16(ptr(out), ptr(x), ptr(weight), rows, hidden, hidden, 1e-6, threads)
+        plain = widen(x, "bfloat16").astype(np.float64)
+        plain = plain / np.sqrt((plain**2).mean(-1, keepdims=True) + 1e-6) * widen(weight, "bfloat16")
+        assert_within_one_bf16_ulp(out, plain)
+
+        gate_up = narrow(rng.standard_normal((rows, 2 * hidden), dtype=np.float32) * 4, "bfloat16")
+        act = np.empty((rows, hidden), np.uint16)
+        _core.cpu.silu_and_mul_bf16(ptr(act), ptr(gate_up), rows, hidden, threads)
+        gate, up = (widen(part, "bfloat16").astype(np.float64) for part in np.split(gate_up, 2, axis=1))
+        # silu's result is rounded before the product: allow that rounding's ulp on top of the product's.
+        got = widen(act, "bfloat16").astype(np.float64)
+        want = gate / (1 + np.exp(-gate)) * up
+        assert np.all(np.abs(got - want) <= np.abs(want) * 2.0**-6 + 1e-30)
+
+
 def test_unknown_cache_dtype_is_a_value_error() -> None:
     kv_cache, key = np.zeros((2, 1, 4), dtype=np.float32), np.zeros((1, 4), dtype=np.float32)
     slots = np.zeros(1, dtype=np.int64)

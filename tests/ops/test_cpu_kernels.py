@@ -40,6 +40,42 @@ def test_silu_and_mul(d):
     torch.testing.assert_close(cpu_kernels.silu_and_mul(x), reference.silu_and_mul(x), **TOL)
 
 
+def assert_within_one_bf16_ulp(got: torch.Tensor, want: torch.Tensor) -> None:
+    """bfloat16 results of float32 math summed in another order than torch's: a value may round to the
+    neighbouring bfloat16 (when the float32 result sits at a rounding boundary), rarely, never further."""
+    got, want = got.float(), want.float()
+    ulp = want.abs().clamp_min(torch.finfo(torch.bfloat16).tiny) * 2.0**-7
+    assert ((got - want).abs() <= ulp).all()
+    assert (got == want).float().mean() >= 0.99
+
+
+@pytest.mark.parametrize("rows", [3, 64])  # 64 x 769 values: split across threads
+@pytest.mark.parametrize("hidden", [7, 64, 769])
+def test_bf16_rms_norms_round_as_torch(rows, hidden):
+    torch.manual_seed(hidden)
+    x, residual = torch.randn(rows, hidden).bfloat16(), (torch.randn(rows, hidden) * 3).bfloat16()
+    weight = (torch.rand(hidden) + 0.5).bfloat16()
+    assert_within_one_bf16_ulp(cpu_kernels.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6))
+    out, new_residual = cpu_kernels.fused_add_rms_norm(x, residual, weight, 1e-5)
+    ref_out, ref_residual = reference.fused_add_rms_norm(x, residual, weight, 1e-5)
+    assert torch.equal(new_residual, ref_residual)  # one rounded addition: bit-exact
+    assert_within_one_bf16_ulp(out, ref_out)
+
+
+@pytest.mark.parametrize(("rows", "d"), [(3, 13), (32, 1344)])
+def test_bf16_silu_and_mul_rounds_as_torch(rows, d):
+    torch.manual_seed(d)
+    x = (torch.randn(rows, 2 * d) * 4).bfloat16()
+    assert_within_one_bf16_ulp(cpu_kernels.silu_and_mul(x), reference.silu_and_mul(x))
+
+
+def test_mixed_activation_types_take_the_reference():
+    assert cpu_kernels.rms_norm(torch.randn(2, 8).bfloat16(), torch.ones(8), 1e-6) is NotImplemented
+    assert cpu_kernels.fused_add_rms_norm(torch.randn(2, 8), torch.randn(2, 8).bfloat16(), torch.ones(8), 1e-6) is (
+        NotImplemented
+    )
+
+
 @pytest.mark.parametrize(("head_dim", "rot_dim"), [(64, 64), (80, 40), (16, 16)])
 def test_rotary_in_place_on_a_fused_qkv_row(head_dim, rot_dim):
     torch.manual_seed(head_dim)
@@ -124,8 +160,8 @@ def test_mixed_batch_attention_matches_reference(cache_dtype):
 
 
 def test_unsupported_inputs_fall_back():
-    x = torch.randn(3, 8, dtype=torch.bfloat16)
-    assert cpu_kernels.rms_norm(x, torch.ones(8, dtype=torch.bfloat16), 1e-6) is NotImplemented
+    x = torch.randn(3, 8, dtype=torch.float16)
+    assert cpu_kernels.rms_norm(x, torch.ones(8, dtype=torch.float16), 1e-6) is NotImplemented
     assert cpu_kernels.silu_and_mul(torch.randn(4, 6).t()) is NotImplemented
 
 

@@ -1,11 +1,11 @@
-"""The C++ float32 CPU kernels (kvserve._core.cpu) behind the ops' signatures.
+"""The C++ CPU kernels (kvserve._core.cpu, float32 math) behind the ops' signatures.
 
-Each wrapper checks that its inputs fit the kernel (CPU, float32 activations or, for the cache write and
-attention, keys, values and queries of any of the cache's types, a KV cache of float32, float16 or bfloat16, the
-layouts it reads) and otherwise
-returns NotImplemented, so the caller falls back to the torch reference. The kernels write into tensors
-allocated here; rotary_embedding rotates in place. The attention kernels split their work across torch's
-thread count, on the OpenMP runtime torch's ops use.
+Each wrapper checks that its inputs fit the kernel (CPU; float32 activations, or bfloat16 ones for the norms
+and the activation, which round as torch's ops do; for the cache write and attention, keys, values and
+queries of any of the cache's types; a KV cache of float32, float16 or bfloat16; the layouts it reads) and
+otherwise returns NotImplemented, so the caller falls back to the torch reference. The kernels write into
+tensors allocated here; rotary_embedding rotates in place. The attention kernels split their work across
+torch's thread count, on the OpenMP runtime torch's ops use.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _kernels = _core.cpu
 
 
 _FLOAT32 = torch.float32
+_BFLOAT16 = torch.bfloat16
 # The KV cache element types the kernels read and write (kvserve::cpu::CacheDtype).
 CACHE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -42,35 +43,58 @@ def fits_cache(kv_cache: torch.Tensor) -> bool:
     return kv_cache.dtype in CACHE_DTYPES and kv_cache.is_cpu and kv_cache.is_contiguous()
 
 
+def _activations(*tensors: torch.Tensor) -> torch.dtype | None:
+    """The norms' and activation's kernel type: float32 or bfloat16 when every tensor is of it, on the CPU and
+    contiguous; else None. (bfloat16 kernels round where torch's ops round; float16 takes the reference.)"""
+    dtype = tensors[0].dtype
+    if dtype is not _FLOAT32 and dtype is not _BFLOAT16:
+        return None
+    for t in tensors:
+        if t.dtype is not dtype or not t.is_cpu or not t.is_contiguous():
+            return None
+    return dtype
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float):
-    if not (_fits(x, weight) and x.is_contiguous() and weight.is_contiguous()):
+    dtype = _activations(x, weight)
+    if dtype is None:
         return NotImplemented
     hidden = x.shape[-1]
     out = torch.empty_like(x)
-    _kernels.rms_norm(out.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, hidden, eps)
+    args = (out.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, hidden, eps)
+    if dtype is _FLOAT32:
+        _kernels.rms_norm(*args)
+    else:
+        _kernels.rms_norm_bf16(*args, torch.get_num_threads())
     return out
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
-    if not (_fits(x, residual, weight) and x.is_contiguous() and residual.is_contiguous()):
+    dtype = _activations(x, residual, weight)
+    if dtype is None:
         return NotImplemented
     hidden = x.shape[-1]
     out = torch.empty_like(x)
     # The op returns a new residual (callers may still hold the old one): the kernel writes the sum there.
     residual_out = torch.empty_like(residual)
-    _kernels.fused_add_rms_norm(
-        out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr(),
-        x.numel() // hidden, hidden, eps,
-    )  # fmt: skip
+    args = (out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr())
+    if dtype is _FLOAT32:
+        _kernels.fused_add_rms_norm(*args, x.numel() // hidden, hidden, eps)
+    else:
+        _kernels.fused_add_rms_norm_bf16(*args, x.numel() // hidden, hidden, eps, torch.get_num_threads())
     return out, residual_out
 
 
 def silu_and_mul(x: torch.Tensor):
-    if not (_fits(x) and x.is_contiguous()):
+    dtype = _activations(x)
+    if dtype is None:
         return NotImplemented
     d = x.shape[-1] // 2
     out = torch.empty(*x.shape[:-1], d, dtype=x.dtype)
-    _kernels.silu_and_mul(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d)
+    if dtype is _FLOAT32:
+        _kernels.silu_and_mul(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d)
+    else:
+        _kernels.silu_and_mul_bf16(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d, torch.get_num_threads())
     return out
 
 
