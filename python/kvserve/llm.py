@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import numbers
 import threading
+import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -102,12 +103,13 @@ class LLM:
 
             model = str(embedded_model_path())
         config = EngineConfig(model=model, **engine_args)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="kvserve-llm", daemon=True)
-        self._thread.start()
+        self._engine_loop = _EngineLoop()
+        # Shuts the engine down when the LLM is collected or, at the latest, when the interpreter exits (its
+        # actors would otherwise be torn down mid-wait and print their tracebacks).
+        self._close = weakref.finalize(self, self._engine_loop.close)
         self._engine: AsyncEngine | None = None
         try:
-            self._engine = self._run(AsyncEngine.start(config))
+            self._engine = self._engine_loop.engine = self._run(AsyncEngine.start(config))
         except BaseException:
             self.shutdown()  # a model that fails to load leaves no loop thread behind
             raise
@@ -174,14 +176,8 @@ class LLM:
         return self._run(self._engine.collective_rpc(method, args, kwargs))
 
     def shutdown(self) -> None:
-        if self._engine is not None:
-            self._run(self._engine.shutdown())
-            self._engine = None
-        if self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        if not self._loop.is_closed():
-            self._loop.close()
+        self._close()
+        self._engine = None
 
     def __enter__(self) -> LLM:
         return self
@@ -242,7 +238,31 @@ class LLM:
                 progress.close()
 
     def _run(self, coroutine: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return self._engine_loop.run(coroutine)
+
+
+class _EngineLoop:
+    """The event loop thread the engine runs on, and the engine once started."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kvserve-llm", daemon=True)
+        self.thread.start()
+        self.engine: AsyncEngine | None = None
+
+    def run(self, coroutine: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        """Shuts the engine down, then stops and closes the loop."""
+        if self.engine is not None:
+            self.run(self.engine.shutdown())
+            self.engine = None
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+        if not self.loop.is_closed():
+            self.loop.close()
 
 
 async def collect(engine: AsyncEngine, request: EngineRequest) -> RequestOutput:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -96,3 +99,23 @@ def test_a_model_that_fails_to_load_leaves_no_thread_behind(tmp_path):
         LLM(str(tmp_path / "missing-model"))
     left = {t.name for t in threading.enumerate() if t.is_alive()} - before
     assert not {name for name in left if name.startswith(("kvserve-llm", "kvserve-runner"))}, left
+
+
+def test_a_script_that_never_shuts_down_exits_cleanly(tiny_model_dir):
+    """A script that drops its LLM without shutdown() (or never drops it): the engine is shut down when the LLM
+    is collected or the interpreter exits, without the actors' tracebacks of an engine torn down mid-wait."""
+    script = (
+        "import sys\n"
+        "from kvserve import LLM, SamplingParams\n"
+        "kept = LLM(sys.argv[1], kv_cache_memory=16 << 20)\n"
+        "params = SamplingParams(max_tokens=2, ignore_eos=True)\n"
+        "print(len(kept.generate([[5, 6, 7]], params, use_tqdm=False)[0].outputs[0].token_ids))\n"
+        "dropped = LLM(sys.argv[1], kv_cache_memory=16 << 20)\n"
+        "del dropped\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model_dir("llama"))], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["2"]
+    assert "Traceback" not in result.stderr and "Task was destroyed" not in result.stderr, result.stderr[-2000:]

@@ -129,7 +129,7 @@ def test_a_killed_worker_fails_the_request_in_flight_and_the_engine(tp_llama):
         return received
 
     started = time.monotonic()
-    future = asyncio.run_coroutine_threadsafe(long_request(), tp_llama._loop)
+    future = asyncio.run_coroutine_threadsafe(long_request(), tp_llama._engine_loop.loop)
     with pytest.raises(EngineDeadError, match=r"tensor-parallel worker rank 1 \(pid \d+\) died"):
         future.result(timeout=60)
     assert time.monotonic() - started < 30

@@ -11,8 +11,9 @@ import dataclasses
 import functools
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -393,6 +394,28 @@ class AsyncEngine:
                 await actor.stop()
             else:  # a dead engine's actors may be stuck in a step that never returns: do not wait for them
                 actor.kill()
-        await asyncio.to_thread(self.executor.shutdown)  # tensor-parallel workers stopped and joined
+        await _in_own_thread(self.executor.shutdown)  # tensor-parallel workers stopped and joined
         if self.grammars is not None:
             self.grammars.shutdown()
+
+
+async def _in_own_thread(fn: Callable[[], object]) -> None:
+    """Awaits fn() run on a thread of its own. Unlike asyncio.to_thread this works while the interpreter exits
+    (concurrent.futures refuses new work by then), which is when LLM's finalizer may shut an engine down."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(None) if error is None else done.set_exception(error)
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as error:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, error)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=body, name="kvserve-shutdown", daemon=True).start()
+    await done
