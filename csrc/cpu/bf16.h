@@ -3,22 +3,15 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "simd.h"
 
 namespace kvserve::cpu {
 
-KV_INLINE float bf16_to_float(uint16_t value) {
-  const uint32_t bits = static_cast<uint32_t>(value) << 16;
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
-}
+KV_INLINE float bf16_to_float(uint16_t value) { return from_bits(static_cast<uint32_t>(value) << 16); }
 
 KV_INLINE uint16_t float_to_bf16(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
+  const uint32_t bits = to_bits(value);
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);  // NaN: quiet
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }

@@ -1,10 +1,7 @@
-#include <omp.h>
-
-#include <algorithm>
-
 #include "bf16.h"
 #include "kernels.h"
 #include "row_ops.h"
+#include "row_split.h"
 
 namespace kvserve::cpu {
 namespace {
@@ -38,23 +35,6 @@ KV_CLONES void rms_norm_bf16_rows(uint16_t* out, uint16_t* residual_out, const u
   }
 }
 
-// Splits rows across up to num_threads OpenMP threads (one below kMinElementwiseValues values).
-void rms_norm_bf16_split(uint16_t* out, uint16_t* residual_out, const uint16_t* residual, const uint16_t* x,
-                         const uint16_t* weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps,
-                         int num_threads) {
-  const int threads = rows * hidden < kMinElementwiseValues ? 1 : static_cast<int>(std::min<int64_t>(num_threads, rows));
-  if (threads <= 1) {
-    rms_norm_bf16_rows(out, residual_out, residual, x, weight, 0, rows, hidden, x_stride, eps);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
-    rms_norm_bf16_rows(out, residual_out, residual, x, weight, rows * t / n, rows * (t + 1) / n, hidden, x_stride,
-                       eps);
-  }
-}
-
 }  // namespace
 
 KV_CLONES void rms_norm(float* out, const float* x, const float* weight, int64_t rows, int64_t hidden,
@@ -75,12 +55,16 @@ KV_CLONES void fused_add_rms_norm(float* out, float* residual_out, const float* 
 
 void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, int64_t rows, int64_t hidden,
                    int64_t x_stride, float eps, int num_threads) {
-  rms_norm_bf16_split(out, nullptr, nullptr, x, weight, rows, hidden, x_stride, eps, num_threads);
+  split_rows(rows, rows * hidden, num_threads, [&](int64_t begin, int64_t end) {
+    rms_norm_bf16_rows(out, nullptr, nullptr, x, weight, begin, end, hidden, x_stride, eps);
+  });
 }
 
 void fused_add_rms_norm_bf16(uint16_t* out, uint16_t* residual_out, const uint16_t* residual, const uint16_t* x,
                              const uint16_t* weight, int64_t rows, int64_t hidden, float eps, int num_threads) {
-  rms_norm_bf16_split(out, residual_out, residual, x, weight, rows, hidden, hidden, eps, num_threads);
+  split_rows(rows, rows * hidden, num_threads, [&](int64_t begin, int64_t end) {
+    rms_norm_bf16_rows(out, residual_out, residual, x, weight, begin, end, hidden, hidden, eps);
+  });
 }
 
 }  // namespace kvserve::cpu

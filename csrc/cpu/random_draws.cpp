@@ -2,7 +2,6 @@
 
 #include <omp.h>
 
-#include <cstring>
 #include <vector>
 
 #include "row_select.h"
@@ -27,18 +26,6 @@ KV_INLINE void philox(uint32_t* c, uint32_t k0, uint32_t k1) {
     k1 += kW1;
   }
   c[0] = c0, c[1] = c1, c[2] = c2, c[3] = c3;
-}
-
-KV_INLINE float from_bits(uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, sizeof(value));
-  return value;
-}
-
-KV_INLINE uint32_t to_bits(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  return bits;
 }
 
 // -log(u) for u in (0, 1), a normal float: Cephes' logf (a degree-8 polynomial on the mantissa reduced to

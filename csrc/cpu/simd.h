@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // Runtime dispatch to AVX-512 / AVX2 / baseline builds of the hot loops.
@@ -17,8 +18,18 @@ namespace kvserve::cpu {
 
 constexpr int kLanes = 8;  // one AVX2 register of floats; AVX-512 builds use half a register
 
-// Below this many values in all, an elementwise op's rows run on one thread: waking the others costs more.
-constexpr int64_t kMinElementwiseValues = 1 << 14;
+// A float32's bits and back (memcpy: the compiler turns it into a register move, and vectorises loops of it).
+KV_INLINE uint32_t to_bits(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+KV_INLINE float from_bits(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
 
 // Partial sums per lane, folded pairwise: the fold costs 3 adds instead of 7.
 KV_INLINE float fold(float* partial) {
