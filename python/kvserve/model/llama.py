@@ -106,7 +106,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = (
             None
             if config.tie_word_embeddings
-            else VocabParallelEmbedding(*vocab_by_hidden, config.quantization, "lm_head")
+            else VocabParallelEmbedding(*vocab_by_hidden, config.quantization, "lm_head", head_only=True)
         )
         self.rotary = RotaryEmbedding(config.rope, device=torch.get_default_device())
         # Built at the first CPU forward, once the weights are loaded (None: they do not fit it).

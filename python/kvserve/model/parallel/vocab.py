@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvserve.model.parallel.state import all_gather_last_dim, all_reduce, tp_group
-from kvserve.model.quantization import QuantizationConfig, embed, table_logits, table_parameter
+from kvserve.model.quantization import QuantizationConfig, embed, packed_weights, table_logits, table_parameter
 
 
 class VocabParallelEmbedding(nn.Module):
-    """An embedding table split by vocabulary rows; `logits` uses it as the (tied or own) LM head."""
+    """An embedding table split by vocabulary rows; `logits` uses it as the (tied or own) LM head. An own LM
+    head (`head_only`) never looks ids up, so its float table on CPU is packed for oneDNN once loaded."""
 
     def __init__(
         self,
@@ -25,9 +26,11 @@ class VocabParallelEmbedding(nn.Module):
         hidden_size: int,
         quantization: QuantizationConfig | None = None,
         checkpoint_name: str = "",
+        head_only: bool = False,
     ) -> None:
         super().__init__()
         group = tp_group()
+        self.head_only = head_only
         self.vocab_size = vocab_size
         self.shard_rows = -(-vocab_size // group.size)
         self.start = group.rank * self.shard_rows
@@ -44,6 +47,10 @@ class VocabParallelEmbedding(nn.Module):
             shard = torch.cat([shard, shard.new_zeros(missing, *shard.shape[1:])])
         return shard, 0
 
+    def finish_loading(self) -> None:
+        if self.head_only and packed_weights.packable(self.weight):
+            self.weight = nn.Parameter(packed_weights.pack(self.weight.data), requires_grad=False)
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: [T]; returns [T, hidden]."""
         if tp_group().size == 1:
@@ -58,7 +65,7 @@ class VocabParallelEmbedding(nn.Module):
         """hidden: [S, hidden]; returns [S, vocab] on every rank."""
         if tp_group().size == 1:
             return table_logits(hidden, self.weight)
-        return all_gather_last_dim(F.linear(hidden, self.weight))[..., : self.vocab_size]
+        return all_gather_last_dim(packed_weights.linear(hidden, self.weight))[..., : self.vocab_size]
 
     def extra_repr(self) -> str:
         return f"vocab={self.vocab_size}, rows={self.start}..{self.start + self.shard_rows}"

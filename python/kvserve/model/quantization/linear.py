@@ -1,5 +1,6 @@
 """The linear-layer seam: every projection of a model is a `Linear`, and its `LinearMethod` decides how the
-weight is stored and how `x @ W^T + b` is computed. Unquantized layers call F.linear; 8-bit layers quantize the
+weight is stored and how `x @ W^T + b` is computed. Unquantized layers call F.linear (on CPU, oneDNN
+on a packed weight); 8-bit layers quantize the
 activations per token and run the scaled GEMM (CUTLASS on CUDA, the float32 reference on CPU). Another storage
 (GGUF blocks, say) is one more method: `create_weights`, `checkpoint_tensor`, `finish_loading`, `apply`.
 """
@@ -9,10 +10,10 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kvserve import ops
+from kvserve.model.quantization import packed_weights
 from kvserve.model.quantization.config import QuantizationConfig
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def _param(tensor: torch.Tensor) -> nn.Parameter:
 
 
 class LinearMethod:
-    """Unquantized: a weight [out, in] in the model's dtype, F.linear."""
+    """Unquantized: a weight [out, in] in the model's dtype; on CPU packed for oneDNN once it is loaded."""
 
     def create_weights(self, layer: Linear) -> None:
         layer.weight = _param(torch.empty(layer.out_features, layer.in_features))
@@ -36,9 +37,11 @@ class LinearMethod:
 
     def finish_loading(self, layer: Linear) -> None:
         """Called once every parameter is filled (from a checkpoint or with random values)."""
+        if packed_weights.packable(layer.weight):
+            layer.weight = _param(packed_weights.pack(layer.weight.data))
 
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, layer.weight, layer.bias)
+        return packed_weights.linear(x, layer.weight, layer.bias)
 
 
 class Int8Fp8LinearMethod(LinearMethod):
@@ -114,7 +117,9 @@ def linear_method(config: QuantizationConfig | None, checkpoint_names: list[str]
 
 
 def finish_loading(model: nn.Module) -> None:
-    """Lets every linear layer convert its loaded weights (quantize on load, for one)."""
+    """Lets every layer that converts its loaded weights (quantize on load, pack) do so."""
     for module in model.modules():
         if isinstance(module, Linear):
             module.method.finish_loading(module)
+        elif hasattr(module, "finish_loading"):
+            module.finish_loading()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kvserve.model.quantization import packed_weights
 from kvserve.model.quantization.config import QuantizationConfig
 from kvserve.model.quantization.linear import Linear, LinearMethod, _param
 from kvserve.ops import quant_kernels
@@ -102,5 +103,5 @@ def embed(ids: torch.Tensor, table: nn.Parameter) -> torch.Tensor:
 def table_logits(hidden: torch.Tensor, table: nn.Parameter) -> torch.Tensor:
     """hidden · tableᵀ (the LM head) over a float or stored table."""
     if getattr(table, "stored_format", None) is None:
-        return F.linear(hidden, table)
+        return packed_weights.linear(hidden, table)
     return quant_kernels.matmul(hidden, _table(table))

@@ -1,0 +1,96 @@
+"""Float weights packed for oneDNN on CPU (model/quantization/packed_weights.py) against float64 math and
+against F.linear, and where a loaded model packs them.
+
+The error bound is the standard one for a dot product summed in any order in a type of unit roundoff u:
+|ŷ - y| ≤ γ_K Σ|x_k w_k|, γ_K = K·u / (1 - K·u); a bfloat16 output adds its own rounding (half an ulp).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kvserve.model.loader import build_model, model_weights
+from kvserve.model.model_config import ModelConfig
+from kvserve.model.quantization import Linear, packed_weights
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+
+UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8}
+
+
+def _check_against_float64(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+    x64, w64 = x.double(), weight.double()
+    exact = F.linear(x64, w64, None if bias is None else bias.double())
+    k = x.shape[-1]
+    accumulate = 2.0**-24  # oneDNN and MKL accumulate in float32 for both types
+    gamma = k * accumulate / (1 - k * accumulate)
+    magnitude = F.linear(x64.abs(), w64.abs()) + (0 if bias is None else bias.double().abs())
+    bound = gamma * magnitude + UNIT_ROUNDOFF[out.dtype] * exact.abs()
+    assert ((out.double() - exact).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows, k, n", [(1, 64, 48), (3, 511, 130), (32, 512, 1344), (67, 96, 8192)])
+def test_packed_linear_within_the_rounding_bound(dtype: torch.dtype, rows: int, k: int, n: int) -> None:
+    generator = torch.Generator().manual_seed(rows * k + n)
+    weight = torch.randn(n, k, generator=generator).to(dtype)
+    bias = torch.randn(n, generator=generator).to(dtype)
+    x = torch.randn(rows, k, generator=generator).to(dtype)
+    packed = packed_weights.pack(weight)
+    assert packed.is_mkldnn and packed.shape == weight.shape and packed.dtype == dtype
+    _check_against_float64(x, weight, bias, packed_weights.linear(x, packed, bias))
+    _check_against_float64(x, weight, None, packed_weights.linear(x, packed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_row_comes_out_the_same_in_any_batch(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(1)
+    packed = packed_weights.pack(torch.randn(1344, 512, generator=generator).to(dtype))
+    x = torch.randn(67, 512, generator=generator).to(dtype)
+    whole = packed_weights.linear(x, packed)
+    for rows in (1, 3, 32, 64):
+        assert torch.equal(packed_weights.linear(x[:rows], packed), whole[:rows])
+    assert torch.equal(packed_weights.linear(x[5:6], packed), whole[5:6])
+
+
+def test_leading_dimensions_strides_and_empty_batches() -> None:
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(40, 32, generator=generator)
+    packed = packed_weights.pack(weight)
+    x = torch.randn(2, 5, 32, generator=generator)
+    assert packed_weights.linear(x, packed).shape == (2, 5, 40)
+    strided = torch.randn(7, 64, generator=generator)[:, ::2]
+    assert torch.allclose(packed_weights.linear(strided, packed), F.linear(strided, weight), atol=1e-5)
+    assert packed_weights.linear(torch.empty(0, 32), packed).shape == (0, 40)
+
+
+def test_what_is_packable() -> None:
+    assert packed_weights.packable(torch.zeros(4, 8))
+    assert packed_weights.packable(torch.zeros(4, 8, dtype=torch.bfloat16))
+    assert not packed_weights.packable(torch.zeros(4, 8, dtype=torch.float16))  # no fast oneDNN path here
+    assert not packed_weights.packable(torch.zeros(4, 8, dtype=torch.uint8))  # stored GGUF rows
+    assert not packed_weights.packable(torch.zeros(8))
+    assert not packed_weights.packable(packed_weights.pack(torch.zeros(4, 8)))
+    dense = torch.randn(4, 8)
+    assert torch.equal(packed_weights.linear(torch.ones(1, 8), dense), F.linear(torch.ones(1, 8), dense))
+
+
+def _load(directory) -> torch.nn.Module:
+    config = ModelConfig.from_directory(directory)
+    cpu = torch.device("cpu")
+    return build_model(config, model_weights(directory, config, cpu), torch.float32, cpu)
+
+
+@pytest.mark.parametrize("name, own_head", [("llama", True), ("qwen2", False)])
+def test_a_loaded_model_packs_its_projections_and_an_own_lm_head(tiny_model_dir, name: str, own_head: bool):
+    model = _load(tiny_model_dir(name))
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    assert linears and all(m.weight.is_mkldnn for m in linears)
+    assert not model.embed_tokens.weight.is_mkldnn  # looked up by id: stays dense
+    if own_head:
+        assert model.lm_head.weight.is_mkldnn
+    hidden = torch.randn(3, model.config.hidden_size)
+    dense_head = model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight.to_dense()
+    assert torch.allclose(model.compute_logits(hidden), F.linear(hidden, dense_head), atol=1e-4)
