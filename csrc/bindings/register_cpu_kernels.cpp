@@ -99,6 +99,20 @@ void register_cpu_kernels(py::module_& m) {
                                              sliding_window, num_threads);
       },
       release);
+  cpu.def(
+      "paged_attention_prefill",
+      [](uintptr_t out, uintptr_t query, uintptr_t kv_cache, int cache_dtype, uintptr_t block_tables,
+         uintptr_t seq_lens, uintptr_t query_start_loc, int64_t reqs, int64_t heads, int64_t kv_heads,
+         int64_t head_dim, int64_t num_blocks, int64_t block_size, int64_t table_width, int64_t query_stride,
+         float scale, int64_t sliding_window, int num_threads) {
+        kvserve::cpu::paged_attention_prefill(
+            ptr<float>(out), ptr<const float>(query), ptr<const void>(kv_cache), cache_dtype,
+            ptr<const int32_t>(block_tables), ptr<const int32_t>(seq_lens), ptr<const int32_t>(query_start_loc), reqs,
+            heads, kv_heads, head_dim, num_blocks, block_size, table_width, query_stride, scale, sliding_window,
+            num_threads);
+      },
+      release);
+  cpu.def("paged_attention_prefill_fits", &kvserve::cpu::paged_attention_prefill_fits);
   // q_norm and k_norm are 0 when the model has none.
   cpu.def(
       "prepare_qkv",

@@ -64,6 +64,24 @@ void paged_attention_decode(float* out,                   // [R, H, D]
                             int64_t block_size, int64_t table_width, int64_t query_stride, float scale,
                             int64_t sliding_window, int num_threads);
 
+// Causal attention of the requests with more than one query row (prompt chunks: the last q_len tokens of a
+// seq_len-token context, keys (pos - sliding_window, pos] visible when sliding_window > 0) over their cached
+// keys and values; rows of one-row requests are left for paged_attention_decode. (request, KV head, tile of
+// tokens) items split across up to num_threads OpenMP threads. Needs paged_attention_prefill_fits(head_dim).
+void paged_attention_prefill(float* out,                     // [T, H, D]
+                             const float* query,             // [T, H, D], token stride query_stride
+                             const void* kv_cache,           // [2, NB, BS, KVH, D]
+                             int cache_dtype,
+                             const int32_t* block_tables,    // [R, W]
+                             const int32_t* seq_lens,        // [R]
+                             const int32_t* query_start_loc,  // [R + 1]
+                             int64_t reqs, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t num_blocks,
+                             int64_t block_size, int64_t table_width, int64_t query_stride, float scale,
+                             int64_t sliding_window, int num_threads);
+
+// Whether this CPU has the prefill kernel's instructions (AVX2, FMA, F16C) and head_dim is a multiple of 8.
+bool paged_attention_prefill_fits(int64_t head_dim);
+
 // A layer's work between its qkv projection and attention, for every token of a step, in place in qkv:
 // per-head q/k RMSNorm (when the norms are given; Qwen3), GPT-NeoX rotary on q and k, k and v into the cache.
 void prepare_qkv(float* qkv,                   // [T, (H + 2 KVH) * D]: q | k | v, token stride qkv_stride

@@ -19,22 +19,13 @@
 #include "cpu_isa.h"
 #include "kernels.h"
 #include "kv_cache_rows.h"
+#include "paged_kv.h"
 #include "simd.h"
 
 namespace kvserve::cpu {
 namespace {
 
-struct DecodeArgs {
-  float* out;
-  const float* query;
-  const void* kv_cache;
-  CacheDtype dtype;
-  const int32_t* block_tables;
-  const int32_t* seq_lens;
-  int64_t heads, kv_heads, head_dim, num_slots, block_size, table_width, query_stride;
-  float scale;
-  int64_t sliding_window;
-};
+using DecodeArgs = PagedAttentionArgs;
 
 struct Workspace {
   std::vector<float> scores;  // [group, span]
@@ -113,29 +104,11 @@ KV_CLONES void attend(const DecodeArgs& a, int64_t item, Workspace& ws) {
 
 namespace avx2 {
 
-// Eight cached values of type T at element `at` of the cache, widened to float32 (exactly).
-template <CacheDtype T>
-KV_AVX2 __m256 load8(const void* cache, int64_t at) {
-  if constexpr (T == CacheDtype::kFloat32) {
-    return _mm256_loadu_ps(static_cast<const float*>(cache) + at);
-  } else {
-    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(cache) + at));
-    if constexpr (T == CacheDtype::kFloat16) return _mm256_cvtph_ps(bits);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));  // bfloat16: the high half
-  }
-}
-
 // The eight sums of v[0..8)'s lanes, as one vector (v[j]'s sum in lane j).
 KV_AVX2 __m256 lane_sums(const __m256* v) {
   const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
   const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-}
-
-// Element offset of position p's key (half 0) or value (half 1) for KV head kvh.
-KV_INLINE int64_t slot_offset(const DecodeArgs& a, const int32_t* table, int half, int64_t p, int64_t kvh) {
-  return (half * a.num_slots + table[p / a.block_size] * a.block_size + p % a.block_size) * a.kv_heads * a.head_dim +
-         kvh * a.head_dim;
 }
 
 template <CacheDtype T>
@@ -308,10 +281,9 @@ void paged_attention_decode(float* out, const float* query, const void* kv_cache
                             int64_t table_width, int64_t query_stride, float scale, int64_t sliding_window,
                             int num_threads) {
   cache_element_bytes(cache_dtype);  // throws for an unknown type
-  const DecodeArgs a{out,      query,        kv_cache, static_cast<CacheDtype>(cache_dtype),
-                     block_tables, seq_lens, heads,    kv_heads,
-                     head_dim, num_blocks * block_size, block_size, table_width,
-                     query_stride, scale,  sliding_window};
+  const DecodeArgs a{out,      query,    kv_cache,   static_cast<CacheDtype>(cache_dtype), block_tables,
+                     seq_lens, nullptr,  heads,      kv_heads, head_dim, num_blocks * block_size, block_size,
+                     table_width, query_stride, scale, sliding_window};
   int64_t max_span = 0, total_span = 0;
   for (int64_t r = 0; r < reqs; ++r) {
     const int64_t span = seq_lens[r] - first_position(a, seq_lens[r]);

@@ -159,6 +159,24 @@ def test_mixed_batch_attention_matches_reference(cache_dtype):
     torch.testing.assert_close(cpu_kernels.paged_attention(*args), reference.paged_attention(*args), **TOL)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_batch_of_half_precision_queries_rounds_each_row_once(dtype):
+    """A bf16/f16 model's step of decodes and prompt chunks (the chunks through the prefill kernel): float32
+    math on the widened queries, each output row rounded to their type once."""
+    torch.manual_seed(4)
+    kv_cache = torch.randn(2, 40, 16, 2, 64).to(dtype)
+    q_lens = torch.tensor([1, 37, 1, 20])
+    seq_lens = torch.tensor([9, 37, 50, 45], dtype=torch.int32)
+    query_start_loc = F.pad(q_lens.cumsum(0), (1, 0)).to(torch.int32)
+    tables = torch.stack([torch.randperm(40)[:4] for _ in q_lens]).to(torch.int32)
+    query = torch.randn(int(q_lens.sum()), 8, 64).to(dtype)
+    args = (kv_cache, tables, seq_lens, query_start_loc, 37, 50, 0.125, 0)
+    out = cpu_kernels.paged_attention(query, *args)
+    assert out.dtype == dtype
+    expected = reference.paged_attention(query.float(), *args)
+    torch.testing.assert_close(out.float(), expected, rtol=torch.finfo(dtype).eps, atol=1e-6)
+
+
 def test_unsupported_inputs_fall_back():
     x = torch.randn(3, 8, dtype=torch.float16)
     assert cpu_kernels.rms_norm(x, torch.ones(8, dtype=torch.float16), 1e-6) is NotImplemented

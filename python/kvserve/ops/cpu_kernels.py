@@ -166,9 +166,36 @@ def paged_attention(
 ):
     if not (_fits_query(query) and fits_cache(kv_cache)):
         return NotImplemented
+    chunks = _prefill if _kernels.paged_attention_prefill_fits(query.shape[2]) else None
     return reference.split_attention(
-        query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode
-    )
+        query, kv_cache, block_tables, seq_lens, query_start_loc, max_query_len, scale, sliding_window, _decode,
+        chunks,
+    )  # fmt: skip
+
+
+def _prefill(
+    out: torch.Tensor, query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, sliding_window: int,
+) -> None:  # fmt: skip
+    """The rows of out of requests with more than one query row, by the C++ prefill kernel."""
+    result = out if out.dtype is _FLOAT32 else torch.empty(out.shape)
+    query = query.to(_FLOAT32)
+    if not _token_rows(query):
+        query = query.contiguous()
+    block_tables = block_tables.to(torch.int32).contiguous()
+    seq_lens = seq_lens.to(torch.int32).contiguous()
+    query_start_loc = query_start_loc.to(torch.int32).contiguous()
+    _kernels.paged_attention_prefill(
+        result.data_ptr(), query.data_ptr(), kv_cache.data_ptr(), CACHE_DTYPES[kv_cache.dtype],
+        block_tables.data_ptr(), seq_lens.data_ptr(), query_start_loc.data_ptr(), seq_lens.shape[0], query.shape[1],
+        kv_cache.shape[3], query.shape[2], kv_cache.shape[1], kv_cache.shape[2], block_tables.shape[1],
+        query.stride(0), scale, sliding_window, torch.get_num_threads(),
+    )  # fmt: skip
+    if result is not out:  # a 16-bit output: only the kernel's rows, rounded once
+        q_lens = query_start_loc.diff()
+        rows = torch.zeros(out.shape[0], dtype=torch.bool)
+        rows[: int(query_start_loc[-1])] = torch.repeat_interleave(q_lens > 1, q_lens)
+        out[rows] = result[rows].to(out.dtype)
 
 
 def cross_attention(

@@ -117,6 +117,11 @@ def paged_attention(
 
 
 DecodeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+# (out, query, kv_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window): fills the rows of out
+# that belong to requests of more than one query row.
+ChunksFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int], None
+]
 
 
 def split_attention(
@@ -129,8 +134,10 @@ def split_attention(
     scale: float,
     sliding_window: int,
     decode: DecodeFn,
+    chunks: ChunksFn | None = None,
 ) -> torch.Tensor:
-    """Decode rows (one query token) in one batched call of `decode`, other rows request by request."""
+    """Decode rows (one query token) in one batched call of `decode`; the rows of longer requests by `chunks`
+    (in one call, into `out`), or request by request in torch."""
     if query.shape[0] == 0:
         return torch.empty_like(query)
     if max_query_len == 1:
@@ -141,6 +148,9 @@ def split_attention(
     if len(single):
         rows = query_start_loc[single].long()
         out[rows] = decode(query[rows], kv_cache, block_tables[single], seq_lens[single], scale, sliding_window)
+    if chunks is not None:
+        chunks(out, query, kv_cache, block_tables, seq_lens, query_start_loc, scale, sliding_window)
+        return out
     starts, lens, seqs = query_start_loc[:-1].tolist(), q_lens.tolist(), seq_lens.tolist()
     for r, (start, q_len, seq_len) in enumerate(zip(starts, lens, seqs)):
         if q_len > 1:
