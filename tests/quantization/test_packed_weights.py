@@ -1,5 +1,5 @@
 """Float weights packed for oneDNN on CPU (model/quantization/packed_weights.py) against float64 math and
-against F.linear, and where a loaded model packs them.
+against F.linear, and where a loaded model (decoder or BERT encoder) packs them.
 
 The error bound is the standard one for a dot product summed in any order in a type of unit roundoff u:
 |ŷ - y| ≤ γ_K Σ|x_k w_k|, γ_K = K·u / (1 - K·u); a bfloat16 output adds its own rounding (half an ulp).
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from kvserve.model.loader import build_model, model_weights
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.quantization import Linear, packed_weights
+from tests.pooling import encoder_models
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -94,3 +95,11 @@ def test_a_loaded_model_packs_its_projections_and_an_own_lm_head(tiny_model_dir,
     hidden = torch.randn(3, model.config.hidden_size)
     dense_head = model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight.to_dense()
     assert torch.allclose(model.compute_logits(hidden), F.linear(hidden, dense_head), atol=1e-4)
+
+
+def test_a_loaded_bert_packs_its_projections():
+    model = _load(encoder_models.minilm_dir())
+    layers = [m for m in model.modules() if hasattr(m, "qkv_proj")]
+    assert layers
+    for layer in layers:
+        assert all(getattr(layer, name).is_mkldnn for name in ("qkv_proj", "o_proj", "up_proj", "down_proj"))
