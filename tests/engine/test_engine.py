@@ -137,6 +137,38 @@ def test_a_failing_actor_fails_every_request_and_marks_the_engine_dead(config):
     run_with_engine(config, body)
 
 
+def test_steps_queued_behind_a_failed_one_leave_no_unretrieved_exception(config):
+    """Each step launched after the failing one fails too; their errors are taken, so asyncio never logs
+    "Future exception was never retrieved" when the futures are collected."""
+    import gc
+    import time
+
+    async def body(engine):
+        loop = asyncio.get_running_loop()
+        unhandled = []
+        loop.set_exception_handler(lambda _, context: unhandled.append(context["message"]))
+        params = SamplingParams(max_tokens=400, ignore_eos=True)
+        running = [asyncio.create_task(generate(engine, [5, 6, 7], params, f"r{i}")) for i in range(3)]
+        await wait_until(lambda: engine.scheduler.core.num_running == 3)
+        launches = []
+
+        def broken(batch):
+            launches.append(batch)
+            time.sleep(0.05)  # long enough for the scheduler to queue the next step behind this one
+            raise RuntimeError("device lost")
+
+        engine.runner.executor.runner.launch = broken
+        await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), timeout=10)
+        await wait_until(lambda: all(launched.done() for launched in engine.runner.undelivered))
+        assert len(launches) >= 2  # a step did queue behind the failing one
+        engine.runner.undelivered.clear()
+        gc.collect()
+        await asyncio.sleep(0)
+        assert unhandled == []
+
+    run_with_engine(config, body)
+
+
 def test_eos_stops_and_is_not_rendered(config, tiny_model_dir):
     # Make EOS the greedy continuation: find the token greedy decoding picks, then call it EOS.
     model_dir = tiny_model_dir("llama")

@@ -88,6 +88,9 @@ class RunnerActor(Actor):
     def _deliver_ready(self, _: object = None) -> None:
         """Sends, in order, the results at the head of the queue that are on the host; the first one still on
         its way from the device is waited for on the waiter thread, whose end calls this again."""
+        if self.failed:
+            self._drop_finished()
+            return
         while self.undelivered and not self.failed and self._waiting is None:
             launched = self.undelivered[0]
             if not launched.done() or launched.cancelled():
@@ -122,7 +125,16 @@ class RunnerActor(Actor):
     def _fail(self, error: BaseException) -> None:
         """Batches queued behind a failed one report nothing: the engine is already failing."""
         self.failed = True
+        self._drop_finished()
         self.fail(error)
+
+    def _drop_finished(self) -> None:
+        """After a failure: forgets the launches that have finished, taking their errors (the steps queued
+        behind the failed one fail too), which asyncio would otherwise log as never retrieved."""
+        while self.undelivered and self.undelivered[0].done():
+            launched = self.undelivered.popleft()
+            if not launched.cancelled():
+                launched.exception()
 
     async def on_call(self, call: RunnerCall) -> None:
         """A failing call is the caller's error, not the runner's: it is replied, and the actor lives on.
