@@ -18,13 +18,15 @@ namespace {
 constexpr int64_t kMinValuesPerThread = 1 << 16;
 
 // Lanes of GCC vector types: each keeps its running maximum and where it first occurred (a strict > keeps
-// the first), one compare and two blends per sixteen values, in kChains independent chains so that the
+// the first), one compare and two blends per eight values, in kChains independent chains so that the
 // compare-blend latency does not bound the loop; the lanes are then folded, lowest index first among equal
-// maxima. NaN is tracked on the side: a row holding one takes its first NaN.
-typedef float Floats __attribute__((vector_size(64)));
-typedef int32_t Ints __attribute__((vector_size(64)));
-constexpr int kWidth = 16;
-constexpr int kChains = 4;
+// maxima. NaN is tracked on the side: a row holding one takes its first NaN. One AVX2 register wide: GCC
+// splits 64-byte vectors into register pairs badly in the AVX2 build (spilling every blend to the stack: a
+// 256 x 49k argmax took 40 ms on one core instead of 4), and the AVX-512 build is bound by memory either way.
+typedef float Floats __attribute__((vector_size(32)));
+typedef int32_t Ints __attribute__((vector_size(32)));
+constexpr int kWidth = 8;
+constexpr int kChains = 8;
 constexpr int64_t kStep = kWidth * kChains;
 
 KV_CLONES int64_t argmax_row(const float* x, int64_t n) {
