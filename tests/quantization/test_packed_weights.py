@@ -21,6 +21,20 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8}
 
 
+BF16_PACKS = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _packed(weight: torch.Tensor) -> torch.Tensor:
+    """The weight packed, or kept dense where oneDNN cannot pack its type on this CPU (bfloat16 without
+    AVX-512 or AVX-NE-CONVERT), which packable must then say."""
+    if weight.dtype is torch.bfloat16 and not BF16_PACKS:
+        assert not packed_weights.packable(weight)
+        return weight
+    packed = packed_weights.pack(weight)
+    assert packed.is_mkldnn and packed.shape == weight.shape and packed.dtype == weight.dtype
+    return packed
+
+
 def _check_against_float64(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
     x64, w64 = x.double(), weight.double()
     exact = F.linear(x64, w64, None if bias is None else bias.double())
@@ -39,8 +53,7 @@ def test_packed_linear_within_the_rounding_bound(dtype: torch.dtype, rows: int, 
     weight = torch.randn(n, k, generator=generator).to(dtype)
     bias = torch.randn(n, generator=generator).to(dtype)
     x = torch.randn(rows, k, generator=generator).to(dtype)
-    packed = packed_weights.pack(weight)
-    assert packed.is_mkldnn and packed.shape == weight.shape and packed.dtype == dtype
+    packed = _packed(weight)
     _check_against_float64(x, weight, bias, packed_weights.linear(x, packed, bias))
     _check_against_float64(x, weight, None, packed_weights.linear(x, packed))
 
@@ -48,7 +61,7 @@ def test_packed_linear_within_the_rounding_bound(dtype: torch.dtype, rows: int, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_row_comes_out_the_same_in_any_batch(dtype: torch.dtype) -> None:
     generator = torch.Generator().manual_seed(1)
-    packed = packed_weights.pack(torch.randn(1344, 512, generator=generator).to(dtype))
+    packed = _packed(torch.randn(1344, 512, generator=generator).to(dtype))
     x = torch.randn(67, 512, generator=generator).to(dtype)
     whole = packed_weights.linear(x, packed)
     for rows in (1, 3, 32, 64):
@@ -67,9 +80,25 @@ def test_leading_dimensions_strides_and_empty_batches() -> None:
     assert packed_weights.linear(torch.empty(0, 32), packed).shape == (0, 40)
 
 
+def test_bfloat16_leading_dimensions_strides_bias_and_empty_batches() -> None:
+    """Packed by oneDNN or (without bfloat16 instructions) multiplied by the stored-row kernel: same shapes and
+    the same rounding bound either way."""
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(40, 64, generator=generator).bfloat16()
+    bias = torch.randn(40, generator=generator).bfloat16()
+    packed = _packed(weight)
+    x = torch.randn(2, 5, 64, generator=generator).bfloat16()
+    out = packed_weights.linear(x, packed, bias)
+    assert out.shape == (2, 5, 40) and out.dtype == torch.bfloat16
+    _check_against_float64(x.view(10, 64), weight, bias, out.view(10, 40))
+    strided = torch.randn(7, 128, generator=generator).bfloat16()[:, ::2]
+    _check_against_float64(strided, weight, None, packed_weights.linear(strided, packed))
+    assert packed_weights.linear(torch.empty(0, 64, dtype=torch.bfloat16), packed).shape == (0, 40)
+
+
 def test_what_is_packable() -> None:
     assert packed_weights.packable(torch.zeros(4, 8))
-    assert packed_weights.packable(torch.zeros(4, 8, dtype=torch.bfloat16))
+    assert packed_weights.packable(torch.zeros(4, 8, dtype=torch.bfloat16)) == BF16_PACKS
     assert not packed_weights.packable(torch.zeros(4, 8, dtype=torch.float16))  # no fast oneDNN path here
     assert not packed_weights.packable(torch.zeros(4, 8, dtype=torch.uint8))  # stored GGUF rows
     assert not packed_weights.packable(torch.zeros(8))
