@@ -5,8 +5,12 @@ buffers: its distribution, and that a draw is a pure function of (seed, counter,
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 from kvserve import _core
 
@@ -69,3 +73,27 @@ def test_the_race_picks_the_largest_logit_over_temperature_minus_log_draw() -> N
         expected = [int(np.flatnonzero(np.isnan(k))[0]) if np.isnan(k).any() else int(np.argmax(k)) for k in keys]
         assert out.tolist() == expected
     assert out[1] == 0 and out[2] == 500 and out[3] % 2 == 1
+
+
+def _draws_digest() -> str:
+    """Draws over widths around the vector path's 32-draw groups, and a race, as bytes in hex."""
+    parts = [draws(3, cols, [0, 2**40 + 7, 2**64 - 1], [0, 9, 2**33]).tobytes() for cols in (1, 3, 31, 32, 33, 100)]
+    logits = np.linspace(-3, 3, 4 * 1001, dtype=np.float32).reshape(4, 1001)
+    temperatures, seeds, counters = (np.full(4, 0.7, np.float32), np.arange(4, dtype=np.uint64),
+                                     np.full(4, 3, np.uint64))  # fmt: skip
+    out = np.empty(4, dtype=np.int64)
+    _core.cpu.exponential_race(
+        out.ctypes.data, logits.ctypes.data, 4, 1001, 1001, temperatures.ctypes.data, seeds.ctypes.data,
+        counters.ctypes.data, 1,
+    )  # fmt: skip
+    return b"".join([*parts, out.tobytes()]).hex()
+
+
+@pytest.mark.skipif("KVSERVE_CPU_ISA" in os.environ, reason="already running under a capped instruction set")
+def test_every_build_draws_the_same_values() -> None:
+    """The AVX2 path (eight Philox blocks at once) and the portable one give the same draws and races, bit for
+    bit: a seeded request samples the same tokens on any CPU."""
+    code = "from tests.core.test_exponential_draws import _draws_digest; print(_draws_digest())"
+    env = {**os.environ, "KVSERVE_CPU_ISA": "baseline"}
+    baseline = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert baseline.stdout.strip() == _draws_digest()
