@@ -73,13 +73,13 @@ def main() -> None:
                 "kv_cache_dtype": dtype_name, "threads": threads, "requests": args.requests, "context": args.context,
             }  # fmt: skip
             if args.prefill:
-                times = timed(lambda: cpu_kernels.paged_attention(*attention_args), args.repeats)
-                torch_times = timed(lambda: reference.paged_attention(*attention_args), args.repeats)
+                times = timed(lambda a=attention_args: cpu_kernels.paged_attention(*a), args.repeats)
+                torch_times = timed(lambda a=attention_args: reference.paged_attention(*a), args.repeats)
                 figures["torch_median_us"] = round(statistics.median(torch_times) * 1e6, 1)
                 figures["gflops"] = round(causal_flop / statistics.median(times) / 1e9, 1)
                 figures["speedup"] = round(statistics.median(torch_times) / statistics.median(times), 2)
             else:
-                times = timed(lambda: cpu_kernels._decode(query, cache, tables, seq_lens, scale, 0), args.repeats)
+                times = timed(lambda c=cache: cpu_kernels._decode(query, c, tables, seq_lens, scale, 0), args.repeats)
             figures["min_us"] = round(min(times) * 1e6, 1)
             figures["median_us"] = round(statistics.median(times) * 1e6, 1)
             figures["load_avg_1m"] = os.getloadavg()[0]
