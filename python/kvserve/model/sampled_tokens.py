@@ -14,9 +14,9 @@ import torch
 
 
 class LastSampled:
-    """On the CPU the store is a numpy array and the gathers are numpy's: torch's indexing ops there wake the
-    OpenMP pool, and in the runner, between steps and with the event loop on the other core, each cost
-    0.3 ms instead of 4 µs (one stream of the default model: `fill` 0.74 ms a step, RESULTS.md #14)."""
+    """On the CPU the store's gathers and scatters are numpy's on the tensor's memory: torch's indexing ops on
+    one-element tensors cost ~0.3 ms each in the runner between steps against 4 µs alone (one stream of the
+    default model: `fill` 0.74 ms a step; RESULTS.md, #14, fifth session)."""
 
     def __init__(self, device: torch.device, capacity: int = 16) -> None:
         self.device = device

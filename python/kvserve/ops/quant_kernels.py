@@ -117,7 +117,7 @@ def matmul(x: torch.Tensor, weight: StoredWeight) -> torch.Tensor:
 def embedding(ids: torch.Tensor, weight: StoredWeight) -> torch.Tensor:
     """The float32 rows of W at `ids` (any shape): an embedding lookup from a stored table."""
     flat = ids.reshape(-1).to(torch.int64).contiguous()
-    # numpy's min and max: torch's reductions wake the OpenMP pool (~0.3 ms each in the runner, between steps)
+    # numpy's min and max: torch's on a one-element tensor cost ~0.3 ms in the runner between steps (RESULTS.md)
     values = flat.numpy()
     if values.size and (values.min() < 0 or values.max() >= weight.out_features):
         raise IndexError(f"token id out of range [0, {weight.out_features})")
