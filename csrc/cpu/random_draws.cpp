@@ -59,20 +59,16 @@ KV_INLINE float minus_log(float u) {
 // 23 random bits, centred in their interval: u = (k + 1/2) 2^-23 is exact in float32 and never 0 or 1.
 KV_INLINE float uniform(uint32_t word) { return (static_cast<float>(word >> 9) + 0.5f) * 0x1p-23f; }
 
-// Index c's draw is word c % 4 of the block of counter c / 4: one Philox call gives four draws.
-KV_CLONES void draw_row(float* out, int64_t cols, uint64_t seed, uint64_t counter) {
+// Index c's draw is word c % 4 of the block of counter c / 4: one Philox call gives four draws. Blocks
+// first.. to the row's end, one at a time.
+KV_INLINE void draw_blocks(float* out, int64_t cols, int64_t first, uint64_t seed, uint64_t counter) {
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const uint32_t c1 = static_cast<uint32_t>(counter), c2 = static_cast<uint32_t>(counter >> 32);
-  const int64_t whole = cols / 4;
-  for (int64_t b = 0; b < whole; ++b) {
+  for (int64_t b = first; 4 * b < cols; ++b) {
     uint32_t words[4] = {static_cast<uint32_t>(b), c1, c2, 0};
     philox(words, k0, k1);
-    for (int j = 0; j < 4; ++j) out[4 * b + j] = minus_log(uniform(words[j]));
-  }
-  if (whole * 4 < cols) {
-    uint32_t words[4] = {static_cast<uint32_t>(whole), c1, c2, 0};
-    philox(words, k0, k1);
-    for (int64_t c = whole * 4; c < cols; ++c) out[c] = minus_log(uniform(words[c - whole * 4]));
+    const int64_t n = std::min<int64_t>(4, cols - 4 * b);
+    for (int64_t j = 0; j < n; ++j) out[4 * b + j] = minus_log(uniform(words[j]));
   }
 }
 
@@ -104,7 +100,7 @@ KV_AVX2 inline void philox8(__m256i (&c)[4], uint32_t k0, uint32_t k1) {
   }
 }
 
-// draw_row with eight Philox blocks (32 draws) at a time; the same values.
+// draw_blocks from block 0 with eight Philox blocks (32 draws) at a time; the same values.
 KV_AVX2 void draw_row(float* out, int64_t cols, uint64_t seed, uint64_t counter) {
   const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   const uint32_t c1 = static_cast<uint32_t>(counter), c2 = static_cast<uint32_t>(counter >> 32);
@@ -126,26 +122,26 @@ KV_AVX2 void draw_row(float* out, int64_t cols, uint64_t seed, uint64_t counter)
       for (int w = 0; w < 4; ++w) out[4 * (b + l) + w] = draws[w][l];
     }
   }
-  // The last blocks, one at a time.
-  for (; b * 4 < cols; ++b) {
-    uint32_t words[4] = {static_cast<uint32_t>(b), c1, c2, 0};
-    philox(words, k0, k1);
-    for (int64_t c = b * 4; c < std::min<int64_t>(cols, b * 4 + 4); ++c) out[c] = minus_log(uniform(words[c - b * 4]));
-  }
+  draw_blocks(out, cols, b, seed, counter);  // the last blocks, one at a time
 }
 
 }  // namespace avx2
 
 const bool kAvx2 = detect_isa() != Isa::kBaseline;
 
+// exponential_draws' row: eight blocks at a time where the CPU has AVX2, else one (the same values).
+void draw_exponentials(float* out, int64_t cols, uint64_t seed, uint64_t counter) {
+  if (kAvx2) {
+    avx2::draw_row(out, cols, seed, counter);
+  } else {
+    draw_blocks(out, cols, 0, seed, counter);
+  }
+}
+
 // keys[c] = logits[c] / temperature - log(E_c): -log of a draw is minus_log of it.
 KV_CLONES void race_keys(float* keys, const float* logits, int64_t cols, float temperature, uint64_t seed,
                          uint64_t counter) {
-  if (kAvx2) {
-    avx2::draw_row(keys, cols, seed, counter);
-  } else {
-    draw_row(keys, cols, seed, counter);
-  }
+  draw_exponentials(keys, cols, seed, counter);
   for (int64_t c = 0; c < cols; ++c) keys[c] = logits[c] / temperature + minus_log(keys[c]);
 }
 
@@ -168,13 +164,7 @@ void exponential_race(int64_t* out, const float* logits, int64_t rows, int64_t c
 void exponential_draws(float* out, int64_t rows, int64_t cols, int64_t out_stride, const uint64_t* seeds,
                        const uint64_t* counters, int num_threads) {
 #pragma omp parallel for num_threads(num_threads) schedule(static) if (num_threads > 1 && rows * cols >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    if (kAvx2) {
-      avx2::draw_row(out + r * out_stride, cols, seeds[r], counters[r]);
-    } else {
-      draw_row(out + r * out_stride, cols, seeds[r], counters[r]);
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) draw_exponentials(out + r * out_stride, cols, seeds[r], counters[r]);
 }
 
 }  // namespace kvserve::cpu

@@ -91,7 +91,7 @@ class RunnerActor(Actor):
         if self.failed:
             self._drop_finished()
             return
-        while self.undelivered and not self.failed and self._waiting is None:
+        while self.undelivered and self._waiting is None:
             launched = self.undelivered[0]
             if not launched.done() or launched.cancelled():
                 return  # its own callback comes (a cancelled one: the actor is stopping)
