@@ -1,15 +1,18 @@
 """glibc malloc settings for the serving process, applied before the model loads and threads start.
 
 Left at its defaults, glibc keeps freed memory that a server never gets back (benchmarks/RESULTS.md, #14):
-- it raises its mmap threshold to the size of each large block freed (up to 32 MiB), so after the first
-  prefill, torch's multi-MiB temporaries (a step's logits, prefill activations) come from the heap and the
-  arenas, and fragmentation keeps them resident after they are freed;
+- it raises its mmap threshold to the size of each large block freed (up to 32 MiB), and fragmentation
+  keeps what torch's multi-MiB temporaries (a step's logits, prefill activations) leave free resident;
 - each thread that allocates may get its own arena (up to 8 per core), each holding its own free memory.
-Fixed thresholds turn the first off (a block of MMAP_THRESHOLD or more is mmapped, and unmapped when freed);
-ARENA_MAX bounds the second. Measured on the default model at 16 streams: 111 MiB less resident, no change in
-step time. A variable the user set (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ...) wins over the setting.
-`release_free_memory` hands back what loading left free (parsed tokenizer and GGUF metadata, conversion
-temporaries) once the engine has started.
+Fixed thresholds make the first predictable and ARENA_MAX bounds the second. The mmap threshold is not set
+low: a block that is mmapped is unmapped when freed, and each of a prefill's temporaries (tens of MiB at
+2,048 tokens) then faults its pages in afresh, layer after layer: with 256 KiB, two runs of 16 requests of the
+default model (128 + 128 tokens each) took 1.5 million page faults instead of 0.25 million, and its 16-stream
+serving run was ~10% slower than with 32 MiB (RESULTS.md, #14). Freed blocks below
+32 MiB stay in the heap for the next step instead; `release_free_memory` hands them back once the engine is
+idle (the scheduler's idle hook), and once it has started (what loading left free: parsed tokenizer and GGUF
+metadata, conversion temporaries). A variable the user set (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ...)
+wins over the setting.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ logger = logging.getLogger(__name__)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 SETTINGS = {
     M_ARENA_MAX: ("MALLOC_ARENA_MAX", 2),
-    M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", 256 << 10),
-    M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", 1 << 20),
+    M_MMAP_THRESHOLD: ("MALLOC_MMAP_THRESHOLD_", 32 << 20),
+    M_TRIM_THRESHOLD: ("MALLOC_TRIM_THRESHOLD_", 64 << 20),
 }
 
 
@@ -56,7 +59,7 @@ def tune_malloc() -> dict[str, int]:
 
 def release_free_memory() -> None:
     """Returns the free memory at the top of each malloc arena and the free pages inside them to the system
-    (glibc's malloc_trim; a few milliseconds)."""
+    (glibc's malloc_trim; a few milliseconds: called while no step runs)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

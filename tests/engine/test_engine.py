@@ -56,6 +56,29 @@ def test_leaving_the_stream_aborts_and_frees_every_block(config):
     run_with_engine(config, body)
 
 
+def test_the_idle_hook_runs_once_the_engine_has_stayed_idle(config):
+    """The scheduler calls on_idle (the engine's malloc trim) idle_delay after the last work ends, never while a
+    request runs, and not at all when work comes back within the delay."""
+
+    async def body(engine):
+        loop = asyncio.get_running_loop()
+        calls = []
+        scheduler = engine.scheduler
+        scheduler.on_idle = lambda: calls.append((loop.time(), scheduler.core.has_unfinished, len(scheduler.in_flight)))
+        scheduler.idle_delay = 0.3
+        params = SamplingParams(max_tokens=30, ignore_eos=True)
+        await generate(engine, [5, 6, 7], params, "first")
+        await generate(engine, [5, 6, 7], params, "within the delay")
+        second_finished = loop.time()
+        await wait_until(lambda: calls)
+        await asyncio.sleep(0.5)
+        assert len(calls) == 1
+        (at, unfinished, in_flight) = calls[0]
+        assert at > second_finished and not unfinished and in_flight == 0
+
+    run_with_engine(config, body)
+
+
 def test_abort_by_id_ends_the_stream_with_abort(config):
     async def body(engine):
         params = SamplingParams(max_tokens=500, ignore_eos=True)

@@ -11,7 +11,8 @@ with a grammar wait for their token (their next bitmask needs it on the host). R
 A batch's result is applied and the next batch sent to the runner before the new outputs go to the
 detokenizer, so text work overlaps the next step instead of delaying it. Other messages (new requests,
 aborts) are applied in bursts, after which a step starts if none is in flight. Idle, it checks the core's
-invariants. Every executed step ends with a StepStats message to the router.
+invariants, and once it has stayed idle for `idle_delay` seconds it calls `on_idle` (the engine hands free
+memory back to the system there). Every executed step ends with a StepStats message to the router.
 
 Watchdog: a step that has not come back within `step_timeout` seconds (a hung device, a deadlocked kernel)
 fails this actor, which marks the engine dead, so no request waits forever on a step that never ends.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,13 +72,21 @@ class SchedulerActor(Actor):
     name = "scheduler"
 
     def __init__(
-        self, config: _core.SchedulerConfig, step_timeout: float | None = None, async_scheduling: bool = False
+        self,
+        config: _core.SchedulerConfig,
+        step_timeout: float | None = None,
+        async_scheduling: bool = False,
+        on_idle: Callable[[], None] | None = None,
+        idle_delay: float = 0.5,
     ) -> None:
         super().__init__()
         self.core = _core.Scheduler(config)
         self.step_timeout = step_timeout
         self.max_in_flight = 2 if async_scheduling else 1
         self._watchdog: asyncio.TimerHandle | None = None
+        self.on_idle = on_idle
+        self.idle_delay = idle_delay
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.runner: Actor | None = None
         self.detokenizer: Actor | None = None
         self.router: Actor | None = None
@@ -243,6 +253,20 @@ class SchedulerActor(Actor):
         if not self.in_flight and not self.core.has_unfinished:
             self.core.check_invariants()
         self.start_step()
+        self._watch_idleness()
+
+    def _watch_idleness(self) -> None:
+        """Arms the idle timer when nothing is left to run, disarms it when work came back."""
+        idle = not self.in_flight and not self.core.has_unfinished
+        if idle and self.on_idle is not None and self._idle_timer is None:
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_delay, self._on_idle_timer)
+        elif not idle and self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _on_idle_timer(self) -> None:
+        self._idle_timer = None
+        self.on_idle()
 
     def start_step(self) -> None:
         """Schedules batches and sends them to the runner until max_in_flight are in flight or nothing is left
@@ -303,8 +327,9 @@ class SchedulerActor(Actor):
             self._watchdog = asyncio.get_running_loop().call_later(self.step_timeout, self._on_stalled, step)
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for timer in (self._watchdog, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
         await super().stop()
 
     def _on_stalled(self, step: int) -> None:

@@ -141,7 +141,10 @@ class AsyncEngine:
         self.admission = AdmissionControl(config.max_num_queued_requests, config.max_num_queued_tokens)
         self.router = OutputRouter()
         self.router.handles(RequestsScheduled, lambda message: self.admission.leave(message.request_ids))
-        self.scheduler = SchedulerActor(scheduler_config, config.engine_step_timeout, config.async_scheduling)
+        # Idle, the engine hands back the memory its steps' temporaries left free in malloc (malloc_tuning.py).
+        self.scheduler = SchedulerActor(
+            scheduler_config, config.engine_step_timeout, config.async_scheduling, on_idle=release_free_memory
+        )
         self.detokenizer = DetokenizerActor(tokenizer, self.scheduler, self.router)
         self.executor = executor
         self.runner = RunnerActor(executor, thread, self.scheduler, self.router)
