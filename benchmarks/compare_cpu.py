@@ -13,8 +13,9 @@ For each model and server: the server is started alone (pinned to `--cpus`, defa
 affinity mask, with `--threads` threads: kvserve's `--cpu-threads`, llama-server's `-t`/`-tb`), measured by
 the serving benchmark client (`kvserve bench serve`: random prompts of `--input-len` tokens, exactly
 `--output-len` output tokens, `ignore_eos`, which both servers honour) at concurrency 1 and 16, then its
-resident memory is read (the sum of VmRSS over its process group after the runs, and the peak VmHWM), and
-it is stopped before the next starts. Both get the same context capacity: `--max-num-seqs` slots of
+resident memory is read (the sum of VmRSS over its process group right after the runs, again at rest
+`SETTLE_S` later, once an idle server has handed back what it does not hold, and the peak VmHWM), and it is
+stopped before the next starts. Both get the same context capacity: `--max-num-seqs` slots of
 `--max-model-len` tokens (llama-server: `-np` slots, a unified KV cache of `-c` = slots x length tokens;
 kvserve: `--kv-cache-memory` sized for as many tokens), both caches of `--kv-cache-dtype` (default float16,
 llama-server's own default cache type; kvserve's `auto` would be the model's float32 activations).
@@ -55,6 +56,8 @@ SERVED_MODEL_NAME = "bench-model"
 KVSERVE = "kvserve"
 LLAMA_SERVER = "llama-server"
 MODELS = ("smollm2", "tiny")
+# Seconds between the last run and the at-rest memory reading: kvserve hands free memory back after 0.5 s idle.
+SETTLE_S = 2.0
 # --kv-cache-dtype: kvserve's name -> (llama-server's cache type, bytes a value).
 KV_CACHE_DTYPES = {"float16": ("f16", 2), "bfloat16": ("bf16", 2), "float32": ("f32", 4)}
 
@@ -461,8 +464,13 @@ def measure_server(name: str, command: list[str], model: BenchModel, args: argpa
                 f"load average before {load_before:.1f}"
             )
             runs.append({**result, "concurrency": concurrency, "load_avg_1m_before": load_before})
-        memory = group_memory_mib(server.process.pid)
-    log(f"{model.name} {name}: resident {memory['rss_mib']:.0f} MiB (peak {memory['peak_rss_mib']:.0f} MiB)")
+        after_runs = group_memory_mib(server.process.pid)["rss_mib"]
+        time.sleep(SETTLE_S)
+        memory = {**group_memory_mib(server.process.pid), "rss_after_runs_mib": after_runs}
+    log(
+        f"{model.name} {name}: resident {memory['rss_mib']:.0f} MiB at rest, {after_runs:.0f} MiB right after "
+        f"the runs (peak {memory['peak_rss_mib']:.0f} MiB)"
+    )
     return {"runs": runs, "memory": memory}
 
 
@@ -482,8 +490,8 @@ def table_rows(model: BenchModel, measured: dict[str, dict]) -> list[dict]:
         runs = measured.get(server, {}).get("runs", [])
         return next((r[field] for r in runs if r["concurrency"] == concurrency), None)
 
-    def memory(server: str) -> float | None:
-        return measured.get(server, {}).get("memory", {}).get("rss_mib")
+    def memory(server: str, field: str) -> float | None:
+        return measured.get(server, {}).get("memory", {}).get(field)
 
     rows = []
     for concurrency in sorted({r["concurrency"] for m in measured.values() for r in m["runs"]}):
@@ -497,9 +505,9 @@ def table_rows(model: BenchModel, measured: dict[str, dict]) -> list[dict]:
                 "values": [run_figure(s, concurrency, "output_throughput") for s in (KVSERVE, LLAMA_SERVER)],
             }
         )
-    rows.append(
-        {"model": model.name, "measure": "resident MiB", "values": [memory(s) for s in (KVSERVE, LLAMA_SERVER)]}
-    )
+    for measure, field in (("resident MiB, at rest", "rss_mib"), ("resident MiB, peak", "peak_rss_mib")):
+        values = [memory(s, field) for s in (KVSERVE, LLAMA_SERVER)]
+        rows.append({"model": model.name, "measure": measure, "values": values})
     for row in rows:
         kv, peer = row["values"]
         row["kvserve"], row["llama_server"], row["ratio"] = kv, peer, (kv / peer if kv and peer else None)
