@@ -8,11 +8,10 @@ Fixed thresholds make the first predictable and ARENA_MAX bounds the second. The
 low: a block that is mmapped is unmapped when freed, and each of a prefill's temporaries (tens of MiB at
 2,048 tokens) then faults its pages in afresh, layer after layer: with 256 KiB, two runs of 16 requests of the
 default model (128 + 128 tokens each) took 1.5 million page faults instead of 0.25 million, and its 16-stream
-serving run was ~10% slower than with 32 MiB (RESULTS.md, #14). Freed blocks below
-32 MiB stay in the heap for the next step instead; `release_free_memory` hands them back once the engine is
-idle (the scheduler's idle hook), and once it has started (what loading left free: parsed tokenizer and GGUF
-metadata, conversion temporaries). A variable the user set (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ...)
-wins over the setting.
+serving run was ~10% slower than with 32 MiB (RESULTS.md, #14). Freed blocks below 32 MiB stay in the heap
+for the next step instead; `release_free_memory` hands them back once the engine is idle (the scheduler's idle
+hook), and once it has started (what loading left free: parsed tokenizer and GGUF metadata, conversion
+temporaries). A variable the user set (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, ...) wins over the setting.
 """
 
 from __future__ import annotations

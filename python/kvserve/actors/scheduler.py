@@ -250,14 +250,14 @@ class SchedulerActor(Actor):
         )
 
     async def after_burst(self) -> None:
-        if not self.in_flight and not self.core.has_unfinished:
+        idle = not self.in_flight and not self.core.has_unfinished  # then start_step has nothing to start
+        if idle:
             self.core.check_invariants()
         self.start_step()
-        self._watch_idleness()
+        self._watch_idleness(idle)
 
-    def _watch_idleness(self) -> None:
+    def _watch_idleness(self, idle: bool) -> None:
         """Arms the idle timer when nothing is left to run, disarms it when work came back."""
-        idle = not self.in_flight and not self.core.has_unfinished
         if idle and self.on_idle is not None and self._idle_timer is None:
             self._idle_timer = asyncio.get_running_loop().call_later(self.idle_delay, self._on_idle_timer)
         elif not idle and self._idle_timer is not None:
