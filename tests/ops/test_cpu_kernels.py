@@ -133,6 +133,28 @@ def test_decode_attention(heads, kv_heads, head_dim, block_size, window, cache_d
     torch.testing.assert_close(cpu_kernels._decode(query, kv_cache, tables, seq_lens, scale, window), expected, **TOL)
 
 
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_decode_attention_of_fewer_requests_than_threads_shares_out_their_kv_heads(threads, cache_dtype):
+    """One or two long requests on more threads: each request's KV heads are split among items (3 heads in
+    shares of 1 and 2, or of 1 each), and the rows come out as the reference's."""
+    torch.manual_seed(threads)
+    kv_cache = torch.randn(2, 80, 16, 3, 64).to(cache_dtype)
+    tables = torch.stack([torch.randperm(80)[:40] for _ in range(2)]).to(torch.int32)
+    query = torch.randn(2, 9, 64)
+    scale = 64**-0.5
+    previous = torch.get_num_threads()
+    for seq_lens in (torch.tensor([613], dtype=torch.int32), torch.tensor([401, 637], dtype=torch.int32)):
+        args = (query[: len(seq_lens)], kv_cache, tables[: len(seq_lens)], seq_lens, scale, 0)
+        expected = reference.decode_attention(*args)
+        torch.set_num_threads(threads)
+        try:
+            out = cpu_kernels._decode(*args)
+        finally:
+            torch.set_num_threads(previous)
+        torch.testing.assert_close(out, expected, **TOL)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_decode_attention_of_half_precision_queries_rounds_the_float32_result_once(dtype):
     """A bf16/f16 model's queries: widened exactly, float32 math, the output rounded to their type once."""
