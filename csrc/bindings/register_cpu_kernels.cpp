@@ -25,23 +25,24 @@ void register_cpu_kernels(py::module_& m) {
   const auto release = py::call_guard<py::gil_scoped_release>();
   cpu.def(
       "rms_norm",
-      [](uintptr_t out, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps) {
+      [](uintptr_t out, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps,
+         int num_threads) {
         kvserve::cpu::rms_norm(ptr<float>(out), ptr<const float>(x), ptr<const float>(weight), rows, hidden, x_stride,
-                               eps);
+                               eps, num_threads);
       },
       release);
   cpu.def(
       "fused_add_rms_norm",
       [](uintptr_t out, uintptr_t residual_out, uintptr_t residual, uintptr_t x, uintptr_t weight, int64_t rows,
-         int64_t hidden, float eps) {
+         int64_t hidden, float eps, int num_threads) {
         kvserve::cpu::fused_add_rms_norm(ptr<float>(out), ptr<float>(residual_out), ptr<const float>(residual),
-                                         ptr<const float>(x), ptr<const float>(weight), rows, hidden, eps);
+                                         ptr<const float>(x), ptr<const float>(weight), rows, hidden, eps, num_threads);
       },
       release);
   cpu.def(
       "silu_and_mul",
-      [](uintptr_t out, uintptr_t x, int64_t rows, int64_t d) {
-        kvserve::cpu::silu_and_mul(ptr<float>(out), ptr<const float>(x), rows, d);
+      [](uintptr_t out, uintptr_t x, int64_t rows, int64_t d, int num_threads) {
+        kvserve::cpu::silu_and_mul(ptr<float>(out), ptr<const float>(x), rows, d, num_threads);
       },
       release);
   cpu.def(

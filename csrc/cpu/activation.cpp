@@ -54,14 +54,16 @@ KV_CLONES void times_up_bf16(uint16_t* out, const float* s, const uint16_t* up, 
 
 }  // namespace
 
-void silu_and_mul(float* out, const float* x, int64_t rows, int64_t d) {
+void silu_and_mul(float* out, const float* x, int64_t rows, int64_t d, int num_threads) {
   const SiluRow silu = silu_row();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* gate = x + r * 2 * d;
-    float* o = out + r * d;
-    silu(o, gate, d);
-    times_up(o, gate + d, d);
-  }
+  split_rows(rows, rows * d, num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* gate = x + r * 2 * d;
+      float* o = out + r * d;
+      silu(o, gate, d);
+      times_up(o, gate + d, d);
+    }
+  });
 }
 
 void silu_and_mul_bf16(uint16_t* out, const uint16_t* x, int64_t rows, int64_t d, int num_threads) {

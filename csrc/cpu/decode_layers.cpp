@@ -55,21 +55,21 @@ void DecodeLayers::run(float* out, const float* hidden, const float* cos, const 
     const DecoderLayerWeights& layer = layers_[i];
     if (i == 0) {  // the residual stream starts as the embeddings
       std::memcpy(residual, hidden, static_cast<size_t>(tokens * s.hidden) * sizeof(float));
-      rms_norm(normed, hidden, layer.input_norm, tokens, s.hidden, s.hidden, s.eps);
+      rms_norm(normed, hidden, layer.input_norm, tokens, s.hidden, s.hidden, s.eps, num_threads);
     } else {
-      fused_add_rms_norm(normed, residual, residual, layer_out, layer.input_norm, tokens, s.hidden, s.eps);
+      fused_add_rms_norm(normed, residual, residual, layer_out, layer.input_norm, tokens, s.hidden, s.eps, num_threads);
     }
     project(layer.qkv, normed, tokens, s.hidden, qkv, num_threads);
     decode_attention_block(attn, qkv, layer.q_norm, layer.k_norm, cos, sin, kv_caches[i], cache_dtype, slot_mapping,
                            block_tables, seq_lens, tokens, s.heads, s.kv_heads, s.head_dim, s.rot_dim, num_blocks,
                            block_size, table_width, qkv_size, s.eps, s.scale, layer.sliding_window, num_threads);
     project(layer.o, attn, tokens, q_size, layer_out, num_threads);
-    fused_add_rms_norm(normed, residual, residual, layer_out, layer.post_norm, tokens, s.hidden, s.eps);
+    fused_add_rms_norm(normed, residual, residual, layer_out, layer.post_norm, tokens, s.hidden, s.eps, num_threads);
     project(layer.gate_up, normed, tokens, s.hidden, gate_up, num_threads);
-    silu_and_mul(act, gate_up, tokens, s.intermediate);
+    silu_and_mul(act, gate_up, tokens, s.intermediate, num_threads);
     project(layer.down, act, tokens, s.intermediate, layer_out, num_threads);
   }
-  fused_add_rms_norm(out, residual, residual, layer_out, final_norm_, tokens, s.hidden, s.eps);
+  fused_add_rms_norm(out, residual, residual, layer_out, final_norm_, tokens, s.hidden, s.eps, num_threads);
 }
 
 }  // namespace kvserve::cpu

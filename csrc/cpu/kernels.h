@@ -8,11 +8,13 @@
 
 namespace kvserve::cpu {
 
+// The norms and the activation split their rows across up to num_threads threads (row_split.h).
+
 // out[r] = weight * (x[r] / sqrt(mean(x[r]^2) + eps))
 void rms_norm(float* out,            // [rows, hidden]
               const float* x,        // [rows, hidden], row stride x_stride
               const float* weight,   // [hidden]
-              int64_t rows, int64_t hidden, int64_t x_stride, float eps);
+              int64_t rows, int64_t hidden, int64_t x_stride, float eps, int num_threads);
 
 // residual_out[r] = x[r] + residual[r]; out[r] = rms_norm(residual_out[r]). residual_out may be residual.
 void fused_add_rms_norm(float* out,             // [rows, hidden]
@@ -20,16 +22,16 @@ void fused_add_rms_norm(float* out,             // [rows, hidden]
                         const float* residual,  // [rows, hidden]
                         const float* x,         // [rows, hidden]
                         const float* weight,    // [hidden]
-                        int64_t rows, int64_t hidden, float eps);
+                        int64_t rows, int64_t hidden, float eps, int num_threads);
 
 // out[r] = silu(x[r, :d]) * x[r, d:]
 void silu_and_mul(float* out,       // [rows, d]
                   const float* x,   // [rows, 2 * d]
-                  int64_t rows, int64_t d);
+                  int64_t rows, int64_t d, int num_threads);
 
 // The same three ops on bfloat16 activations (weights, inputs and outputs bfloat16, math in float32), rounded
 // where torch's ops on bfloat16 tensors round: after the residual sum, after normalising (before the weight),
-// after silu (before the multiplication), and each result. Rows are split across up to num_threads threads.
+// after silu (before the multiplication), and each result.
 void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, int64_t rows, int64_t hidden,
                    int64_t x_stride, float eps, int num_threads);
 

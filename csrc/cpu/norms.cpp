@@ -35,22 +35,36 @@ KV_CLONES void rms_norm_bf16_rows(uint16_t* out, uint16_t* residual_out, const u
   }
 }
 
-}  // namespace
-
-KV_CLONES void rms_norm(float* out, const float* x, const float* weight, int64_t rows, int64_t hidden,
-                        int64_t x_stride, float eps) {
-  for (int64_t r = 0; r < rows; ++r) normalize_row(out + r * hidden, x + r * x_stride, weight, hidden, eps);
+KV_CLONES void rms_norm_rows(float* out, const float* x, const float* weight, int64_t begin, int64_t end,
+                             int64_t hidden, int64_t x_stride, float eps) {
+  for (int64_t r = begin; r < end; ++r) normalize_row(out + r * hidden, x + r * x_stride, weight, hidden, eps);
 }
 
-KV_CLONES void fused_add_rms_norm(float* out, float* residual_out, const float* residual, const float* x,
-                                  const float* weight, int64_t rows, int64_t hidden, float eps) {
-  for (int64_t r = 0; r < rows; ++r) {
+KV_CLONES void fused_add_rms_norm_rows(float* out, float* residual_out, const float* residual, const float* x,
+                                       const float* weight, int64_t begin, int64_t end, int64_t hidden, float eps) {
+  for (int64_t r = begin; r < end; ++r) {
     float* res = residual_out + r * hidden;
     const float* res_in = residual + r * hidden;
     const float* in = x + r * hidden;
     for (int64_t i = 0; i < hidden; ++i) res[i] = in[i] + res_in[i];
     normalize_row(out + r * hidden, res, weight, hidden, eps);
   }
+}
+
+}  // namespace
+
+void rms_norm(float* out, const float* x, const float* weight, int64_t rows, int64_t hidden, int64_t x_stride,
+              float eps, int num_threads) {
+  split_rows(rows, rows * hidden, num_threads, [&](int64_t begin, int64_t end) {
+    rms_norm_rows(out, x, weight, begin, end, hidden, x_stride, eps);
+  });
+}
+
+void fused_add_rms_norm(float* out, float* residual_out, const float* residual, const float* x, const float* weight,
+                        int64_t rows, int64_t hidden, float eps, int num_threads) {
+  split_rows(rows, rows * hidden, num_threads, [&](int64_t begin, int64_t end) {
+    fused_add_rms_norm_rows(out, residual_out, residual, x, weight, begin, end, hidden, eps);
+  });
 }
 
 void rms_norm_bf16(uint16_t* out, const uint16_t* x, const uint16_t* weight, int64_t rows, int64_t hidden,

@@ -233,7 +233,7 @@ def test_silu_and_mul_every_lane_and_tail(d: int) -> None:
     x = (rng.standard_normal((3, 2 * d)) * 6).astype(np.float32)
     x[0, :d] = np.resize(np.array([-100.0, 100.0, 0.0, -20.0, 20.0], np.float32), d)
     out = np.empty((3, d), np.float32)
-    _core.cpu.silu_and_mul(ptr(out), ptr(x), 3, d)
+    _core.cpu.silu_and_mul(ptr(out), ptr(x), 3, d, 1)
     gate, up = x[:, :d].astype(np.float64), x[:, d:].astype(np.float64)
     np.testing.assert_allclose(out, gate / (1 + np.exp(-gate)) * up, rtol=1e-6, atol=1e-30)
 

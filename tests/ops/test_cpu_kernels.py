@@ -19,10 +19,11 @@ TOL = dict(rtol=2e-5, atol=2e-5)
 CACHE_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
+@pytest.mark.parametrize("rows", [5, 64])  # 64 x 769 values: split across threads
 @pytest.mark.parametrize("hidden", [1, 7, 64, 769])
-def test_rms_norms(hidden):
+def test_rms_norms(rows, hidden):
     torch.manual_seed(hidden)
-    x, residual, weight = torch.randn(5, hidden), torch.randn(5, hidden), torch.randn(hidden)
+    x, residual, weight = torch.randn(rows, hidden), torch.randn(rows, hidden), torch.randn(hidden)
     torch.testing.assert_close(cpu_kernels.rms_norm(x, weight, 1e-6), reference.rms_norm(x, weight, 1e-6), **TOL)
     out, new_residual = cpu_kernels.fused_add_rms_norm(x, residual, weight, 1e-5)
     ref_out, ref_residual = reference.fused_add_rms_norm(x, residual, weight, 1e-5)
@@ -30,12 +31,12 @@ def test_rms_norms(hidden):
     assert torch.equal(new_residual, ref_residual)  # one addition: bit-exact
 
 
-@pytest.mark.parametrize("d", [3, 8, 5125])
-def test_silu_and_mul(d):
+@pytest.mark.parametrize(("rows", "d"), [(3, 3), (3, 8), (3, 5125), (32, 1344)])  # 32 x 1344: split across threads
+def test_silu_and_mul(rows, d):
     """Whole vectors and a tail (the vectorised exp's lanes and the last partial group), at unit scale and at
     gates far in either tail of the sigmoid."""
     torch.manual_seed(d)
-    x = torch.randn(3, 2 * d) * 4
+    x = torch.randn(rows, 2 * d) * 4
     x[0, : min(d, 4)] = torch.tensor([-100.0, 100.0, 0.0, -30.0])[: min(d, 4)]
     torch.testing.assert_close(cpu_kernels.silu_and_mul(x), reference.silu_and_mul(x), **TOL)
 

@@ -62,10 +62,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float):
     hidden = x.shape[-1]
     out = torch.empty_like(x)
     args = (out.data_ptr(), x.data_ptr(), weight.data_ptr(), x.numel() // hidden, hidden, hidden, eps)
-    if dtype is _FLOAT32:
-        _kernels.rms_norm(*args)
-    else:
-        _kernels.rms_norm_bf16(*args, torch.get_num_threads())
+    norm = _kernels.rms_norm if dtype is _FLOAT32 else _kernels.rms_norm_bf16
+    norm(*args, torch.get_num_threads())
     return out
 
 
@@ -78,10 +76,8 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     # The op returns a new residual (callers may still hold the old one): the kernel writes the sum there.
     residual_out = torch.empty_like(residual)
     args = (out.data_ptr(), residual_out.data_ptr(), residual.data_ptr(), x.data_ptr(), weight.data_ptr())
-    if dtype is _FLOAT32:
-        _kernels.fused_add_rms_norm(*args, x.numel() // hidden, hidden, eps)
-    else:
-        _kernels.fused_add_rms_norm_bf16(*args, x.numel() // hidden, hidden, eps, torch.get_num_threads())
+    norm = _kernels.fused_add_rms_norm if dtype is _FLOAT32 else _kernels.fused_add_rms_norm_bf16
+    norm(*args, x.numel() // hidden, hidden, eps, torch.get_num_threads())
     return out, residual_out
 
 
@@ -91,10 +87,8 @@ def silu_and_mul(x: torch.Tensor):
         return NotImplemented
     d = x.shape[-1] // 2
     out = torch.empty(*x.shape[:-1], d, dtype=x.dtype)
-    if dtype is _FLOAT32:
-        _kernels.silu_and_mul(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d)
-    else:
-        _kernels.silu_and_mul_bf16(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d, torch.get_num_threads())
+    silu = _kernels.silu_and_mul if dtype is _FLOAT32 else _kernels.silu_and_mul_bf16
+    silu(out.data_ptr(), x.data_ptr(), x.numel() // (2 * d), d, torch.get_num_threads())
     return out
 
 
