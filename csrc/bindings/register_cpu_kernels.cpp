@@ -119,11 +119,11 @@ void register_cpu_kernels(py::module_& m) {
       "prepare_qkv",
       [](uintptr_t qkv, uintptr_t q_norm, uintptr_t k_norm, uintptr_t cos, uintptr_t sin, uintptr_t kv_cache,
          int cache_dtype, uintptr_t slot_mapping, int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
-         int64_t rot_dim, int64_t num_slots, int64_t qkv_stride, float eps) {
+         int64_t rot_dim, int64_t num_slots, int64_t qkv_stride, float eps, int num_threads) {
         kvserve::cpu::prepare_qkv(ptr<float>(qkv), ptr<const float>(q_norm), ptr<const float>(k_norm),
                                   ptr<const float>(cos), ptr<const float>(sin), ptr<void>(kv_cache), cache_dtype,
                                   ptr<const int64_t>(slot_mapping), tokens, heads, kv_heads, head_dim, rot_dim,
-                                  num_slots, qkv_stride, eps);
+                                  num_slots, qkv_stride, eps, num_threads);
       },
       release);
   cpu.def(

@@ -86,6 +86,7 @@ bool paged_attention_prefill_fits(int64_t head_dim);
 
 // A layer's work between its qkv projection and attention, for every token of a step, in place in qkv:
 // per-head q/k RMSNorm (when the norms are given; Qwen3), GPT-NeoX rotary on q and k, k and v into the cache.
+// Tokens are split across up to num_threads threads.
 void prepare_qkv(float* qkv,                   // [T, (H + 2 KVH) * D]: q | k | v, token stride qkv_stride
                  const float* q_norm,          // [D] or nullptr
                  const float* k_norm,          // [D] or nullptr
@@ -95,7 +96,7 @@ void prepare_qkv(float* qkv,                   // [T, (H + 2 KVH) * D]: q | k | 
                  int cache_dtype,
                  const int64_t* slot_mapping,  // [T]
                  int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t rot_dim,
-                 int64_t num_slots, int64_t qkv_stride, float eps);
+                 int64_t num_slots, int64_t qkv_stride, float eps, int num_threads);
 
 // A decode step's attention block in one call: prepare_qkv, then paged_attention_decode of the rotated
 // queries (read in place from qkv). One token per request: T == R.

@@ -258,7 +258,7 @@ def attention_block(
     _kernels.prepare_qkv(
         qkv.data_ptr(), q_norm_ptr, k_norm_ptr, cos.data_ptr(), sin.data_ptr(), kv_cache.data_ptr(), cache_dtype,
         slot_mapping.data_ptr(), tokens, num_heads, num_kv_heads, head_dim, rot_dim, num_blocks * block_size,
-        qkv.stride(0), eps,
+        qkv.stride(0), eps, torch.get_num_threads(),
     )  # fmt: skip
     query = qkv[:, :q_size].reshape(tokens, num_heads, head_dim)
     args = (block_tables, seq_lens, query_start_loc, max_query_len, max_seq_len, scale, sliding_window)
