@@ -45,6 +45,16 @@ void register_cpu_kernels(py::module_& m) {
         kvserve::cpu::silu_and_mul(ptr<float>(out), ptr<const float>(x), rows, d, num_threads);
       },
       release);
+  cpu.def("blocked_matmul_fits", &kvserve::cpu::blocked_matmul_fits);
+  // bias is 0 when the layer has none.
+  cpu.def(
+      "blocked_matmul",
+      [](uintptr_t out, uintptr_t x, uintptr_t w, uintptr_t bias, int64_t rows, int64_t n, int64_t k, int64_t k_padded,
+         int64_t x_stride, int64_t out_stride, int num_threads) {
+        kvserve::cpu::blocked_matmul(ptr<float>(out), ptr<const float>(x), ptr<const float>(w), ptr<const float>(bias),
+                                     rows, n, k, k_padded, x_stride, out_stride, num_threads);
+      },
+      release);
   cpu.def(
       "rms_norm_bf16",
       [](uintptr_t out, uintptr_t x, uintptr_t weight, int64_t rows, int64_t hidden, int64_t x_stride, float eps,

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kvserve import _core
 from kvserve.model.loader import build_model, model_weights
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.quantization import Linear, packed_weights
@@ -25,12 +26,13 @@ BF16_PACKS = torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def _packed(weight: torch.Tensor) -> torch.Tensor:
-    """The weight packed, or kept dense where oneDNN cannot pack its type on this CPU (bfloat16 without
-    AVX-512 or AVX-NE-CONVERT), which packable must then say."""
+    """The weight packed as a model's parameter (a float32 one multiplied by our blocked-layout kernel where
+    oneDNN left it in that layout), or kept dense where oneDNN cannot pack its type on this CPU (bfloat16
+    without AVX-512 or AVX-NE-CONVERT), which packable must then say."""
     if weight.dtype is torch.bfloat16 and not BF16_PACKS:
         assert not packed_weights.packable(weight)
         return weight
-    packed = packed_weights.pack(weight)
+    packed = packed_weights.packed_parameter(weight)
     assert packed.is_mkldnn and packed.shape == weight.shape and packed.dtype == weight.dtype
     return packed
 
@@ -69,10 +71,46 @@ def test_a_row_comes_out_the_same_in_any_batch(dtype: torch.dtype) -> None:
     assert torch.equal(packed_weights.linear(x[5:6], packed), whole[5:6])
 
 
+@pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="needs AVX2 or AVX-512")
+def test_float32_weights_packed_by_one_or_two_threads_take_the_blocked_kernel() -> None:
+    """oneDNN's blocking depends on the shape and the thread count; with one or two threads (this project's CI
+    and default host) a decoder's shapes come out in blocks of 64 columns, which our kernel reads, and its
+    products agree with oneDNN's own within the bound."""
+    generator = torch.Generator().manual_seed(3)
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for n, k in ((1344, 512), (130, 37), (8192, 96)):
+                weight = torch.randn(n, k, generator=generator)
+                packed = packed_weights.packed_parameter(weight)
+                assert packed.blocked is not None and packed.blocked[1:] == (n, k, -(-k // 16) * 16)
+                x = torch.randn(33, k, generator=generator)
+                _check_against_float64(x, weight, None, packed_weights.linear(x, packed))
+                onednn = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+                _check_against_float64(x, weight, None, onednn)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_weight_not_where_the_layout_puts_it_keeps_onednn() -> None:
+    """The layout is checked against the weight's own bits: packed values that are not the given weight's (as a
+    different blocking would leave them) turn the blocked kernel off, and the product stays oneDNN's."""
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(192, 64, generator=generator)
+    packed = packed_weights.pack(weight)
+    assert packed_weights._blocked(weight.flip(0).contiguous(), packed) is None
+    assert packed_weights._blocked(torch.randn(192, 64, generator=generator), packed) is None
+    param = torch.nn.Parameter(packed, requires_grad=False)
+    param.blocked = None
+    x = torch.randn(5, 64, generator=generator)
+    _check_against_float64(x, weight, None, packed_weights.linear(x, param))
+
+
 def test_leading_dimensions_strides_and_empty_batches() -> None:
     generator = torch.Generator().manual_seed(2)
     weight = torch.randn(40, 32, generator=generator)
-    packed = packed_weights.pack(weight)
+    packed = packed_weights.packed_parameter(weight)
     x = torch.randn(2, 5, 32, generator=generator)
     assert packed_weights.linear(x, packed).shape == (2, 5, 40)
     strided = torch.randn(7, 64, generator=generator)[:, ::2]

@@ -109,7 +109,7 @@ class EncoderLayer(nn.Module):
         for name in ("qkv_proj", "o_proj", "up_proj", "down_proj"):
             weight = getattr(self, name)
             if packed_weights.packable(weight):
-                setattr(self, name, nn.Parameter(packed_weights.pack(weight.data), requires_grad=False))
+                setattr(self, name, packed_weights.packed_parameter(weight.data))
 
     def forward(self, hidden: torch.Tensor, padding: _Padding) -> torch.Tensor:
         num_seqs, max_len, width = padding.num_seqs, padding.max_len, hidden.shape[-1]

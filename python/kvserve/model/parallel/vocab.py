@@ -49,7 +49,7 @@ class VocabParallelEmbedding(nn.Module):
 
     def finish_loading(self) -> None:
         if self.head_only and packed_weights.packable(self.weight):
-            self.weight = nn.Parameter(packed_weights.pack(self.weight.data), requires_grad=False)
+            self.weight = packed_weights.packed_parameter(self.weight.data)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids: [T]; returns [T, hidden]."""

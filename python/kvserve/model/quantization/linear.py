@@ -38,7 +38,7 @@ class LinearMethod:
     def finish_loading(self, layer: Linear) -> None:
         """Called once every parameter is filled (from a checkpoint or with random values)."""
         if packed_weights.packable(layer.weight):
-            layer.weight = _param(packed_weights.pack(layer.weight.data))
+            layer.weight = packed_weights.packed_parameter(layer.weight.data)
 
     def apply(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
         return packed_weights.linear(x, layer.weight, layer.bias)

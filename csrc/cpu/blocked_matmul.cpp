@@ -1,0 +1,222 @@
+// y = x · Wᵀ (+ bias) for a few rows of x (a decode step's tokens) and a float32 weight in the blocked layout
+// oneDNN packs linear weights into (packed_weights.py): [ceil(N / 64)][K rounded up to 16][64], the 64 output
+// columns of a block for one k contiguous. oneDNN's own kernel ran these shapes at 165-176 GFLOP/s with the
+// weight streamed from DRAM against 182-215 with it in cache (RESULTS.md, #14): every weight is read once a
+// step, and its next block was late. Here a tile of rows times one block accumulates in registers (each of the
+// block's k rows is one load per 16 columns, broadcast against each activation row), and the thread's next
+// block is prefetched a few lines per k step, among the multiply-adds.
+//
+// Each output is one chain of multiply-adds in k order from zero, the bias added last, whatever the number of
+// rows or threads: a row's result does not depend on the batch it is in.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+
+#include "cpu_isa.h"
+#include "kernels.h"
+
+namespace kvserve::cpu {
+namespace {
+
+constexpr int64_t kBlock = 64;  // output columns of a block
+
+struct BlockedArgs {
+  float* out;          // [rows, n], row stride out_stride
+  const float* x;      // [rows, k], row stride x_stride
+  const float* w;      // [ceil(n / 64)][k_padded][64]
+  const float* bias;   // [n] or nullptr
+  int64_t rows, n, k, k_padded, x_stride, out_stride;
+};
+
+// Walks one weight block's cache lines into L2, a few per call.
+struct BlockPrefetch {
+  const char* block = nullptr;  // nullptr: nothing to prefetch
+  int64_t next = 0, lines = 0;
+
+  inline __attribute__((always_inline)) void step(int64_t count) {
+    for (int64_t i = 0; i < count && next < lines; ++i, ++next) _mm_prefetch(block + next * 64, _MM_HINT_T1);
+  }
+};
+
+// What one tile computes: rows [r0, r0 + R) of the output's columns [n0, n0 + 64), over the weight block's rows
+// [k0, k1) (`wb`: the block's start). The sums start from zero (`fresh`) or from what the previous range of k
+// left in the output, and the bias is added after the last range.
+struct TileJob {
+  int64_t r0, n0;
+  const float* wb;
+  int64_t k0, k1;
+  bool fresh, last;
+};
+
+template <int R>
+__attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const TileJob& job, BlockPrefetch& prefetch,
+                                                     int64_t lines_per_k) {
+  const int64_t valid = std::min(kBlock, a.n - job.n0);
+  __mmask16 masks[4];
+  for (int c = 0; c < 4; ++c) {
+    const int64_t lanes = std::clamp<int64_t>(valid - 16 * c, 0, 16);
+    masks[c] = lanes == 16 ? 0xFFFF : static_cast<__mmask16>((1u << lanes) - 1);
+  }
+  __m512 acc[R][4];
+  for (int r = 0; r < R; ++r) {
+    const float* o = a.out + (job.r0 + r) * a.out_stride + job.n0;
+    for (int c = 0; c < 4; ++c) acc[r][c] = job.fresh ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(masks[c], o + 16 * c);
+  }
+  const float* x = a.x + job.r0 * a.x_stride;
+  for (int64_t kk = job.k0; kk < job.k1; ++kk) {
+    const float* wk = job.wb + kk * kBlock;
+    const __m512 w[4] = {_mm512_loadu_ps(wk), _mm512_loadu_ps(wk + 16), _mm512_loadu_ps(wk + 32),
+                         _mm512_loadu_ps(wk + 48)};
+    for (int r = 0; r < R; ++r) {
+      const __m512 xv = _mm512_set1_ps(x[r * a.x_stride + kk]);
+      for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_fmadd_ps(xv, w[c], acc[r][c]);
+    }
+    prefetch.step(lines_per_k);
+  }
+  for (int r = 0; r < R; ++r) {
+    float* o = a.out + (job.r0 + r) * a.out_stride + job.n0;
+    for (int c = 0; c < 4; ++c) {
+      __m512 v = acc[r][c];
+      if (job.last && a.bias != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[c], a.bias + job.n0 + 16 * c));
+      _mm512_mask_storeu_ps(o + 16 * c, masks[c], v);
+    }
+  }
+}
+
+// The same with 8-column vectors: the block's two halves of 32 columns one after the other (4R accumulators
+// of 8 columns each, a weight vector loaded once for the R rows).
+template <int R>
+__attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const TileJob& job, BlockPrefetch& prefetch,
+                                                   int64_t lines_per_k) {
+  const float* x = a.x + job.r0 * a.x_stride;
+  alignas(32) float lanes[8];
+  for (int64_t half = 0; half < kBlock; half += 32) {
+    const int64_t n0 = job.n0 + half;
+    __m256 acc[R][4];
+    for (int r = 0; r < R; ++r) {
+      const float* o = a.out + (job.r0 + r) * a.out_stride;
+      for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 8; ++l) {
+          const int64_t col = n0 + 8 * c + l;
+          lanes[l] = job.fresh || col >= a.n ? 0.0f : o[col];
+        }
+        acc[r][c] = _mm256_load_ps(lanes);
+      }
+    }
+    for (int64_t kk = job.k0; kk < job.k1; ++kk) {
+      const float* wk = job.wb + kk * kBlock + half;
+      __m256 xv[R];
+      for (int r = 0; r < R; ++r) xv[r] = _mm256_broadcast_ss(x + r * a.x_stride + kk);
+      for (int c = 0; c < 4; ++c) {
+        const __m256 w = _mm256_loadu_ps(wk + 8 * c);
+        for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(xv[r], w, acc[r][c]);
+      }
+      prefetch.step(lines_per_k);
+    }
+    for (int r = 0; r < R; ++r) {
+      float* o = a.out + (job.r0 + r) * a.out_stride;
+      for (int c = 0; c < 4; ++c) {
+        _mm256_store_ps(lanes, acc[r][c]);
+        for (int l = 0; l < 8; ++l) {
+          const int64_t col = n0 + 8 * c + l;
+          if (col < a.n) o[col] = job.last && a.bias != nullptr ? lanes[l] + a.bias[col] : lanes[l];
+        }
+      }
+    }
+  }
+}
+
+using TileFn = void (*)(const BlockedArgs&, const TileJob&, BlockPrefetch&, int64_t);
+
+struct Tiles {
+  int max_rows;        // rows of the tallest tile
+  int passes;          // passes over a block's k rows a tile makes
+  TileFn by_rows[7];   // by_rows[r]: the tile of r rows (1 <= r <= max_rows)
+};
+
+Tiles tiles_for_isa() {
+  if (detect_isa() == Isa::kAvx512) {
+    return {6, 1, {nullptr, tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>, tile_avx512<5>,
+                   tile_avx512<6>}};
+  }
+  return {3, 2, {nullptr, tile_avx2<1>, tile_avx2<2>, tile_avx2<3>, nullptr, nullptr, nullptr}};
+}
+
+// Rows and weight rows (k) a thread's tiles take at a time: 96 activation rows x 512 values (192 KiB) stay in
+// L2 while every block's 512 x 64 panel (128 KiB) streams past them, so a long prompt or a wide layer reads x
+// from L2 and W from memory once per 96 rows. Split into ranges of k, an output is still one chain of
+// multiply-adds in k order (stored and reloaded exactly between ranges).
+constexpr int64_t kChunkRows = 96, kChunkK = 512;
+
+// Below this many multiply-adds a thread is not worth waking.
+constexpr int64_t kMinWorkPerThread = 1 << 16;
+
+// Rows [m0, m1) and blocks [b0, b1) of the output: for each chunk of rows and range of k, the tiles over each
+// block's panel in turn, the next panel (of this thread's order) prefetched while they run, its lines spread
+// over all their k steps.
+void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+  const int64_t block_floats = a.k_padded * kBlock;
+  struct Panel {
+    int64_t mc, kc, b;
+  };
+  const auto next = [&](Panel p) {  // the panel after p in this thread's order; mc == m1 past the last
+    if (++p.b < b1) return p;
+    p.b = b0;
+    if ((p.kc += kChunkK) < a.k) return p;
+    p.kc = 0;
+    p.mc += kChunkRows;
+    return p;
+  };
+  for (Panel p{m0, 0, b0}; p.mc < m1 && b0 < b1; p = next(p)) {
+    const int64_t rows = std::min(kChunkRows, m1 - p.mc), k1 = std::min(a.k, p.kc + kChunkK);
+    BlockPrefetch prefetch;
+    const Panel q = next(p);
+    if (q.mc < m1) {
+      const int64_t q_k = std::min(kChunkK, a.k - q.kc);
+      prefetch.block = reinterpret_cast<const char*>(a.w + q.b * block_floats + q.kc * kBlock);
+      prefetch.lines = q_k * kBlock * 4 / 64;
+    }
+    const int64_t steps = (rows + tiles.max_rows - 1) / tiles.max_rows * (k1 - p.kc) * tiles.passes;
+    const int64_t lines_per_k = (prefetch.lines + steps - 1) / steps;
+    const float* wb = a.w + p.b * block_floats;
+    for (int64_t r0 = p.mc; r0 < p.mc + rows; r0 += tiles.max_rows) {
+      const int64_t tile_rows = std::min<int64_t>(tiles.max_rows, p.mc + rows - r0);
+      const TileJob job{r0, p.b * kBlock, wb, p.kc, k1, p.kc == 0, k1 == a.k};
+      tiles.by_rows[tile_rows](a, job, prefetch, lines_per_k);
+    }
+  }
+}
+
+}  // namespace
+
+bool blocked_matmul_fits() { return detect_isa() != Isa::kBaseline; }
+
+void blocked_matmul(float* out, const float* x, const float* w, const float* bias, int64_t rows, int64_t n, int64_t k,
+                    int64_t k_padded, int64_t x_stride, int64_t out_stride, int num_threads) {
+  static const Tiles tiles = tiles_for_isa();
+  const BlockedArgs a{out, x, w, bias, rows, n, k, k_padded, x_stride, out_stride};
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t useful = std::max<int64_t>(1, rows * n * k / kMinWorkPerThread);
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({num_threads, blocks * chunks, useful})));
+  if (threads == 1) {
+    run_part(a, tiles, 0, rows, 0, blocks);
+    return;
+  }
+  // Threads share out the blocks, each streaming its own contiguous part of W; with fewer blocks than threads
+  // the rows are split too, in whole chunks, into parts that each take a group of threads.
+  const int64_t row_parts = std::min<int64_t>(chunks, (threads + blocks - 1) / blocks);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+    const int64_t part = t * row_parts / count;
+    const int64_t first = (part * count + row_parts - 1) / row_parts, last = ((part + 1) * count + row_parts - 1) / row_parts;
+    const int64_t j = t - first, group = last - first;
+    const int64_t m0 = std::min(rows, chunks * part / row_parts * kChunkRows);
+    const int64_t m1 = std::min(rows, chunks * (part + 1) / row_parts * kChunkRows);
+    run_part(a, tiles, m0, m1, blocks * j / group, blocks * (j + 1) / group);
+  }
+}
+
+}  // namespace kvserve::cpu
