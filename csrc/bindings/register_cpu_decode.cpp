@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../cpu/decode_layers.h"
+#include "../cpu/kernels.h"
 #include "../cpu/random_draws.h"
 #include "../cpu/row_select.h"
 #include "registrations.h"
@@ -29,16 +30,22 @@ T* ptr(uintptr_t address) {
   return reinterpret_cast<T*>(address);
 }
 
-// (segments [(data, format, rows), ...], row_stride, out_features, bias or 0)
-using ProjectionSpec = std::tuple<std::vector<std::tuple<uintptr_t, int, int64_t>>, int64_t, int64_t, uintptr_t>;
+// (segments [(data, format, rows), ...], row_stride, out_features, bias or 0, k_padded); a blocked float32
+// weight is one segment of format StoredProjection::kBlockedFloat32 (row_stride unused).
+using ProjectionSpec =
+    std::tuple<std::vector<std::tuple<uintptr_t, int, int64_t>>, int64_t, int64_t, uintptr_t, int64_t>;
 // (qkv, o, gate_up, down, input_norm, post_norm, q_norm or 0, k_norm or 0, sliding_window)
 using LayerSpec = std::tuple<ProjectionSpec, ProjectionSpec, ProjectionSpec, ProjectionSpec, uintptr_t, uintptr_t,
                              uintptr_t, uintptr_t, int64_t>;
 
 StoredProjection projection(const ProjectionSpec& spec) {
-  const auto& [segments, row_stride, out_features, bias] = spec;
+  const auto& [segments, row_stride, out_features, bias, k_padded] = spec;
   if (segments.empty() || segments.size() > StoredProjection::kMaxSegments) {
     throw std::invalid_argument("a projection has 1 to 3 stored segments");
+  }
+  const bool blocked = std::get<1>(segments[0]) == StoredProjection::kBlockedFloat32;
+  if (blocked && (segments.size() != 1 || k_padded <= 0 || !cpu::blocked_matmul_fits())) {
+    throw std::invalid_argument("a blocked float32 projection is one segment with its padded in features");
   }
   StoredProjection p;
   p.num_segments = static_cast<int>(segments.size());
@@ -49,6 +56,7 @@ StoredProjection projection(const ProjectionSpec& spec) {
   }
   p.row_stride = row_stride;
   p.out_features = out_features;
+  p.k_padded = k_padded;
   p.bias = ptr<const float>(bias);
   return p;
 }

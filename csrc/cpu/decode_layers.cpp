@@ -10,9 +10,14 @@ namespace kvserve::cpu {
 namespace {
 
 // out = x · Wᵀ (+ bias), x [tokens, in] contiguous, out [tokens, out_features] contiguous: what
-// StoredLinearMethod.apply computes segment by segment.
+// StoredLinearMethod.apply computes segment by segment, or packed_weights.linear for a blocked weight.
 void project(const StoredProjection& p, const float* x, int64_t tokens, int64_t in_features, float* out,
              int num_threads) {
+  if (p.segment_format[0] == StoredProjection::kBlockedFloat32) {
+    blocked_matmul(out, x, reinterpret_cast<const float*>(p.segment_data[0]), p.bias, tokens, p.out_features,
+                   in_features, p.k_padded, in_features, p.out_features, num_threads);
+    return;
+  }
   int64_t column = 0;
   for (int s = 0; s < p.num_segments; ++s) {
     quant_matmul(out + column, x, p.segment_data[s], p.segment_format[s], tokens, p.segment_rows[s], in_features,

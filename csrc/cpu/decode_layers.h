@@ -1,5 +1,6 @@
 // A decode step's decoder layers in one C++ call, for Llama-family models whose projections are kept in
-// their stored formats (quant_formats.h): the per-op Python and torch dispatch of ~10 ops a layer is what
+// their stored formats (quant_formats.h) or are float32 in oneDNN's blocked layout (blocked_matmul.cpp): the
+// per-op Python and torch dispatch of ~10 ops a layer is what
 // dominates a small model's step and every model at one stream. The kernels are the ones kvserve.ops calls
 // one by one, in the same order on the same buffers, so the result is bit-identical to the op-by-op path.
 #pragma once
@@ -10,15 +11,18 @@
 namespace kvserve::cpu {
 
 // One projection: up to three row segments of a [out, row_stride] uint8 matrix (a fused q|k|v may join
-// formats), each multiplied by its own format's kernel into its columns, plus an optional float32 bias.
+// formats), each multiplied by its own format's kernel into its columns, plus an optional float32 bias; or
+// one segment of format kBlockedFloat32, a float32 weight in the blocked layout with k_padded in features.
 struct StoredProjection {
   static constexpr int kMaxSegments = 3;
+  static constexpr int kBlockedFloat32 = -1;
   int num_segments = 0;
   const uint8_t* segment_data[kMaxSegments] = {};  // each segment's first row
   int segment_format[kMaxSegments] = {};
   int64_t segment_rows[kMaxSegments] = {};
   int64_t row_stride = 0;  // bytes between rows
   int64_t out_features = 0;
+  int64_t k_padded = 0;  // kBlockedFloat32 only
   const float* bias = nullptr;  // [out_features] or nullptr
 };
 

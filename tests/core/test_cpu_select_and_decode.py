@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kvserve import _core
+from tests.core.blocked_layout import blocked
 
 cpu = _core.cpu
 F32 = 0
@@ -70,9 +71,17 @@ def _rotate(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s, x[..., 2 * half :]], axis=-1)
 
 
-def test_decode_layers_equal_a_float64_reference() -> None:
+# The segment format of a float32 weight in the blocked layout (kvserve::cpu::StoredProjection).
+BLOCKED_FLOAT32 = -1
+
+
+@pytest.mark.parametrize("layout", ["stored rows", "blocked"])
+def test_decode_layers_equal_a_float64_reference(layout: str) -> None:
     """Two layers (the second with biases, q/k norms and a sliding window of 3) over three requests whose
-    contexts sit in shuffled blocks; F32-format weights, so only the rounding differs from the reference."""
+    contexts sit in shuffled blocks; float32 weights (F32 stored rows, or oneDNN's blocked layout where the CPU
+    has the blocked kernel), so only the rounding differs from the reference."""
+    if layout == "blocked" and not cpu.blocked_matmul_fits():
+        pytest.skip("the blocked kernel needs AVX2 or AVX-512")
     rng = np.random.default_rng(0)
     hidden, heads, kv_heads, head_dim, inter, eps = 32, 4, 2, 8, 48, 1e-5
     scale = head_dim**-0.5
@@ -87,8 +96,11 @@ def test_decode_layers_equal_a_float64_reference() -> None:
 
     def projection(out: int, k: int, bias: bool) -> tuple[np.ndarray, np.ndarray | None, tuple]:
         w, b = f32(out, k), f32(out) if bias else None
-        spec = ([(w.ctypes.data, F32, out)], 4 * k, out, 0 if b is None else b.ctypes.data)
-        return w, b, spec
+        bias_pointer = 0 if b is None else b.ctypes.data
+        if layout == "stored rows":
+            return w, b, ([(w.ctypes.data, F32, out)], 4 * k, out, bias_pointer, 0)
+        keep.append(packed := blocked(w)[0])
+        return w, b, ([(packed.ctypes.data, BLOCKED_FLOAT32, out)], 0, out, bias_pointer, blocked(w)[1])
 
     layers, specs = [], []
     for i in range(2):

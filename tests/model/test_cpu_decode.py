@@ -4,7 +4,8 @@ The default model (SmolLM2-135M-Instruct, Q4_1 GGUF, loaded as `kvserve serve` l
 both ways on the same inputs; the final hidden states and the KV cache written must be bit-identical, since
 the fused path calls the same kernels in the same order. A second copy of the model is given what SmolLM2
 lacks (q/k/v and MLP biases, per-head q/k norms as in Qwen3, sliding-window layers, a q|k|v projection in
-three stored segments) to cover those branches.
+three stored segments) to cover those branches. Float32 checkpoints (tiny random Llama, Qwen2 with q/k/v
+biases and Qwen3 with q/k norms) take the fused path with their weights in oneDNN's blocked layout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import pytest
 import torch
 
+from kvserve import _core
 from kvserve.cli import embedded_model_path
 from kvserve.model.cpu_decode import CpuDecodeLayers
 from kvserve.model.forward_context import ForwardContext
@@ -115,6 +117,18 @@ def test_a_half_precision_cache_takes_the_fused_path_too(smollm2: torch.nn.Modul
 @pytest.mark.parametrize("contexts", [[9], [3, 30, 12]])
 def test_biases_qk_norms_windows_and_segments(with_extras: torch.nn.Module, contexts: list[int]) -> None:
     _both_paths(with_extras, contexts)
+
+
+@pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="the blocked kernel needs AVX2 or AVX-512")
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3"])
+def test_float32_checkpoints_take_the_fused_path_with_blocked_weights(tiny_model_dir, name: str) -> None:
+    model_dir = tiny_model_dir(name)
+    config = ModelConfig.from_directory(model_dir)
+    cpu = torch.device("cpu")
+    model = build_model(config, model_weights(model_dir, config, cpu), torch.float32, cpu)
+    assert all(getattr(layer.qkv_proj.weight, "blocked", None) is not None for layer in model.layers)
+    for contexts in ([1], [5, 40, 17]):
+        _both_paths(model, contexts)
 
 
 def _context(ctx: ForwardContext, **changes: object) -> ForwardContext:

@@ -2,9 +2,10 @@
 
 Run op by op, a layer is ~10 Python calls into torch and our kernels, each with its tensor allocations and
 checks: ~100 µs a layer, which is most of a small model's step and a third of the default model's at one
-stream (RESULTS.md, #14). For the steps that fit (every projection kept in its stored format, float32
-activations, a float32/float16/bfloat16 KV cache, one rank, one query token per request: the stored-format
-kernel multiplies every batch size the same way) the whole stack of layers and the final norm run in C++
+stream (RESULTS.md, #14). For the steps that fit (every projection kept in its stored format or a float32
+weight in oneDNN's blocked layout (packed_weights.py), float32 activations, a float32/float16/bfloat16 KV
+cache, one rank, one query token per request: both kernels multiply every batch size the same way) the
+whole stack of layers and the final norm run in C++
 with the GIL released, calling the same kernels in the same order on the same values, so the hidden states
 are bit-identical to the op-by-op path's; any other step takes that path.
 """
@@ -16,7 +17,7 @@ import torch
 from kvserve import _core
 from kvserve.model.forward_context import ForwardContext
 from kvserve.model.parallel.state import tp_group
-from kvserve.model.quantization.linear import Linear
+from kvserve.model.quantization.linear import Linear, LinearMethod
 from kvserve.model.quantization.stored import StoredLinearMethod
 from kvserve.ops.cpu_kernels import CACHE_DTYPES, fits_cache
 
@@ -32,15 +33,28 @@ def _float_pointer(param: torch.Tensor | None) -> int | None:
     return param.data_ptr()
 
 
+# The segment format of a float32 weight in the blocked layout (kvserve::cpu::StoredProjection).
+_BLOCKED_FLOAT32 = -1
+
+
 def _projection(linear: Linear) -> tuple | None:
-    """(segments, row_stride, out_features, bias) of a stored-format projection; None for any other."""
-    if not isinstance(linear.method, StoredLinearMethod) or not hasattr(linear, "stored"):
-        return None
+    """(segments, row_stride, out_features, bias, k_padded) of a stored-format or blocked float32 projection;
+    None for any other."""
     bias = _float_pointer(linear.bias)
-    if bias is None or len(linear.stored) > 3:
+    if bias is None:
+        return None
+    blocked = getattr(linear.weight, "blocked", None)
+    if type(linear.method) is LinearMethod and blocked is not None:
+        address, _, _, k_padded = blocked
+        return [(address, _BLOCKED_FLOAT32, linear.out_features)], 0, linear.out_features, bias, k_padded
+    if not isinstance(linear.method, StoredLinearMethod) or not hasattr(linear, "stored") or len(linear.stored) > 3:
         return None
     segments = [(w._pointer(), w.fmt, w.out_features) for w in linear.stored]
-    return segments, linear.stored[0].data.stride(0), linear.out_features, bias
+    return segments, linear.stored[0].data.stride(0), linear.out_features, bias, 0
+
+
+def _weight_tensors(linear: Linear) -> list[torch.Tensor]:
+    return [w.data for w in linear.stored] if hasattr(linear, "stored") else [linear.weight]
 
 
 class CpuDecodeLayers:
@@ -72,7 +86,7 @@ class CpuDecodeLayers:
                 return None
             specs.append((*projections, *norm_pointers, layer.sliding_window))
             for linear in linears:
-                tensors.extend(w.data for w in linear.stored)
+                tensors.extend(_weight_tensors(linear))
             tensors.extend(t for t in (*(linear.bias for linear in linears), *norms) if t is not None)
         final_norm = _float_pointer(model.norm)
         first = model.layers[0]
