@@ -29,13 +29,26 @@ struct BlockedArgs {
   int64_t rows, n, k, k_padded, x_stride, out_stride;
 };
 
-// Walks one weight block's cache lines into L2, a few per call.
-struct BlockPrefetch {
-  const char* block = nullptr;  // nullptr: nothing to prefetch
-  int64_t next = 0, lines = 0;
+// What a thread prefetches into L2 while its tiles run, a few lines per k step: the next weight panel it will
+// read, and its share of the caller's side spans (SidePrefetch), spread over all its k steps.
+struct Prefetcher {
+  const char* panel = nullptr;  // nullptr: no next panel
+  int64_t panel_next = 0, panel_lines = 0, panel_per_step = 0;
+  const SidePrefetch* side = nullptr;
+  int64_t span = 0, span_end = 0, offset = 0, side_per_step = 0;
 
-  inline __attribute__((always_inline)) void step(int64_t count) {
-    for (int64_t i = 0; i < count && next < lines; ++i, ++next) _mm_prefetch(block + next * 64, _MM_HINT_T1);
+  inline __attribute__((always_inline)) void step() {
+    for (int64_t i = 0; i < panel_per_step && panel_next < panel_lines; ++i, ++panel_next) {
+      _mm_prefetch(panel + panel_next * 64, _MM_HINT_T1);
+    }
+    for (int64_t i = 0; i < side_per_step && span < span_end; ++i) {
+      _mm_prefetch(side->starts[span] + offset, _MM_HINT_T1);
+      offset += 64;
+      if (offset >= side->bytes[span]) {
+        ++span;
+        offset = 0;
+      }
+    }
   }
 };
 
@@ -50,8 +63,7 @@ struct TileJob {
 };
 
 template <int R>
-__attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const TileJob& job, BlockPrefetch& prefetch,
-                                                     int64_t lines_per_k) {
+__attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const TileJob& job, Prefetcher& prefetch) {
   const int64_t valid = std::min(kBlock, a.n - job.n0);
   __mmask16 masks[4];
   for (int c = 0; c < 4; ++c) {
@@ -72,7 +84,7 @@ __attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const 
       const __m512 xv = _mm512_set1_ps(x[r * a.x_stride + kk]);
       for (int c = 0; c < 4; ++c) acc[r][c] = _mm512_fmadd_ps(xv, w[c], acc[r][c]);
     }
-    prefetch.step(lines_per_k);
+    prefetch.step();
   }
   for (int r = 0; r < R; ++r) {
     float* o = a.out + (job.r0 + r) * a.out_stride + job.n0;
@@ -87,8 +99,7 @@ __attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const 
 // The same with 8-column vectors: the block's two halves of 32 columns one after the other (4R accumulators
 // of 8 columns each, a weight vector loaded once for the R rows).
 template <int R>
-__attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const TileJob& job, BlockPrefetch& prefetch,
-                                                   int64_t lines_per_k) {
+__attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const TileJob& job, Prefetcher& prefetch) {
   const float* x = a.x + job.r0 * a.x_stride;
   alignas(32) float lanes[8];
   for (int64_t half = 0; half < kBlock; half += 32) {
@@ -112,7 +123,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const T
         const __m256 w = _mm256_loadu_ps(wk + 8 * c);
         for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(xv[r], w, acc[r][c]);
       }
-      prefetch.step(lines_per_k);
+      prefetch.step();
     }
     for (int r = 0; r < R; ++r) {
       float* o = a.out + (job.r0 + r) * a.out_stride;
@@ -127,7 +138,7 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const T
   }
 }
 
-using TileFn = void (*)(const BlockedArgs&, const TileJob&, BlockPrefetch&, int64_t);
+using TileFn = void (*)(const BlockedArgs&, const TileJob&, Prefetcher&);
 
 struct Tiles {
   int max_rows;        // rows of the tallest tile
@@ -154,9 +165,24 @@ constexpr int64_t kMinWorkPerThread = 1 << 16;
 
 // Rows [m0, m1) and blocks [b0, b1) of the output: for each chunk of rows and range of k, the tiles over each
 // block's panel in turn, the next panel (of this thread's order) prefetched while they run, its lines spread
-// over all their k steps.
-void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
+// over all their k steps; side spans [s0, s1) prefetched evenly over the whole part.
+void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, int64_t b0, int64_t b1,
+              const SidePrefetch* side, int64_t s0, int64_t s1) {
   const int64_t block_floats = a.k_padded * kBlock;
+  const auto tile_steps = [&](int64_t rows, int64_t ks) {
+    return (rows + tiles.max_rows - 1) / tiles.max_rows * ks * tiles.passes;
+  };
+  Prefetcher prefetch;
+  if (side != nullptr && s0 < s1) {
+    int64_t side_lines = 0;
+    for (int64_t i = s0; i < s1; ++i) side_lines += (side->bytes[i] + 63) / 64;
+    const int64_t chunks = (m1 - m0 + kChunkRows - 1) / kChunkRows;
+    const int64_t total = std::max<int64_t>(1, tile_steps(std::min(kChunkRows, m1 - m0), a.k) * chunks * (b1 - b0));
+    prefetch.side = side;
+    prefetch.span = s0;
+    prefetch.span_end = s1;
+    prefetch.side_per_step = (side_lines + total - 1) / total;
+  }
   struct Panel {
     int64_t mc, kc, b;
   };
@@ -170,20 +196,19 @@ void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, 
   };
   for (Panel p{m0, 0, b0}; p.mc < m1 && b0 < b1; p = next(p)) {
     const int64_t rows = std::min(kChunkRows, m1 - p.mc), k1 = std::min(a.k, p.kc + kChunkK);
-    BlockPrefetch prefetch;
     const Panel q = next(p);
+    prefetch.panel = nullptr;
+    prefetch.panel_next = prefetch.panel_lines = 0;
     if (q.mc < m1) {
-      const int64_t q_k = std::min(kChunkK, a.k - q.kc);
-      prefetch.block = reinterpret_cast<const char*>(a.w + q.b * block_floats + q.kc * kBlock);
-      prefetch.lines = q_k * kBlock * 4 / 64;
+      prefetch.panel = reinterpret_cast<const char*>(a.w + q.b * block_floats + q.kc * kBlock);
+      prefetch.panel_lines = std::min(kChunkK, a.k - q.kc) * kBlock * 4 / 64;
     }
-    const int64_t steps = (rows + tiles.max_rows - 1) / tiles.max_rows * (k1 - p.kc) * tiles.passes;
-    const int64_t lines_per_k = (prefetch.lines + steps - 1) / steps;
+    prefetch.panel_per_step = (prefetch.panel_lines + tile_steps(rows, k1 - p.kc) - 1) / tile_steps(rows, k1 - p.kc);
     const float* wb = a.w + p.b * block_floats;
     for (int64_t r0 = p.mc; r0 < p.mc + rows; r0 += tiles.max_rows) {
       const int64_t tile_rows = std::min<int64_t>(tiles.max_rows, p.mc + rows - r0);
       const TileJob job{r0, p.b * kBlock, wb, p.kc, k1, p.kc == 0, k1 == a.k};
-      tiles.by_rows[tile_rows](a, job, prefetch, lines_per_k);
+      tiles.by_rows[tile_rows](a, job, prefetch);
     }
   }
 }
@@ -193,15 +218,16 @@ void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, 
 bool blocked_matmul_fits() { return detect_isa() != Isa::kBaseline; }
 
 void blocked_matmul(float* out, const float* x, const float* w, const float* bias, int64_t rows, int64_t n, int64_t k,
-                    int64_t k_padded, int64_t x_stride, int64_t out_stride, int num_threads) {
+                    int64_t k_padded, int64_t x_stride, int64_t out_stride, int num_threads, const SidePrefetch* side) {
   static const Tiles tiles = tiles_for_isa();
   const BlockedArgs a{out, x, w, bias, rows, n, k, k_padded, x_stride, out_stride};
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int64_t useful = std::max<int64_t>(1, rows * n * k / kMinWorkPerThread);
   const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({num_threads, blocks * chunks, useful})));
+  const int64_t spans = side == nullptr ? 0 : side->count;
   if (threads == 1) {
-    run_part(a, tiles, 0, rows, 0, blocks);
+    run_part(a, tiles, 0, rows, 0, blocks, side, 0, spans);
     return;
   }
   // Threads share out the blocks, each streaming its own contiguous part of W; with fewer blocks than threads
@@ -215,7 +241,8 @@ void blocked_matmul(float* out, const float* x, const float* w, const float* bia
     const int64_t j = t - first, group = last - first;
     const int64_t m0 = std::min(rows, chunks * part / row_parts * kChunkRows);
     const int64_t m1 = std::min(rows, chunks * (part + 1) / row_parts * kChunkRows);
-    run_part(a, tiles, m0, m1, blocks * j / group, blocks * (j + 1) / group);
+    run_part(a, tiles, m0, m1, blocks * j / group, blocks * (j + 1) / group, side, spans * t / count,
+             spans * (t + 1) / count);
   }
 }
 

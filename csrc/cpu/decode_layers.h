@@ -57,10 +57,18 @@ class DecodeLayers {
            int64_t tokens, int64_t num_blocks, int64_t block_size, int64_t table_width, int num_threads);
 
  private:
+  // span_starts_/span_bytes_ = the runs of cached rows (a block's, keys then values, request by request) that
+  // the attention over kv_cache will read.
+  void plan_kv_prefetch(const void* kv_cache, int cache_dtype, const int32_t* block_tables, const int32_t* seq_lens,
+                        int64_t tokens, int64_t num_blocks, int64_t block_size, int64_t table_width,
+                        int64_t sliding_window);
+
   DecoderShape shape_;
   std::vector<DecoderLayerWeights> layers_;
   const float* final_norm_;
   std::vector<float> residual_, normed_, qkv_, attn_, hidden_, gate_up_, act_;
+  std::vector<const char*> span_starts_;
+  std::vector<int64_t> span_bytes_;
 };
 
 }  // namespace kvserve::cpu

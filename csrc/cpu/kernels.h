@@ -12,12 +12,21 @@ namespace kvserve::cpu {
 // ([ceil(n / 64)][k_padded][64]: packed_weights.py checks it), for decode-sized row counts; output columns split
 // across up to num_threads threads. Needs blocked_matmul_fits() (AVX2 or AVX-512).
 bool blocked_matmul_fits();
+
+// Other memory to bring into cache while a product runs (its multiply-adds leave memory bandwidth idle): spans
+// of bytes, shared out among the threads in order.
+struct SidePrefetch {
+  const char* const* starts;
+  const int64_t* bytes;
+  int64_t count;
+};
+
 void blocked_matmul(float* out,          // [rows, n], row stride out_stride
                     const float* x,      // [rows, k], row stride x_stride
                     const float* w,      // the blocked weight
                     const float* bias,   // [n] or nullptr
                     int64_t rows, int64_t n, int64_t k, int64_t k_padded, int64_t x_stride, int64_t out_stride,
-                    int num_threads);
+                    int num_threads, const SidePrefetch* side = nullptr);
 
 // The norms and the activation split their rows across up to num_threads threads (row_split.h).
 
