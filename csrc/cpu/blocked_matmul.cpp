@@ -1,10 +1,11 @@
-// y = x · Wᵀ (+ bias) for a few rows of x (a decode step's tokens) and a float32 weight in the blocked layout
-// oneDNN packs linear weights into (packed_weights.py): [ceil(N / 64)][K rounded up to 16][64], the 64 output
-// columns of a block for one k contiguous. oneDNN's own kernel ran these shapes at 165-176 GFLOP/s with the
-// weight streamed from DRAM against 182-215 with it in cache (RESULTS.md, #14): every weight is read once a
-// step, and its next block was late. Here a tile of rows times one block accumulates in registers (each of the
-// block's k rows is one load per 16 columns, broadcast against each activation row), and the thread's next
-// block is prefetched a few lines per k step, among the multiply-adds.
+// y = x · Wᵀ (+ bias) for a float32 weight in the blocked layout oneDNN packs linear weights into
+// (packed_weights.py): [ceil(N / 64)][K rounded up to 16][64], the 64 output columns of a block for one k
+// contiguous. At a decode step's few rows oneDNN's own kernel ran bench_throughput's shapes at 151-177 GFLOP/s
+// with the weight streamed from DRAM against 182-215 with it in cache: every weight is read once a step, and
+// its next block was late. Here a tile of rows times one block accumulates in registers (each of the block's
+// k rows is one load per 16 columns, broadcast against each activation row), and the thread's next panel is
+// prefetched a few lines per k step, among the multiply-adds: 171-197 GFLOP/s from DRAM. At a prompt's
+// thousands of rows both run at ~200.
 //
 // Each output is one chain of multiply-adds in k order from zero, the bias added last, whatever the number of
 // rows or threads: a row's result does not depend on the batch it is in.
@@ -12,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "cpu_isa.h"
 #include "kernels.h"
@@ -154,62 +156,65 @@ Tiles tiles_for_isa() {
   return {3, 2, {nullptr, tile_avx2<1>, tile_avx2<2>, tile_avx2<3>, nullptr, nullptr, nullptr}};
 }
 
-// Rows and weight rows (k) a thread's tiles take at a time: 96 activation rows x 512 values (192 KiB) stay in
-// L2 while every block's 512 x 64 panel (128 KiB) streams past them, so a long prompt or a wide layer reads x
-// from L2 and W from memory once per 96 rows. Split into ranges of k, an output is still one chain of
+// Activation rows and weight rows (k) a tile pass covers: a chunk of x (up to 96 rows, fewer for a long k, so
+// that it stays within ~384 KiB of L2) meets each block's panels of 512 k x 64 columns (128 KiB) in turn, so
+// x is read from L2 and W from memory once per chunk. Split into ranges of k, an output is still one chain of
 // multiply-adds in k order (stored and reloaded exactly between ranges).
-constexpr int64_t kChunkRows = 96, kChunkK = 512;
+constexpr int64_t kMaxChunkRows = 96, kChunkK = 512, kChunkBytes = 384 << 10;
 
 // Below this many multiply-adds a thread is not worth waking.
 constexpr int64_t kMinWorkPerThread = 1 << 16;
 
-// Rows [m0, m1) and blocks [b0, b1) of the output: for each chunk of rows and range of k, the tiles over each
-// block's panel in turn, the next panel (of this thread's order) prefetched while they run, its lines spread
-// over all their k steps; side spans [s0, s1) prefetched evenly over the whole part.
-void run_part(const BlockedArgs& a, const Tiles& tiles, int64_t m0, int64_t m1, int64_t b0, int64_t b1,
-              const SidePrefetch* side, int64_t s0, int64_t s1) {
+// The work: units of (chunk of rows, block), chunk-major, claimed one at a time from a counter the threads
+// share, so a thread held up (by the event loop's, say, on a host with as many cores as threads) is not
+// waited for.
+struct Units {
+  int64_t chunk_rows, blocks, count;
+  std::atomic<int64_t> next{0};
+};
+
+// A thread's units: each one's panels in k order, the next panel prefetched while the tiles run (its lines
+// spread over all their k steps; the next unit is claimed as its predecessor's last panel starts, so that its
+// first panel can be); side spans [s0, s1) prefetched evenly over `steps` k steps.
+void run_units(const BlockedArgs& a, const Tiles& tiles, Units& units, const SidePrefetch* side, int64_t s0,
+               int64_t s1, int64_t steps) {
   const int64_t block_floats = a.k_padded * kBlock;
   const auto tile_steps = [&](int64_t rows, int64_t ks) {
-    return (rows + tiles.max_rows - 1) / tiles.max_rows * ks * tiles.passes;
+    return std::max<int64_t>(1, (rows + tiles.max_rows - 1) / tiles.max_rows * ks * tiles.passes);
   };
   Prefetcher prefetch;
   if (side != nullptr && s0 < s1) {
     int64_t side_lines = 0;
     for (int64_t i = s0; i < s1; ++i) side_lines += (side->bytes[i] + 63) / 64;
-    const int64_t chunks = (m1 - m0 + kChunkRows - 1) / kChunkRows;
-    const int64_t total = std::max<int64_t>(1, tile_steps(std::min(kChunkRows, m1 - m0), a.k) * chunks * (b1 - b0));
     prefetch.side = side;
     prefetch.span = s0;
     prefetch.span_end = s1;
-    prefetch.side_per_step = (side_lines + total - 1) / total;
+    prefetch.side_per_step = (side_lines + steps - 1) / std::max<int64_t>(1, steps);
   }
-  struct Panel {
-    int64_t mc, kc, b;
-  };
-  const auto next = [&](Panel p) {  // the panel after p in this thread's order; mc == m1 past the last
-    if (++p.b < b1) return p;
-    p.b = b0;
-    if ((p.kc += kChunkK) < a.k) return p;
-    p.kc = 0;
-    p.mc += kChunkRows;
-    return p;
-  };
-  for (Panel p{m0, 0, b0}; p.mc < m1 && b0 < b1; p = next(p)) {
-    const int64_t rows = std::min(kChunkRows, m1 - p.mc), k1 = std::min(a.k, p.kc + kChunkK);
-    const Panel q = next(p);
-    prefetch.panel = nullptr;
-    prefetch.panel_next = prefetch.panel_lines = 0;
-    if (q.mc < m1) {
-      prefetch.panel = reinterpret_cast<const char*>(a.w + q.b * block_floats + q.kc * kBlock);
-      prefetch.panel_lines = std::min(kChunkK, a.k - q.kc) * kBlock * 4 / 64;
+  for (int64_t unit = units.next.fetch_add(1, std::memory_order_relaxed); unit < units.count;) {
+    const int64_t m0 = unit / units.blocks * units.chunk_rows, b = unit % units.blocks;
+    const int64_t rows = std::min(units.chunk_rows, a.rows - m0);
+    int64_t following = units.count;
+    for (int64_t kc = 0; kc < a.k; kc += kChunkK) {
+      const int64_t k1 = std::min(a.k, kc + kChunkK);
+      prefetch.panel = nullptr;
+      prefetch.panel_next = prefetch.panel_lines = 0;
+      if (k1 < a.k) {
+        prefetch.panel = reinterpret_cast<const char*>(a.w + b * block_floats + k1 * kBlock);
+        prefetch.panel_lines = std::min(kChunkK, a.k - k1) * kBlock * 4 / 64;
+      } else if ((following = units.next.fetch_add(1, std::memory_order_relaxed)) < units.count) {
+        prefetch.panel = reinterpret_cast<const char*>(a.w + following % units.blocks * block_floats);
+        prefetch.panel_lines = std::min(kChunkK, a.k) * kBlock * 4 / 64;
+      }
+      prefetch.panel_per_step = (prefetch.panel_lines + tile_steps(rows, k1 - kc) - 1) / tile_steps(rows, k1 - kc);
+      const float* wb = a.w + b * block_floats;
+      for (int64_t r0 = m0; r0 < m0 + rows; r0 += tiles.max_rows) {
+        const int64_t tile_rows = std::min<int64_t>(tiles.max_rows, m0 + rows - r0);
+        const TileJob job{r0, b * kBlock, wb, kc, k1, kc == 0, k1 == a.k};
+        tiles.by_rows[tile_rows](a, job, prefetch);
+      }
     }
-    prefetch.panel_per_step = (prefetch.panel_lines + tile_steps(rows, k1 - p.kc) - 1) / tile_steps(rows, k1 - p.kc);
-    const float* wb = a.w + p.b * block_floats;
-    for (int64_t r0 = p.mc; r0 < p.mc + rows; r0 += tiles.max_rows) {
-      const int64_t tile_rows = std::min<int64_t>(tiles.max_rows, p.mc + rows - r0);
-      const TileJob job{r0, p.b * kBlock, wb, p.kc, k1, p.kc == 0, k1 == a.k};
-      tiles.by_rows[tile_rows](a, job, prefetch);
-    }
+    unit = following;
   }
 }
 
@@ -221,28 +226,26 @@ void blocked_matmul(float* out, const float* x, const float* w, const float* bia
                     int64_t k_padded, int64_t x_stride, int64_t out_stride, int num_threads, const SidePrefetch* side) {
   static const Tiles tiles = tiles_for_isa();
   const BlockedArgs a{out, x, w, bias, rows, n, k, k_padded, x_stride, out_stride};
+  if (rows == 0) return;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int64_t fit = kChunkBytes / (4 * k) / tiles.max_rows * tiles.max_rows;
+  Units units;
+  units.chunk_rows = std::clamp<int64_t>(fit, tiles.max_rows, kMaxChunkRows / tiles.max_rows * tiles.max_rows);
+  units.blocks = blocks;
+  units.count = (rows + units.chunk_rows - 1) / units.chunk_rows * blocks;
   const int64_t useful = std::max<int64_t>(1, rows * n * k / kMinWorkPerThread);
-  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({num_threads, blocks * chunks, useful})));
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({num_threads, units.count, useful})));
   const int64_t spans = side == nullptr ? 0 : side->count;
+  // Each thread's expected share of the k steps, over which its share of the side spans is spread.
+  const int64_t steps = (rows + tiles.max_rows - 1) / tiles.max_rows * k * tiles.passes * blocks / threads;
   if (threads == 1) {
-    run_part(a, tiles, 0, rows, 0, blocks, side, 0, spans);
+    run_units(a, tiles, units, side, 0, spans, steps);
     return;
   }
-  // Threads share out the blocks, each streaming its own contiguous part of W; with fewer blocks than threads
-  // the rows are split too, in whole chunks, into parts that each take a group of threads.
-  const int64_t row_parts = std::min<int64_t>(chunks, (threads + blocks - 1) / blocks);
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
-    const int64_t part = t * row_parts / count;
-    const int64_t first = (part * count + row_parts - 1) / row_parts, last = ((part + 1) * count + row_parts - 1) / row_parts;
-    const int64_t j = t - first, group = last - first;
-    const int64_t m0 = std::min(rows, chunks * part / row_parts * kChunkRows);
-    const int64_t m1 = std::min(rows, chunks * (part + 1) / row_parts * kChunkRows);
-    run_part(a, tiles, m0, m1, blocks * j / group, blocks * (j + 1) / group, side, spans * t / count,
-             spans * (t + 1) / count);
+    run_units(a, tiles, units, side, spans * t / count, spans * (t + 1) / count, steps);
   }
 }
 
