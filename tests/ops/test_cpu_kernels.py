@@ -156,6 +156,28 @@ def test_decode_attention_of_fewer_requests_than_threads_shares_out_their_kv_hea
         torch.testing.assert_close(out, expected, **TOL)
 
 
+@pytest.mark.parametrize("cache_dtype", CACHE_DTYPES)
+@pytest.mark.parametrize("window", [0, 200])
+def test_decode_attention_over_a_large_cache_prefetches_and_still_matches(cache_dtype, window):
+    """Past 1 MiB of cache read a step, each thread's prefetcher walks ahead of its reads and claims the next
+    items for it: every request's rows still come out as the reference's, at 1 to 3 threads."""
+    torch.manual_seed(7)
+    kv_cache = torch.randn(2, 512, 16, 4, 64).to(cache_dtype)
+    seq_lens = torch.tensor([700, 33, 512, 1, 650, 300, 690, 128, 16, 401], dtype=torch.int32)
+    tables = torch.stack([torch.randperm(512)[:48] for _ in seq_lens]).to(torch.int32)
+    query = torch.randn(len(seq_lens), 8, 64)
+    args = (query, kv_cache, tables, seq_lens, 64**-0.5, window)
+    expected = reference.decode_attention(*args)
+    previous = torch.get_num_threads()
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        try:
+            out = cpu_kernels._decode(*args)
+        finally:
+            torch.set_num_threads(previous)
+        torch.testing.assert_close(out, expected, **TOL)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_decode_attention_of_half_precision_queries_rounds_the_float32_result_once(dtype):
     """A bf16/f16 model's queries: widened exactly, float32 math, the output rounded to their type once."""
