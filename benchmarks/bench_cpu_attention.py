@@ -5,10 +5,12 @@ Default shape: SmolLM2-135M's layer (9 query / 3 KV heads of 64), 16 requests x 
 
 By default a decode step (one query token a request, the decode kernel). With --prefill each request is a
 C-token prompt (the prefill kernel, causal), timed against torch's reference attention on the same cache,
-with the kernel's rate in GFLOP/s of the causal half.
+with the kernel's rate in GFLOP/s of the causal half. With --layers N (decode) the call goes over N layers'
+caches in turn, so that caches larger than L3 are read from DRAM, as a model's step reads them; the figures
+are per layer, with the cache read's rate in GB/s.
 
     .venv/bin/python benchmarks/bench_cpu_attention.py [--requests 16] [--context 256] [--threads 1 2]
-        [--kv-cache-dtype float32 float16 bfloat16] [--prefill] [--json out.json]
+        [--kv-cache-dtype float32 float16 bfloat16] [--prefill | --layers N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-dtype", nargs="+", default=["float32", "float16", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--prefill", action="store_true", help="C-token prompts instead of one decode token each")
+    parser.add_argument("--layers", type=int, default=1, help="decode: layers' caches called in turn")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -79,7 +82,15 @@ def main() -> None:
                 figures["gflops"] = round(causal_flop / statistics.median(times) / 1e9, 1)
                 figures["speedup"] = round(statistics.median(torch_times) / statistics.median(times), 2)
             else:
-                times = timed(lambda c=cache: cpu_kernels._decode(query, c, tables, seq_lens, scale, 0), args.repeats)
+                caches = [cache] + [cache.clone() for _ in range(args.layers - 1)]
+
+                def step(caches=caches):
+                    for c in caches:
+                        cpu_kernels._decode(query, c, tables, seq_lens, scale, 0)
+
+                times = [t / len(caches) for t in timed(step, max(3, args.repeats // len(caches)))]
+                read = 2 * args.requests * args.context * args.kv_heads * args.head_dim * cache.element_size()
+                figures["gb_per_s"] = round(read / statistics.median(times) / 1e9, 1)
             figures["min_us"] = round(min(times) * 1e6, 1)
             figures["median_us"] = round(statistics.median(times) * 1e6, 1)
             figures["load_avg_1m"] = os.getloadavg()[0]
