@@ -156,11 +156,12 @@ Tiles tiles_for_isa() {
   return {3, 2, {nullptr, tile_avx2<1>, tile_avx2<2>, tile_avx2<3>, nullptr, nullptr, nullptr}};
 }
 
-// Activation rows and weight rows (k) a tile pass covers: a chunk of x (up to 96 rows, fewer for a long k, so
-// that it stays within ~384 KiB of L2) meets each block's panels of 512 k x 64 columns (128 KiB) in turn, so
-// x is read from L2 and W from memory once per chunk. Split into ranges of k, an output is still one chain of
-// multiply-adds in k order (stored and reloaded exactly between ranges).
-constexpr int64_t kMaxChunkRows = 96, kChunkK = 512, kChunkBytes = 384 << 10;
+// Activation rows and weight rows (k) a tile pass covers: a chunk of up to 96 rows of x meets each block's
+// panels of 512 k x 64 columns (128 KiB) in turn, each panel's slice of x (96 x 512 values, 192 KiB) in L2, so
+// W is read from memory once per chunk: once a step for a decode step's rows, whatever k (a chunk sized to keep
+// all of x's k in L2 would have read an 8B model's down projection six times a step). Split into ranges of k,
+// an output is still one chain of multiply-adds in k order (stored and reloaded exactly between ranges).
+constexpr int64_t kChunkRows = 96, kChunkK = 512;
 
 // Below this many multiply-adds a thread is not worth waking.
 constexpr int64_t kMinWorkPerThread = 1 << 16;
@@ -228,9 +229,8 @@ void blocked_matmul(float* out, const float* x, const float* w, const float* bia
   const BlockedArgs a{out, x, w, bias, rows, n, k, k_padded, x_stride, out_stride};
   if (rows == 0) return;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
-  const int64_t fit = kChunkBytes / (4 * k) / tiles.max_rows * tiles.max_rows;
   Units units;
-  units.chunk_rows = std::clamp<int64_t>(fit, tiles.max_rows, kMaxChunkRows / tiles.max_rows * tiles.max_rows);
+  units.chunk_rows = kChunkRows;  // a multiple of every tile height
   units.blocks = blocks;
   units.count = (rows + units.chunk_rows - 1) / units.chunk_rows * blocks;
   const int64_t useful = std::max<int64_t>(1, rows * n * k / kMinWorkPerThread);
