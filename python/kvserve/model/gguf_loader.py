@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -397,26 +397,43 @@ def iterate_gguf_weights(path: Path, keep_formats: bool) -> Iterator[tuple[str, 
         "attn_q": int(_required(metadata, f"{prefix}.attention.head_count")),
         "attn_k": int(metadata.get(f"{prefix}.attention.head_count_kv", metadata[f"{prefix}.attention.head_count"])),
     }
-    for tensor in reader.tensors:
-        if tensor.name == _ROPE_FACTORS_TENSOR:
-            continue
-        hf_name = _hf_tensor_name(tensor.name)
-        shape = _tensor_shape(tensor)
-        raw_type = int(tensor.tensor_type)
-        if (
-            keep_formats
-            and len(shape) == 2
-            and raw_type != GGMLQuantizationType.F32
-            and stored_format(raw_type) == raw_type
-        ):
-            weight = torch.from_numpy(np.array(tensor.data, copy=True)).view(torch.uint8).reshape(shape[0], -1)
-        else:
-            values = np.require(quants.dequantize(tensor.data, tensor.tensor_type), requirements=["C", "W"])
-            weight = torch.from_numpy(values).reshape(shape)
-        part = tensor.name.split(".")[-2]
-        if architecture.permuted_qk and part in num_heads:
-            weight = _unpermute_rows(weight, num_heads[part]).contiguous()
-        yield hf_name, weight
+    # What each tensor's bytes are (the reader's view of them: its element type and shape) and where they lie. The
+    # reader itself goes before any is read: its metadata objects (a 49k-token vocabulary's arrays: ~160 MiB)
+    # would otherwise stay alive beside the weights, and bytes copied out of its mapping stay resident
+    # (~the file) until the mapping goes. Reading them with a plain file read keeps neither (RESULTS.md, #14).
+    tensors = [
+        (t.name, t.tensor_type, _tensor_shape(t), t.data.dtype, t.data.shape, t.data_offset)
+        for t in reader.tensors
+        if t.name != _ROPE_FACTORS_TENSOR
+    ]
+    del reader
+    with open(path, "rb") as file:
+        for name, tensor_type, shape, dtype, data_shape, offset in tensors:
+            data = _read_array(file, offset, dtype, data_shape, path)
+            raw_type = int(tensor_type)
+            if (
+                keep_formats
+                and len(shape) == 2
+                and raw_type != GGMLQuantizationType.F32
+                and stored_format(raw_type) == raw_type
+            ):
+                weight = torch.from_numpy(data).view(torch.uint8).reshape(shape[0], -1)
+            else:
+                values = np.require(quants.dequantize(data, tensor_type), requirements=["C", "W"])
+                weight = torch.from_numpy(values).reshape(shape)
+            part = name.split(".")[-2]
+            if architecture.permuted_qk and part in num_heads:
+                weight = _unpermute_rows(weight, num_heads[part]).contiguous()
+            yield _hf_tensor_name(name), weight
+
+
+def _read_array(file: BinaryIO, offset: int, dtype: np.dtype, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    """The array of `dtype` and `shape` stored at `offset` of the open file."""
+    array = np.empty(shape, dtype)
+    file.seek(offset)
+    if file.readinto(memoryview(array).cast("B")) != array.nbytes:
+        raise ValueError(f"GGUF file {path} is truncated: a tensor ends past the end of the file")
+    return array
 
 
 def _unpermute_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
