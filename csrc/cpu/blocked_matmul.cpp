@@ -5,7 +5,7 @@
 // its next block was late. Here a tile of rows times one block accumulates in registers (each of the block's
 // k rows is one load per 16 columns, broadcast against each activation row), and the thread's next panel is
 // prefetched a few lines per k step, among the multiply-adds: 171-197 GFLOP/s from DRAM. At a prompt's
-// thousands of rows both run at ~200.
+// thousands of rows both run at ~200. AVX-512 only (see blocked_matmul_fits).
 //
 // Each output is one chain of multiply-adds in k order from zero, the bias added last, whatever the number of
 // rows or threads: a row's result does not depend on the batch it is in.
@@ -98,63 +98,12 @@ __attribute__((target("avx512f"))) void tile_avx512(const BlockedArgs& a, const 
   }
 }
 
-// The same with 8-column vectors: the block's two halves of 32 columns one after the other (4R accumulators
-// of 8 columns each, a weight vector loaded once for the R rows).
-template <int R>
-__attribute__((target("avx2,fma"))) void tile_avx2(const BlockedArgs& a, const TileJob& job, Prefetcher& prefetch) {
-  const float* x = a.x + job.r0 * a.x_stride;
-  alignas(32) float lanes[8];
-  for (int64_t half = 0; half < kBlock; half += 32) {
-    const int64_t n0 = job.n0 + half;
-    __m256 acc[R][4];
-    for (int r = 0; r < R; ++r) {
-      const float* o = a.out + (job.r0 + r) * a.out_stride;
-      for (int c = 0; c < 4; ++c) {
-        for (int l = 0; l < 8; ++l) {
-          const int64_t col = n0 + 8 * c + l;
-          lanes[l] = job.fresh || col >= a.n ? 0.0f : o[col];
-        }
-        acc[r][c] = _mm256_load_ps(lanes);
-      }
-    }
-    for (int64_t kk = job.k0; kk < job.k1; ++kk) {
-      const float* wk = job.wb + kk * kBlock + half;
-      __m256 xv[R];
-      for (int r = 0; r < R; ++r) xv[r] = _mm256_broadcast_ss(x + r * a.x_stride + kk);
-      for (int c = 0; c < 4; ++c) {
-        const __m256 w = _mm256_loadu_ps(wk + 8 * c);
-        for (int r = 0; r < R; ++r) acc[r][c] = _mm256_fmadd_ps(xv[r], w, acc[r][c]);
-      }
-      prefetch.step();
-    }
-    for (int r = 0; r < R; ++r) {
-      float* o = a.out + (job.r0 + r) * a.out_stride;
-      for (int c = 0; c < 4; ++c) {
-        _mm256_store_ps(lanes, acc[r][c]);
-        for (int l = 0; l < 8; ++l) {
-          const int64_t col = n0 + 8 * c + l;
-          if (col < a.n) o[col] = job.last && a.bias != nullptr ? lanes[l] + a.bias[col] : lanes[l];
-        }
-      }
-    }
-  }
-}
-
 using TileFn = void (*)(const BlockedArgs&, const TileJob&, Prefetcher&);
 
-struct Tiles {
-  int max_rows;        // rows of the tallest tile
-  int passes;          // passes over a block's k rows a tile makes
-  TileFn by_rows[7];   // by_rows[r]: the tile of r rows (1 <= r <= max_rows)
-};
-
-Tiles tiles_for_isa() {
-  if (detect_isa() == Isa::kAvx512) {
-    return {6, 1, {nullptr, tile_avx512<1>, tile_avx512<2>, tile_avx512<3>, tile_avx512<4>, tile_avx512<5>,
-                   tile_avx512<6>}};
-  }
-  return {3, 2, {nullptr, tile_avx2<1>, tile_avx2<2>, tile_avx2<3>, nullptr, nullptr, nullptr}};
-}
+// The tile of r rows is kTiles[r], up to kTileRows.
+constexpr int64_t kTileRows = 6;
+constexpr TileFn kTiles[kTileRows + 1] = {nullptr,        tile_avx512<1>, tile_avx512<2>, tile_avx512<3>,
+                                          tile_avx512<4>, tile_avx512<5>, tile_avx512<6>};
 
 // Activation rows and weight rows (k) a tile pass covers: a chunk of up to 96 rows of x meets each block's
 // panels of 512 k x 64 columns (128 KiB) in turn, each panel's slice of x (96 x 512 values, 192 KiB) in L2, so
@@ -177,11 +126,11 @@ struct Units {
 // A thread's units: each one's panels in k order, the next panel prefetched while the tiles run (its lines
 // spread over all their k steps; the next unit is claimed as its predecessor's last panel starts, so that its
 // first panel can be); side spans [s0, s1) prefetched evenly over `steps` k steps.
-void run_units(const BlockedArgs& a, const Tiles& tiles, Units& units, const SidePrefetch* side, int64_t s0,
+void run_units(const BlockedArgs& a, Units& units, const SidePrefetch* side, int64_t s0,
                int64_t s1, int64_t steps) {
   const int64_t block_floats = a.k_padded * kBlock;
   const auto tile_steps = [&](int64_t rows, int64_t ks) {
-    return std::max<int64_t>(1, (rows + tiles.max_rows - 1) / tiles.max_rows * ks * tiles.passes);
+    return std::max<int64_t>(1, (rows + kTileRows - 1) / kTileRows * ks);
   };
   Prefetcher prefetch;
   if (side != nullptr && s0 < s1) {
@@ -209,10 +158,10 @@ void run_units(const BlockedArgs& a, const Tiles& tiles, Units& units, const Sid
       }
       prefetch.panel_per_step = (prefetch.panel_lines + tile_steps(rows, k1 - kc) - 1) / tile_steps(rows, k1 - kc);
       const float* wb = a.w + b * block_floats;
-      for (int64_t r0 = m0; r0 < m0 + rows; r0 += tiles.max_rows) {
-        const int64_t tile_rows = std::min<int64_t>(tiles.max_rows, m0 + rows - r0);
+      for (int64_t r0 = m0; r0 < m0 + rows; r0 += kTileRows) {
+        const int64_t tile_rows = std::min(kTileRows, m0 + rows - r0);
         const TileJob job{r0, b * kBlock, wb, kc, k1, kc == 0, k1 == a.k};
-        tiles.by_rows[tile_rows](a, job, prefetch);
+        kTiles[tile_rows](a, job, prefetch);
       }
     }
     unit = following;
@@ -221,31 +170,32 @@ void run_units(const BlockedArgs& a, const Tiles& tiles, Units& units, const Sid
 
 }  // namespace
 
-bool blocked_matmul_fits() { return detect_isa() != Isa::kBaseline; }
+// AVX-512 only: an AVX2 build of the same tiles (3 rows x 32 columns, 12 accumulators) reached 80-95 GFLOP/s
+// where oneDNN's AVX2 kernel reached 140-205, so AVX2-only CPUs keep oneDNN's.
+bool blocked_matmul_fits() { return detect_isa() == Isa::kAvx512; }
 
 void blocked_matmul(float* out, const float* x, const float* w, const float* bias, int64_t rows, int64_t n, int64_t k,
                     int64_t k_padded, int64_t x_stride, int64_t out_stride, int num_threads, const SidePrefetch* side) {
-  static const Tiles tiles = tiles_for_isa();
   const BlockedArgs a{out, x, w, bias, rows, n, k, k_padded, x_stride, out_stride};
   if (rows == 0) return;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   Units units;
-  units.chunk_rows = kChunkRows;  // a multiple of every tile height
+  units.chunk_rows = kChunkRows;  // a multiple of kTileRows
   units.blocks = blocks;
   units.count = (rows + units.chunk_rows - 1) / units.chunk_rows * blocks;
   const int64_t useful = std::max<int64_t>(1, rows * n * k / kMinWorkPerThread);
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({num_threads, units.count, useful})));
   const int64_t spans = side == nullptr ? 0 : side->count;
   // Each thread's expected share of the k steps, over which its share of the side spans is spread.
-  const int64_t steps = (rows + tiles.max_rows - 1) / tiles.max_rows * k * tiles.passes * blocks / threads;
+  const int64_t steps = (rows + kTileRows - 1) / kTileRows * k * blocks / threads;
   if (threads == 1) {
-    run_units(a, tiles, units, side, 0, spans, steps);
+    run_units(a, units, side, 0, spans, steps);
     return;
   }
 #pragma omp parallel num_threads(threads)
   {
     const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
-    run_units(a, tiles, units, side, spans * t / count, spans * (t + 1) / count, steps);
+    run_units(a, units, side, spans * t / count, spans * (t + 1) / count, steps);
   }
 }
 

@@ -10,7 +10,7 @@ namespace kvserve::cpu {
 
 // out = x · Wᵀ (+ bias) for a float32 W [n, k] in oneDNN's blocked layout for linear weights
 // ([ceil(n / 64)][k_padded][64]: packed_weights.py checks it), for decode-sized row counts; output columns split
-// across up to num_threads threads. Needs blocked_matmul_fits() (AVX2 or AVX-512).
+// across up to num_threads threads. Needs blocked_matmul_fits() (AVX-512).
 bool blocked_matmul_fits();
 
 // Other memory to bring into cache while a product runs (its multiply-adds leave memory bandwidth idle): spans

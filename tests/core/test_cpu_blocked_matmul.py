@@ -7,17 +7,13 @@ The bound is the standard one for a dot product in float32: |ŷ - y| ≤ γ_k Σ
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from kvserve import _core
 from tests.core.blocked_layout import blocked
 
-pytestmark = pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="needs AVX2 or AVX-512")
+pytestmark = pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="needs AVX-512")
 
 
 def ptr(array: np.ndarray) -> int:
@@ -44,7 +40,7 @@ def assert_within_bound(out, x, weight, bias):
     assert np.all(np.abs(out - exact) <= gamma * magnitude + 2.0**-24 * np.abs(exact))
 
 
-# Rows: tiles of 6 (AVX-512) or 3 (AVX2) and their remainders, and the 96-row chunks; k: ragged, and past the
+# Rows: tiles of 6 and their remainders, and the 96-row chunks; k: ragged, and past the
 # 512-value ranges the sums are carried across; n: a partial last block, and fewer blocks than threads.
 @pytest.mark.parametrize("threads", [1, 2, 3, 5])
 @pytest.mark.parametrize("rows, k, n", [(1, 64, 48), (7, 37, 130), (13, 600, 65), (100, 1100, 200), (200, 96, 64)])
@@ -78,13 +74,3 @@ def test_rows_a_stride_apart_and_no_rows():
     out = matmul(wide, weight, None, 2, x_stride=56)  # the first 40 values of each 56-value row
     np.testing.assert_array_equal(out, matmul(np.ascontiguousarray(wide[:, :40]), weight, None, 2))
     assert matmul(np.zeros((0, 40), np.float32), weight, None, 2).shape == (0, 70)
-
-
-@pytest.mark.skipif("KVSERVE_CPU_ISA" in os.environ, reason="already running under a capped instruction set")
-def test_the_avx2_build():
-    """The checks again with the kernel capped at AVX2 (8-column vectors, tiles of 3 rows), as CPUs without
-    AVX-512 run it."""
-    env = {**os.environ, "KVSERVE_CPU_ISA": "avx2"}
-    tests = ["-k", "not avx2_build", "-q", "-p", "no:cacheprovider", "--confcutdir=tests/core", __file__]
-    result = subprocess.run([sys.executable, "-m", "pytest", *tests], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:]

@@ -119,7 +119,7 @@ def test_biases_qk_norms_windows_and_segments(with_extras: torch.nn.Module, cont
     _both_paths(with_extras, contexts)
 
 
-@pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="the blocked kernel needs AVX2 or AVX-512")
+@pytest.mark.skipif(not _core.cpu.blocked_matmul_fits(), reason="the blocked kernel needs AVX-512")
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen3"])
 def test_float32_checkpoints_take_the_fused_path_with_blocked_weights(tiny_model_dir, name: str) -> None:
     model_dir = tiny_model_dir(name)

@@ -11,12 +11,12 @@ matmul there ran ~18 GFLOP/s; a bfloat16 weight then stays dense and multiplies 
 (ops/quant_kernels.py: widened in registers, float32 accumulation, ~95 GFLOP/s), rounded to bfloat16 once
 at the end as torch's is (RESULTS.md, #14, fifth session).
 
-A packed float32 weight lies in blocks of 64 output columns, [ceil(out / 64)][in rounded up to 16][64], and our
-own kernel reads it in place (kvserve._core.cpu.blocked_matmul, csrc/cpu/blocked_matmul.cpp): at a decode
-step's few rows oneDNN's ran at 151-177 GFLOP/s with the weights streamed from DRAM, ours at 171-197 (it
-prefetches the next block among its multiply-adds); at a prompt's thousands of rows both ran at ~200. The
-layout is oneDNN's choice, not a documented contract, so each weight is checked where it was packed; one that
-does not match keeps oneDNN's kernel.
+A packed float32 weight lies in blocks of 64 output columns, [ceil(out / 64)][in rounded up to 16][64], and on
+AVX-512 CPUs our own kernel reads it in place (kvserve._core.cpu.blocked_matmul, csrc/cpu/blocked_matmul.cpp):
+at a decode step's few rows oneDNN's ran at 151-177 GFLOP/s with the weights streamed from DRAM, ours at
+171-197 (it prefetches the next block among its multiply-adds); at a prompt's thousands of rows both ran at
+~200. The layout is oneDNN's choice, not a documented contract, so each weight is checked where it was
+packed; one that does not match keeps oneDNN's kernel.
 """
 
 from __future__ import annotations
