@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 #include "kv_cache_rows.h"
+#include "paged_kv.h"
 
 namespace kvserve::cpu {
 namespace {
@@ -49,7 +50,7 @@ void DecodeLayers::plan_kv_prefetch(const void* kv_cache, int cache_dtype, const
   span_bytes_.clear();
   for (int64_t r = 0; r < tokens; ++r) {
     const int64_t seq_len = seq_lens[r];
-    const int64_t first = sliding_window > 0 ? std::max<int64_t>(0, seq_len - sliding_window) : 0;
+    const int64_t first = first_visible_position(seq_len, sliding_window);
     for (int64_t half = 0; half < 2; ++half) {
       for (int64_t p0 = first; p0 < seq_len;) {
         const int64_t p1 = std::min(seq_len, (p0 / block_size + 1) * block_size);

@@ -55,10 +55,6 @@ struct Item {
   int64_t r, h0, h1;
 };
 
-KV_INLINE int64_t first_position(const DecodeArgs& a, int64_t seq_len) {
-  return a.sliding_window > 0 ? std::max<int64_t>(0, seq_len - a.sliding_window) : 0;
-}
-
 // One thread's items and the cache rows they read, in reading order: for each item, its keys block by block
 // (a block's rows of the item's heads), then its values. Items are claimed one at a time from a counter all
 // threads share, so a thread held up (by the event loop's, say) is not waited for; the prefetcher claims them
@@ -113,7 +109,7 @@ class ChunkStream {
       if (walk_ == claimed_.size() && !claim()) return false;
       const Item& item = claimed_[walk_];
       const int64_t seq_len = a_.seq_lens[item.r];
-      if (position_ < 0) position_ = first_position(a_, seq_len);
+      if (position_ < 0) position_ = first_visible_position(seq_len, a_.sliding_window);
       if (position_ >= seq_len) {  // this pass is walked: on to the values, or to the next item
         position_ = -1;
         half_ ^= 1;
@@ -182,7 +178,7 @@ KV_INLINE void for_each_cached_row(const DecodeArgs& a, const int32_t* table, in
 KV_CLONES void attend_head(const DecodeArgs& a, int64_t r, int64_t kvh, Workspace& ws) {
   const int64_t group = a.heads / a.kv_heads, head_dim = a.head_dim;
   const int64_t seq_len = a.seq_lens[r];
-  const int64_t first = first_position(a, seq_len);
+  const int64_t first = first_visible_position(seq_len, a.sliding_window);
   const int64_t span = seq_len - first;
   const int32_t* table = a.block_tables + r * a.table_width;
   const float* q = a.query + r * a.query_stride + kvh * group * head_dim;
@@ -233,8 +229,8 @@ template <CacheDtype T>
 constexpr int64_t kElementBytes = T == CacheDtype::kFloat32 ? 4 : 2;
 
 // Scores of one block's rows of one KV head: scores[g * span + i] = scale * q_g · key(row i), i < rows, eight keys
-// at a time (`base`: the element offset of the block's first row for that head). Each eight rows read are
-// reported to the stream, so its prefetches are spread among the arithmetic rather than issued in bursts.
+// at a time (`base`: the element offset of the block's first row for that head). Each slice of eight values of
+// eight rows read is reported to the stream, so its prefetches are spread among the arithmetic, not in bursts.
 template <CacheDtype T>
 KV_AVX2 void score_block(const DecodeArgs& a, int64_t base, int64_t rows, const float* q, int64_t group,
                          float* scores, int64_t span, ChunkStream& stream) {
@@ -324,7 +320,7 @@ template <CacheDtype T>
 __attribute__((target("avx2,fma,f16c"))) void attend(const DecodeArgs& a, const Item& item, Workspace& ws,
                                                      ChunkStream& stream) {
   const int64_t group = a.heads / a.kv_heads, head_dim = a.head_dim, seq_len = a.seq_lens[item.r];
-  const int64_t first = first_position(a, seq_len), span = seq_len - first, heads = item.h1 - item.h0;
+  const int64_t first = first_visible_position(seq_len, a.sliding_window), span = seq_len - first, heads = item.h1 - item.h0;
   const int32_t* table = a.block_tables + item.r * a.table_width;
   const float* q = a.query + item.r * a.query_stride + item.h0 * group * head_dim;
   float* scores = ws.scores.data();
@@ -392,7 +388,7 @@ void paged_attention_decode(float* out, const float* query, const void* kv_cache
                      table_width, query_stride, scale, sliding_window};
   int64_t max_span = 0, total_span = 0;
   for (int64_t r = 0; r < reqs; ++r) {
-    const int64_t span = seq_lens[r] - first_position(a, seq_lens[r]);
+    const int64_t span = seq_lens[r] - first_visible_position(seq_lens[r], a.sliding_window);
     max_span = std::max(max_span, span);
     total_span += span;
   }

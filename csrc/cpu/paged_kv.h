@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "avx2_math.h"
@@ -26,6 +27,12 @@ struct PagedAttentionArgs {
   float scale;
   int64_t sliding_window;
 };
+
+// The first cached position a decode query at position seq_len - 1 attends to: all of them, or the last
+// sliding_window when it is positive.
+inline int64_t first_visible_position(int64_t seq_len, int64_t sliding_window) {
+  return sliding_window > 0 ? std::max<int64_t>(0, seq_len - sliding_window) : 0;
+}
 
 // Element offset of the key (half 0) or value (half 1) at position p of the request whose block table is
 // `table`, for KV head kvh.

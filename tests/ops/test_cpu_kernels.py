@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from kvserve import ops
 from kvserve.ops import cpu_kernels, reference
+from tests.torch_threads import torch_threads
 
 # Reductions run in a different order than torch's: agreement to a few float32 ulps of unit-scale values.
 TOL = dict(rtol=2e-5, atol=2e-5)
@@ -144,15 +145,11 @@ def test_decode_attention_of_fewer_requests_than_threads_shares_out_their_kv_hea
     tables = torch.stack([torch.randperm(80)[:40] for _ in range(2)]).to(torch.int32)
     query = torch.randn(2, 9, 64)
     scale = 64**-0.5
-    previous = torch.get_num_threads()
     for seq_lens in (torch.tensor([613], dtype=torch.int32), torch.tensor([401, 637], dtype=torch.int32)):
         args = (query[: len(seq_lens)], kv_cache, tables[: len(seq_lens)], seq_lens, scale, 0)
         expected = reference.decode_attention(*args)
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             out = cpu_kernels._decode(*args)
-        finally:
-            torch.set_num_threads(previous)
         torch.testing.assert_close(out, expected, **TOL)
 
 
@@ -168,13 +165,9 @@ def test_decode_attention_over_a_large_cache_prefetches_and_still_matches(cache_
     query = torch.randn(len(seq_lens), 8, 64)
     args = (query, kv_cache, tables, seq_lens, 64**-0.5, window)
     expected = reference.decode_attention(*args)
-    previous = torch.get_num_threads()
     for threads in (1, 2, 3):
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             out = cpu_kernels._decode(*args)
-        finally:
-            torch.set_num_threads(previous)
         torch.testing.assert_close(out, expected, **TOL)
 
 

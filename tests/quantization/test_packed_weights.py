@@ -20,6 +20,7 @@ from kvserve.model.loader import build_model, model_weights
 from kvserve.model.model_config import ModelConfig
 from kvserve.model.quantization import Linear, packed_weights
 from tests.pooling import encoder_models
+from tests.torch_threads import torch_threads
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -81,10 +82,8 @@ def test_float32_weights_packed_by_one_or_two_threads_take_the_blocked_kernel() 
     and default host) a decoder's shapes come out in blocks of 64 columns, which our kernel reads, and its
     products agree with oneDNN's own within the bound."""
     generator = torch.Generator().manual_seed(3)
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             for n, k in ((1344, 512), (130, 37), (8192, 96)):
                 weight = torch.randn(n, k, generator=generator)
                 packed = packed_weights.packed_parameter(weight)
@@ -93,8 +92,6 @@ def test_float32_weights_packed_by_one_or_two_threads_take_the_blocked_kernel() 
                 _check_against_float64(x, weight, None, packed_weights.linear(x, packed))
                 onednn = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
                 _check_against_float64(x, weight, None, onednn)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_without_avx512_float32_weights_keep_onednn() -> None:
