@@ -21,6 +21,7 @@ import torch
 
 from kvserve.config import EngineConfig
 from kvserve.errors import InvalidRequestError
+from kvserve.malloc_tuning import release_free_memory
 from kvserve.messages import BatchResult, ExecuteBatch, NewRequest
 from kvserve.model.cpu_kv_cache import cpu_kv_cache_budget, zeros_on_demand
 from kvserve.model.cross_attention import cross_attention_context
@@ -38,6 +39,7 @@ from kvserve.model.memory_planning import (
     profiling_inputs,
     resolve_kv_cache_dtype,
 )
+from kvserve.model.micro_batches import MICRO_BATCH_TOKENS, forward_in_pieces, piece_context, plan_pieces
 from kvserve.model.model_config import ModelConfig, parse_dtype
 from kvserve.model.noop_model import NoopModel
 from kvserve.model.parallel import local_kv_heads, min_over_group
@@ -97,6 +99,7 @@ class StepInputs:
     positions: torch.Tensor
     ctx: ForwardContext
     graph_size: int | None = None  # the CUDA graph (padded batch size) this step replays; None: eager
+    pieces: tuple[tuple[slice, ForwardContext], ...] = ()  # the forward's micro-batches (micro_batches.py)
 
 
 def kv_block_bytes(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -127,6 +130,8 @@ class ModelRunner:
         self.max_num_batched_tokens = default_max_num_batched_tokens(engine_config, self.device)
         self.model = self._load_model(model_dir)
         self.graph_sizes = self._cuda_graph_sizes()
+        self.micro_batch_tokens = self._micro_batch_tokens()
+        self._trim_pending = False  # a step went in pieces since the last trim (_after_pieces)
         # Graphs pad their batches with rows that write one block outside the scheduler's pool.
         self.num_reserved_blocks = 1 if self.graph_sizes else 0
         self.num_blocks = self._num_kv_blocks() if self.tasks.uses_kv_cache else self._num_accounting_blocks()
@@ -248,6 +253,15 @@ class ModelRunner:
         max_decode_rows = min(c.max_num_seqs, self.max_num_batched_tokens)
         return capture_sizes(max_decode_rows, c.cuda_graph_sizes) if capturable else []
 
+    def _micro_batch_tokens(self) -> int | None:
+        """The most tokens a forward runs at once: MICRO_BATCH_TOKENS on CPU, for decoders with a paged KV cache
+        (micro_batches.py); None (the whole step) on CUDA, whose memory plan profiles a full step."""
+        tasks = self.tasks
+        splittable = tasks.uses_kv_cache and TaskKind.ENCODER_DECODER not in tasks.tasks
+        if self.device.type != "cpu" or not splittable or getattr(self.model, "uses_token_type_ids", False):
+            return None
+        return MICRO_BATCH_TOKENS
+
     def _capture_cuda_graphs(self) -> DecodeGraphs | None:
         if not self.graph_sizes or not self.kv_caches:
             return None
@@ -317,7 +331,19 @@ class ModelRunner:
         self.apply_request_changes(batch)
         inputs = self.prepare_inputs(batch)
         hidden = self.forward(inputs)
-        return self.sample(batch, hidden)
+        result = self.sample(batch, hidden)
+        self._after_pieces(bool(inputs.pieces))
+        return result
+
+    def _after_pieces(self, in_pieces: bool) -> None:
+        """The first step after a run of steps that went in pieces hands what their temporaries left free back
+        to the system (malloc_trim, ~4 ms on the default model): otherwise it stays resident through the decode
+        steps that follow (~20 MiB there, RESULTS.md #14). While long steps keep coming, they reuse it."""
+        if in_pieces:
+            self._trim_pending = True
+        elif self._trim_pending:
+            self._trim_pending = False
+            release_free_memory()
 
     def apply_request_changes(self, batch: ExecuteBatch) -> None:
         # Finished first: a new request may take the slot of one that finished since the previous step.
@@ -357,7 +383,12 @@ class ModelRunner:
             ctx = dataclasses.replace(ctx, token_type_ids=self._to_device(self._token_type_ids(batch)))
         input_ids = self.last_sampled.fill(input_ids, batch.placeholder_indices, batch.placeholder_slots)
         graph_size = None if self.cuda_graphs is None else self.cuda_graphs.size_for(batch)
-        return StepInputs(input_ids, positions, ctx, graph_size)
+        pieces = ()
+        limit = self.micro_batch_tokens
+        if limit is not None and len(batch.input_ids) > limit:
+            split = plan_pieces(batch.query_start_loc, batch.seq_lens, limit)
+            pieces = tuple((piece.tokens, piece_context(ctx, piece, self._to_device)) for piece in split)
+        return StepInputs(input_ids, positions, ctx, graph_size, pieces)
 
     def _token_type_ids(self, batch: ExecuteBatch) -> np.ndarray:
         """[T] segment ids: 0, except the second text of TextPair prompts. Visits only the step's requests,
@@ -375,6 +406,8 @@ class ModelRunner:
     def forward(self, inputs: StepInputs) -> torch.Tensor:
         if inputs.graph_size is not None:
             return self.cuda_graphs.replay(inputs.input_ids, inputs.positions, inputs.ctx, inputs.graph_size)
+        if inputs.pieces:
+            return forward_in_pieces(self.model, inputs.input_ids, inputs.positions, inputs.pieces)
         return self.model(inputs.input_ids, inputs.positions, inputs.ctx)
 
     @torch.inference_mode()
