@@ -12,6 +12,7 @@ import random
 import pytest
 
 from kvserve.config import EngineConfig
+from kvserve.model.micro_batches import MICRO_BATCH_TOKENS
 from kvserve.sampling_params import SamplingParams
 from tests.engine_helpers import MiB, generate, hf_greedy, run_with_engine
 from tests.tiny_models import ARCHITECTURES, VOCAB_SIZE
@@ -63,6 +64,17 @@ def test_chunked_prefill_under_a_small_token_budget(tiny_model_dir):
     results, _ = run_concurrently(config, prompts, max_tokens=16)
     for prompt, (tokens, _, _) in zip(prompts, results):
         assert tokens == hf_greedy(model_dir, prompt, 16)
+
+
+def test_a_step_over_the_micro_batch_runs_in_pieces(tiny_model_dir):
+    model_dir = tiny_model_dir("llama")
+    prompts = random_prompts(4, 200, 300, seed=7)  # one step of ~1,000 prompt tokens: pieces of 512 cut prompts
+    stats = []
+    config = EngineConfig(model=str(model_dir), kv_cache_memory=8 * MiB, block_size=16)
+    results, _ = run_concurrently(config, prompts, max_tokens=6, stats=stats)
+    assert max(s.num_scheduled_tokens for s in stats) > MICRO_BATCH_TOKENS
+    for prompt, (tokens, _, _) in zip(prompts, results):
+        assert tokens == hf_greedy(model_dir, prompt, 6)
 
 
 def test_sliding_window_beyond_the_window(tiny_model_dir):

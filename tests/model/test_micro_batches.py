@@ -64,13 +64,13 @@ GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs
 
 
 def run(model_dir, micro_batch_tokens: int | None):
-    """Prompts of 7, 19 and 11 tokens, a mean-pooled one of 13, then decode steps: the prompts' step is split
+    """Prompts of 7, 31 and 11 tokens, a mean-pooled one of 13, then decode steps: the prompts' step is split
     across requests when micro_batch_tokens is small."""
     runner = make_runner(model_dir)
     runner.micro_batch_tokens = micro_batch_tokens
     driver = RunnerDriver(runner)
     rng = np.random.default_rng(3)
-    prompts = [rng.integers(3, 384, n).tolist() for n in (7, 19, 11)]
+    prompts = [rng.integers(3, 384, n).tolist() for n in (7, 31, 11)]
     for slot, prompt in enumerate(prompts):
         driver.add(slot, prepared(f"r{slot}", prompt, GREEDY))
     driver.add(3, prepared("pool", rng.integers(3, 384, 13).tolist(), PoolingParams(pooling="mean")))
@@ -78,7 +78,7 @@ def run(model_dir, micro_batch_tokens: int | None):
     return prompts, [driver.rows[slot].token_ids[len(prompt) :] for slot, prompt in enumerate(prompts)], results
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen3"])
+@pytest.mark.parametrize("architecture", ["llama", "qwen3", "mistral-sliding"])
 def test_a_split_forward_gives_the_whole_steps_outputs(tiny_model_dir, architecture):
     model_dir = tiny_model_dir(architecture)
     assert make_runner(model_dir).micro_batch_tokens == MICRO_BATCH_TOKENS  # a CPU decoder splits long steps
