@@ -68,7 +68,7 @@ def test_chunked_prefill_under_a_small_token_budget(tiny_model_dir):
 
 def test_a_step_over_the_micro_batch_runs_in_pieces(tiny_model_dir):
     model_dir = tiny_model_dir("llama")
-    prompts = random_prompts(4, 200, 300, seed=7)  # one step of ~1,000 prompt tokens: pieces of 512 cut prompts
+    prompts = random_prompts(4, 200, 300, seed=7)  # one step of ~1,000 prompt tokens: pieces cut prompts
     stats = []
     config = EngineConfig(model=str(model_dir), kv_cache_memory=8 * MiB, block_size=16)
     results, _ = run_concurrently(config, prompts, max_tokens=6, stats=stats)

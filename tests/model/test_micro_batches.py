@@ -55,7 +55,7 @@ def test_pieces_cover_the_step_and_give_each_token_its_context(step, max_tokens)
 
 def test_a_step_that_fits_is_one_piece():
     query_start_loc = np.array([0, 1, 300, 512], dtype=np.int32)
-    (piece,) = plan_pieces(query_start_loc, np.array([40, 299, 212], dtype=np.int32), MICRO_BATCH_TOKENS)
+    (piece,) = plan_pieces(query_start_loc, np.array([40, 299, 212], dtype=np.int32), 512)
     assert piece.tokens == slice(0, 512) and piece.requests == slice(0, 3)
     assert piece.seq_lens.tolist() == [40, 299, 212] and piece.max_query_len == 299
 

@@ -3,9 +3,9 @@
 The scheduler's token budget (2,048 on CPU) decides how much prompt a step takes in, and a prefill-only
 prompt (an embedding's, a score's) must fit in one step. The forward's temporaries grow with the tokens it
 runs at once: the MLP's [T, 2 x intermediate] activations alone are 25 MB for SmolLM2 at 2,048 tokens and
-235 MB for a Llama-3-8B. So, as llama.cpp runs a batch in micro-batches (its ubatch, 512 tokens), a longer
-step runs its forward piece by piece. Each piece writes its keys and values to the paged cache before the
-next reads them, exactly as chunked prefill does across steps, and the pieces' hidden states are the step's.
+235 MB for a Llama-3-8B. So, as llama.cpp runs a batch in micro-batches (its ubatch), a longer step runs its
+forward piece by piece. Each piece writes its keys and values to the paged cache before the next reads them,
+exactly as chunked prefill does across steps, and the pieces' hidden states are the step's.
 
     step tokens  | r0 (decode) | r1 (prompt .................................) | r2 (prompt ......) |
     pieces       | piece 0 ............................ | piece 1 ............................ | p 2 |
@@ -25,9 +25,10 @@ import torch
 
 from kvserve.model.forward_context import ForwardContext
 
-# llama.cpp's default micro-batch. On the default model (RESULTS.md, #14) it keeps 16 streams' prefill at the
-# speed of one 2,048-token piece while the process peaks ~70 MiB lower.
-MICRO_BATCH_TOKENS = 512
+# Half llama.cpp's default ubatch (512). Measured on the default model at 16 streams (RESULTS.md, #14): the
+# server peaks at 606-609 MiB with 256, 612-623 with 512 and 686-714 without pieces, at the same speed (and the
+# float32 bench's prefill too): a piece of 256 rows is still a large GEMM.
+MICRO_BATCH_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True)
