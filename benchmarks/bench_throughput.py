@@ -10,8 +10,9 @@ A batch of `--batch-size` requests runs through each, on this machine's CPU, eac
            to its own length. Both are credited only with the requested tokens.
 
 Throughput = (prompt + requested output tokens) / wall time; EOS is ignored. Each side runs `--repeats`
-times (alternating) and reports its median, since a shared VM's timings spread by 20% or more. Prints a
-table; `--json PATH` writes the figures.
+times (alternating) and reports its median, since a shared VM's timings spread by 20% or more, with the
+range of the repeats' own ratios (each repeat runs the two sides back to back). Prints a table; `--json PATH`
+writes the figures, every repeat's included.
 
     python benchmarks/bench_throughput.py                      # a random-weight Llama built on the fly
     python benchmarks/bench_throughput.py --model DIR         # any supported HF model directory
@@ -243,8 +244,11 @@ def main() -> None:
                 for _ in range(args.repeats)
             ]
             for w, workload in enumerate(workloads):
-                kvserve_s = statistics.median(k[w] for k, _ in runs)
-                hf_s = statistics.median(h[w] for _, h in runs)
+                kvserve_runs = [k[w] for k, _ in runs]
+                hf_runs = [h[w] for _, h in runs]
+                kvserve_s, hf_s = statistics.median(kvserve_runs), statistics.median(hf_runs)
+                # Each repeat ran the two sides back to back: their ratio, repeat by repeat, shows the host's drift.
+                repeat_ratios = [h / k for k, h in zip(kvserve_runs, hf_runs)]
                 results.append(
                     {
                         "model": model_name,
@@ -255,16 +259,23 @@ def main() -> None:
                         "kvserve_tok_s": workload.requested_tokens / kvserve_s,
                         "transformers_tok_s": workload.requested_tokens / hf_s,
                         "ratio": hf_s / kvserve_s,
+                        "kvserve_runs_s": kvserve_runs,
+                        "transformers_runs_s": hf_runs,
+                        "repeat_ratios": repeat_ratios,
                     }
                 )
 
     dtype = "bfloat16" if args.device == "cuda" else args.dtype
     print(f"offline throughput on {args.device}, ~{args.input_len} in / ~{args.output_len} out, {dtype}")
-    print(f"{'model':<16}{'workload':<14}{'kvserve s':>11}{'hf s':>9}{'kvserve tok/s':>15}{'hf tok/s':>11}{'ratio':>8}")
+    print(
+        f"{'model':<16}{'workload':<14}{'kvserve s':>11}{'hf s':>9}{'kvserve tok/s':>15}{'hf tok/s':>11}{'ratio':>8}"
+        f"{'repeats':>15}"
+    )
     for r in results:
+        spread = f"{min(r['repeat_ratios']):.2f}-{max(r['repeat_ratios']):.2f}x"
         print(
             f"{r['model']:<16}{r['workload']:<14}{r['kvserve_s']:>11.2f}{r['transformers_s']:>9.2f}"
-            f"{r['kvserve_tok_s']:>15.1f}{r['transformers_tok_s']:>11.1f}{r['ratio']:>7.2f}x"
+            f"{r['kvserve_tok_s']:>15.1f}{r['transformers_tok_s']:>11.1f}{r['ratio']:>7.2f}x{spread:>15}"
         )
     if args.json:
         payload = {

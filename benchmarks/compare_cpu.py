@@ -28,6 +28,10 @@ own figures are kept as `client_*` in the JSON.
     benchmarks/setup_llamacpp.sh                      # once: builds llama-server (long on 2 cores)
     .venv/bin/python benchmarks/compare_cpu.py        # table to stdout, JSON to benchmarks/results/compare-cpu/
     .venv/bin/python benchmarks/compare_cpu.py --models tiny --skip-llama-server
+
+`--isa avx2` measures both on the footing of a CPU without AVX-512, on a CPU that has it: llama-server built
+for AVX2 + FMA + F16C + BMI2 (ggml's flags with -DGGML_NATIVE=OFF, a build cached beside the native one), and
+kvserve with its own kernels, oneDNN and torch's kernels capped there (ISA_ENV).
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ MODELS = ("smollm2", "tiny")
 SETTLE_S = 2.0
 # --kv-cache-dtype: kvserve's name -> (llama-server's cache type, bytes a value).
 KV_CACHE_DTYPES = {"float16": ("f16", 2), "bfloat16": ("bf16", 2), "float32": ("f32", 4)}
+# --isa: the CMake flags of llama-server's build (setup_llamacpp.sh's CMAKE_ARGS) and kvserve's environment.
+ISA_CMAKE_ARGS = {"native": "", "avx2": "-DGGML_NATIVE=OFF"}
+ISA_ENV = {
+    "native": {},
+    "avx2": {"KVSERVE_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,12 +453,14 @@ def credit_exact_lengths(result: dict, output_len: int) -> dict:
     return {**result, **client_figures, **credited}
 
 
-def measure_server(name: str, command: list[str], model: BenchModel, args: argparse.Namespace) -> dict:
+def measure_server(
+    name: str, command: list[str], model: BenchModel, args: argparse.Namespace, env: dict[str, str] | None = None
+) -> dict:
     """Runs and measures one server on one model: {"runs": [...], "memory": {...}}."""
     port = int(command[command.index("--port") + 1])
     log_path = args.out_dir / f"{model.name}-{name}.log"
     runs = []
-    with running_server(name, command, port, args.cpus, log_path, args.startup_timeout) as server:
+    with running_server(name, command, port, args.cpus, log_path, args.startup_timeout, env) as server:
         num_tokens = probe_output_len(server.base_url, args.output_len)
         if num_tokens != args.output_len:
             raise SystemExit(f"{name} stopped after {num_tokens} of {args.output_len} tokens: EOS was not ignored")
@@ -548,10 +560,14 @@ def log(message: str) -> None:
 # --- main ------------------------------------------------------------------------------------------------
 
 
-def setup_llama_server() -> dict[str, str]:
-    """Runs (idempotently) benchmarks/setup_llamacpp.sh and returns the paths it prints."""
+def setup_llama_server(isa: str) -> dict[str, str]:
+    """Runs (idempotently) benchmarks/setup_llamacpp.sh for `isa` and returns the paths it prints."""
     completed = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "setup_llamacpp.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ["bash", str(ROOT / "benchmarks" / "setup_llamacpp.sh")],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CMAKE_ARGS": f"{os.environ.get('CMAKE_ARGS', '')} {ISA_CMAKE_ARGS[isa]}".strip()},
     )
     return dict(line.split("=", 1) for line in completed.stdout.splitlines() if "=" in line)
 
@@ -602,6 +618,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, help="threads of both servers (default: one per core of --cpus)")
     parser.add_argument("--skip-llama-server", action="store_true", help="kvserve alone: no llama.cpp build needed")
+    parser.add_argument(
+        "--isa", choices=list(ISA_ENV), default="native", help="instruction sets both servers use (see above)"
+    )
     args = parser.parse_args()
     if args.input_len + args.output_len > args.max_model_len:
         parser.error("--input-len + --output-len must fit in --max-model-len")
@@ -609,12 +628,14 @@ def main() -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     args.json = args.json or args.out_dir / "compare_cpu.json"
 
-    peer = {} if args.skip_llama_server else setup_llama_server()
+    peer = {} if args.skip_llama_server else setup_llama_server(args.isa)
+    kvserve_env = {**os.environ, **ISA_ENV[args.isa]}
     rows, measured_all = [], {}
     models = bench_models(args.models, args.work_dir)
     for model in models:
         log(f"{model.name}: {model.description}, {model.gguf}")
-        measured = {KVSERVE: measure_server(KVSERVE, kvserve_command(model, free_port(), args), model, args)}
+        command = kvserve_command(model, free_port(), args)
+        measured = {KVSERVE: measure_server(KVSERVE, command, model, args, kvserve_env)}
         if peer:
             command = llama_server_command(model, free_port(), args, peer["LLAMA_SERVER"])
             measured[LLAMA_SERVER] = measure_server(LLAMA_SERVER, command, model, args)
@@ -623,7 +644,7 @@ def main() -> None:
 
     print(
         f"{args.input_len} in / {args.output_len} out tokens, ignore_eos, {args.threads} threads on cores "
-        f"{sorted(args.cpus)} of {os.cpu_count()} ({cpu_name()}); TPOT = median; models: "
+        f"{sorted(args.cpus)} of {os.cpu_count()} ({cpu_name()}, {args.isa} instructions); TPOT = median; models: "
         + "; ".join(f"{m.name} = {m.description}" for m in models)
     )
     print(format_table(rows))

@@ -17,8 +17,12 @@ PYTHON=${PYTHON:-python3}
 JOBS=${JOBS:-$(nproc)}
 
 # -march=native code is only valid on a CPU with the same instruction sets: key the build by them, so a
-# home directory carried to another machine rebuilds instead of dying with SIGILL.
+# home directory carried to another machine rebuilds instead of dying with SIGILL. CMAKE_ARGS are part of the
+# key too: a build capped to other instruction sets (compare_cpu.py --isa avx2) sits beside the native one.
 CPU_KEY=$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
+if [[ -n ${CMAKE_ARGS:-} ]]; then
+    CPU_KEY=$CPU_KEY-$(echo "$CMAKE_ARGS" | sha256sum | cut -c1-8)
+fi
 SDIST_DIR=$CACHE/sdist
 SRC=$CACHE/src/llama_cpp_python-$VERSION
 SDIST=$SDIST_DIR/llama_cpp_python-$VERSION.tar.gz
