@@ -109,6 +109,8 @@ def test_the_neutral_fields_become_sampling_params():
             "logprobs",
             "Requested sample logprobs of 21, which is greater than max allowed: 20",
         ),
+        (SamplingFields(max_tokens=-3), "max_tokens", "max_tokens must be at least 1, got -3."),
+        (SamplingFields(max_tokens=0, min_tokens=2), "max_tokens", "max_tokens must be at least 1, got 0."),
         (
             SamplingFields(max_tokens=3, min_tokens=4),
             "min_tokens",

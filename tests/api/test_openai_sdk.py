@@ -149,6 +149,13 @@ def test_prompt_longer_than_the_context_is_400(client):
     assert info.value.status_code == 400
 
 
+def test_chat_max_tokens_below_one_is_400_naming_it(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=-3)
+    assert info.value.body["message"] == "max_tokens must be at least 1, got -3."
+    assert info.value.body["param"] == "max_tokens"
+
+
 @pytest.mark.parametrize(
     ("payload", "fragment"),
     [

@@ -163,6 +163,7 @@ def sampling_params(fields: SamplingFields, ctx: ServingContext) -> SamplingPara
     )
     _check_logprob_counts(fields, ctx.settings.max_logprobs)
     _check_token_ids(fields, vocab_size)
+    require(max_tokens is None or max_tokens >= 1, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
     require(
         max_tokens is None or fields.min_tokens <= max_tokens,
         f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {fields.min_tokens}.",
