@@ -62,8 +62,7 @@ async def create_completion() -> Response:
     prompts = prompts_of(body.prompt)
     options = request_options(body, ctx, stream=bool(body.stream), request_id_prefix="cmpl-")
     max_tokens = DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-    echo_only = bool(body.echo) and max_tokens == 0
-    require(max_tokens >= 1 or echo_only, f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+    echo_only = bool(body.echo) and max_tokens == 0  # sampling_params refuses other values below 1
     logprobs = body.logprobs
     fields = sampling_fields(
         body,
